@@ -1,0 +1,154 @@
+"""Llama-style decoder presets, model construction and the FLOPs formula of DESIGN 2.5.
+
+Models are plain `transformers.LlamaForCausalLM` (RMSNorm, RoPE, SwiGLU, grouped-query
+attention) so every checkpoint loads with `AutoModelForCausalLM.from_pretrained`. Any other
+`transformers` causal-LM config may be used instead through `hf_config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Architecture of a named model size. `vocab_size` is nominal: the tokenizer's wins."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    vocab_size: int
+    note: str = ""
+
+
+def _paper(d: int, note: str) -> Preset:
+    # Africa et al. (2025) / pico-decoder family: 12 layers, 12 heads, 4 KV heads, FFN 4·d,
+    # context 2048, 50k vocabulary.
+    return Preset(d, 12, 12, 4, 4 * d, 2048, 50304, note)
+
+
+PRESETS: dict[str, Preset] = {
+    # CPU-sized presets for tests and smoke runs.
+    "nano": Preset(64, 2, 4, 2, 256, 256, 2048, "unit tests (~0.4M params at vocab 2048)"),
+    "micro": Preset(128, 4, 4, 2, 512, 512, 4096, "smoke runs on a laptop CPU (~2.0M params)"),
+    "mini": Preset(256, 6, 8, 4, 1024, 512, 8192, "real-corpus CPU runs (~10.1M params)"),
+    # The paper's four sizes.
+    "tiny": _paper(96, "paper 'tiny', ~11M params"),
+    "small": _paper(384, "paper 'small', ~65M params"),
+    "medium": _paper(768, "paper 'medium', ~181M params"),
+    "large": _paper(1536, "paper 'large', ~570M params"),
+}
+
+
+def llama_config(preset: str | Preset, vocab_size: int | None = None, **overrides: Any) -> LlamaConfig:
+    """The `LlamaConfig` of a preset, with `vocab_size` and any LlamaConfig field overridden."""
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ConfigError(f"model.preset: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        preset = PRESETS[preset]
+    fields = asdict(replace(preset, vocab_size=vocab_size or preset.vocab_size))
+    fields.pop("note")
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    if fields["hidden_size"] % fields["num_attention_heads"]:
+        raise ConfigError(
+            f"model: hidden_size {fields['hidden_size']} is not divisible by num_attention_heads "
+            f"{fields['num_attention_heads']}"
+        )
+    if fields["num_attention_heads"] % fields["num_key_value_heads"]:
+        raise ConfigError(
+            f"model: num_attention_heads {fields['num_attention_heads']} is not divisible by "
+            f"num_key_value_heads {fields['num_key_value_heads']}"
+        )
+    return LlamaConfig(
+        hidden_act="silu",
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
+        attention_dropout=0.0,
+        initializer_range=0.02,
+        use_cache=False,
+        **fields,
+    )
+
+
+def build_model(
+    preset: str | Preset = "nano",
+    vocab_size: int | None = None,
+    *,
+    hf_config: str | None = None,
+    special_token_ids: dict[str, int] | None = None,
+    attn_implementation: str = "sdpa",
+    **overrides: Any,
+) -> PreTrainedModel:
+    """A freshly initialised causal LM: a preset Llama, or any `transformers` config (`hf_config`).
+
+    Initialisation uses the global torch RNG: seed it first for reproducible weights.
+    """
+    if hf_config:
+        try:
+            config = AutoConfig.from_pretrained(hf_config)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"model.hf_config: cannot load {hf_config!r}: {exc}") from None
+        if vocab_size:
+            config.vocab_size = vocab_size
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(config, key, value)
+    else:
+        config = llama_config(preset, vocab_size, **overrides)
+    for name, token_id in (special_token_ids or {}).items():
+        setattr(config, f"{name}_token_id", token_id)
+    config._attn_implementation = attn_implementation
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+    if not hasattr(model, "get_output_embeddings") or model.get_output_embeddings() is None:
+        raise ConfigError("model.hf_config: the model has no output embeddings (not a causal LM)")
+    return model
+
+
+def parameter_counts(model: PreTrainedModel) -> dict[str, int]:
+    """Total parameters and non-embedding parameters (input embedding and LM head excluded)."""
+    total = sum(p.numel() for p in model.parameters())
+    embedding = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+    embedding_params = sum(p.numel() for p in model.parameters() if id(p) in embedding)
+    return {"total": total, "non_embedding": total - embedding_params}
+
+
+def forward_flops_per_token(model: PreTrainedModel, seq_len: int) -> int:
+    """Forward matmul FLOPs per token (DESIGN 2.5).
+
+    2 × non-embedding parameters + attention 2 × layers × seq × d + LM head 2 × d × vocab.
+    Backward costs twice the forward.
+    """
+    cfg = model.config
+    d = cfg.hidden_size
+    n_layers = cfg.num_hidden_layers
+    return (
+        2 * parameter_counts(model)["non_embedding"]
+        + 2 * n_layers * seq_len * d
+        + 2 * d * cfg.vocab_size
+    )
+
+
+def describe(model: PreTrainedModel, seq_len: int) -> str:
+    """One line with parameter counts and FLOPs per token, printed at the start of a run."""
+    counts = parameter_counts(model)
+    fwd = forward_flops_per_token(model, seq_len)
+    return (
+        f"model: {counts['total'] / 1e6:.2f}M parameters ({counts['non_embedding'] / 1e6:.2f}M non-embedding), "
+        f"{fwd / 1e6:.1f} MFLOPs/token forward, {3 * fwd / 1e6:.1f} MFLOPs/token forward+backward at seq {seq_len}"
+    )
+
+
+def is_llama(model: torch.nn.Module) -> bool:
+    return isinstance(model, LlamaForCausalLM)
