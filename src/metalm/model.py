@@ -124,20 +124,23 @@ def parameter_counts(model: PreTrainedModel) -> dict[str, int]:
     return {"total": total, "non_embedding": total - embedding_params}
 
 
-def forward_flops_per_token(model: PreTrainedModel, seq_len: int) -> int:
-    """Forward matmul FLOPs per token (DESIGN 2.5).
-
-    2 × non-embedding parameters + attention 2 × layers × seq × d + LM head 2 × d × vocab.
-    Backward costs twice the forward.
-    """
+def backbone_flops_per_token(model: PreTrainedModel, seq_len: int) -> int:
+    """Forward matmul FLOPs per token of the backbone alone (no output head), DESIGN 2.5:
+    2 × non-embedding parameters + attention 2 × layers × seq × d."""
     cfg = model.config
-    d = cfg.hidden_size
-    n_layers = cfg.num_hidden_layers
-    return (
-        2 * parameter_counts(model)["non_embedding"]
-        + 2 * n_layers * seq_len * d
-        + 2 * d * cfg.vocab_size
-    )
+    return 2 * parameter_counts(model)["non_embedding"] + 2 * cfg.num_hidden_layers * seq_len * cfg.hidden_size
+
+
+def head_flops(d_model: int, n_outputs: int) -> int:
+    """Forward FLOPs per position of a linear head d_model → n_outputs (LM head or classifier)."""
+    return 2 * d_model * n_outputs
+
+
+def forward_flops_per_token(model: PreTrainedModel, seq_len: int) -> int:
+    """Forward matmul FLOPs per token of a next-token step: backbone + LM head 2 × d × vocab.
+    Backward costs twice the forward."""
+    cfg = model.config
+    return backbone_flops_per_token(model, seq_len) + head_flops(cfg.hidden_size, cfg.vocab_size)
 
 
 def describe(model: PreTrainedModel, seq_len: int) -> str:

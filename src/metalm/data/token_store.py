@@ -1,0 +1,139 @@
+"""Tokenized corpora as memory-mapped token arrays, cached by content hash.
+
+A corpus is tokenized once: documents are concatenated, each followed by the EOS token, into a
+flat `uint16`/`uint32` array (`tokens`), with `doc_offsets[d]:doc_offsets[d+1]` the span of
+document d. Arrays live in the cache under a key that hashes the tokenizer and the source bytes,
+so re-runs (and other runs on the same data) skip tokenization entirely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from ..errors import DataError
+
+FORMAT_VERSION = 1
+_ENCODE_BATCH = 128
+
+
+@dataclass
+class TokenArray:
+    """A tokenized corpus: flat token ids plus document boundaries."""
+
+    tokens: np.ndarray  # 1-D uint16/uint32 (memory-mapped when loaded from the cache)
+    doc_offsets: np.ndarray  # int64, len n_docs + 1
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.doc_offsets) - 1
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def tokenizer_hash(tokenizer: PreTrainedTokenizerBase) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise DataError("the tokenizer must be a fast (Rust) tokenizer")
+    return hashlib.sha256(backend.to_str().encode()).hexdigest()
+
+
+def _batched(items: Iterable[str], n: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def tokenize_documents(docs: Iterable[str], tokenizer: PreTrainedTokenizerBase) -> list[np.ndarray]:
+    """Token ids of each document followed by EOS (no BOS: packing makes EOS the separator)."""
+    backend = tokenizer.backend_tokenizer
+    eos = tokenizer.eos_token_id
+    dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
+    out = []
+    for batch in _batched(docs, _ENCODE_BATCH):
+        for enc in backend.encode_batch(batch, add_special_tokens=False):
+            ids = np.empty(len(enc.ids) + 1, dtype=dtype)
+            ids[:-1] = enc.ids
+            ids[-1] = eos
+            out.append(ids)
+    return out
+
+
+def concat(docs: list[np.ndarray], dtype: np.dtype) -> TokenArray:
+    lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+    offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = np.concatenate(docs).astype(dtype, copy=False) if docs else np.zeros(0, dtype=dtype)
+    return TokenArray(tokens, offsets)
+
+
+def holdout_split(docs: list[np.ndarray], fraction: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Deterministic, seed-independent train/validation split of tokenized documents.
+
+    Every k-th document (k = round(1/fraction)) is held out, spreading validation over the corpus;
+    a single-document corpus is split inside the document (the last `fraction` of its tokens).
+    """
+    if len(docs) >= 2:
+        k = max(2, round(1 / fraction))
+        val_idx = set(range(k // 2, len(docs), k)) or {len(docs) - 1}
+        if len(val_idx) == len(docs):
+            val_idx = {len(docs) - 1}
+        train = [d for i, d in enumerate(docs) if i not in val_idx]
+        val = [d for i, d in enumerate(docs) if i in val_idx]
+        return train, val
+    (doc,) = docs
+    cut = int(len(doc) * (1 - fraction))
+    return [doc[:cut]], [doc[cut:]]
+
+
+def save(arrays: dict[str, TokenArray], info: dict, directory: Path) -> None:
+    """Write token arrays into `directory` atomically (temp dir + rename)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        for name, arr in arrays.items():
+            arr.tokens.tofile(tmp / f"{name}.bin")
+            np.save(tmp / f"{name}_docs.npy", arr.doc_offsets)
+        info = {**info, "format": FORMAT_VERSION,
+                "dtype": str(next(iter(arrays.values())).tokens.dtype),
+                "splits": {n: {"tokens": len(a), "documents": a.n_docs} for n, a in arrays.items()}}
+        (tmp / "info.json").write_text(json.dumps(info, indent=1))
+        try:
+            os.replace(tmp, directory)
+        except OSError:  # another process won the race: keep its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load(directory: Path) -> tuple[dict[str, TokenArray], dict] | None:
+    """Memory-map cached token arrays, or None when the cache entry does not exist."""
+    info_path = directory / "info.json"
+    if not info_path.is_file():
+        return None
+    info = json.loads(info_path.read_text())
+    if info.get("format") != FORMAT_VERSION:
+        return None
+    dtype = np.dtype(info["dtype"])
+    arrays = {}
+    for name in info["splits"]:
+        size = (directory / f"{name}.bin").stat().st_size
+        tokens = np.memmap(directory / f"{name}.bin", dtype=dtype, mode="r") if size else np.zeros(0, dtype)
+        arrays[name] = TokenArray(tokens, np.load(directory / f"{name}_docs.npy"))
+    return arrays, info

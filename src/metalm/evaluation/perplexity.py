@@ -1,0 +1,92 @@
+"""Perplexity per held-out set: token-weighted next-token loss and exp(loss), one row per domain.
+
+Every token after the first of each set is predicted exactly once: the stream is cut into
+windows of seq_len + 1 tokens that overlap by one token, the last window possibly shorter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM
+
+from ..checkpoint import resolve_model_dir
+from ..config import DataConfig
+from ..data.pipeline import read_documents
+from ..data.sources import resolve_files
+from ..data.token_store import concat, tokenize_documents
+from ..errors import DataError, MetalmError
+from ..tokenizer import load_tokenizer
+
+
+def windows(tokens: np.ndarray, seq_len: int) -> list[np.ndarray]:
+    """Windows of ≤ seq_len + 1 tokens covering the stream, consecutive ones sharing one token."""
+    return [np.asarray(tokens[s:s + seq_len + 1], dtype=np.int64) for s in range(0, len(tokens) - 1, seq_len)]
+
+
+@torch.no_grad()
+def stream_nll(model, tokens: np.ndarray, seq_len: int, batch_size: int, device: torch.device) -> tuple[float, int]:
+    """(sum of next-token NLL in nats, number of predicted tokens) over a token stream."""
+    total, count = 0.0, 0
+    wins = windows(tokens, seq_len)
+    for i in range(0, len(wins), batch_size):
+        group = wins[i:i + batch_size]
+        for length in sorted({len(w) for w in group}):  # full windows batched; the short tail alone
+            batch = torch.from_numpy(np.stack([w for w in group if len(w) == length])).to(device)
+            logits = model(input_ids=batch[:, :-1]).logits.float()
+            nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="sum")
+            total += float(nll)
+            count += batch[:, 1:].numel()
+    return total, count
+
+
+def evaluate_perplexity(checkpoint: str | Path, data: list[str], seq_len: int | None = None, batch_size: int = 16,
+                        max_tokens: int | None = None, device: str = "auto", text_field: str = "text") -> dict:
+    model_dir, tok_dir, run_dir = resolve_model_dir(checkpoint)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    tokenizer = load_tokenizer(tok_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(dev).eval()
+    if seq_len is None:
+        seq_len = model.config.max_position_embeddings
+        if run_dir is not None and (run_dir / "config.yaml").is_file():
+            import yaml
+
+            seq_len = int((yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("train", {}).get("seq_len", seq_len))
+    if seq_len < 1 or seq_len > model.config.max_position_embeddings:
+        raise MetalmError(f"--seq-len {seq_len} is outside 1…{model.config.max_position_embeddings} (the model's context)")
+    data_cfg = DataConfig.model_construct(text_field=text_field, txt_documents="blank_line")
+    rows = []
+    for spec in data:
+        docs = read_documents(resolve_files(spec), data_cfg, "eval")
+        arr = concat(tokenize_documents(docs, tokenizer), np.uint32)
+        tokens = arr.tokens[: max_tokens + 1] if max_tokens else arr.tokens
+        if len(tokens) < 2:
+            raise DataError(f"{spec}: fewer than two tokens to evaluate")
+        nll, count = stream_nll(model, tokens, seq_len, batch_size, dev)
+        loss = nll / count
+        rows.append({"data": spec, "documents": arr.n_docs, "tokens": count, "loss": loss, "perplexity": math.exp(loss)})
+    return {"checkpoint": str(model_dir), "seq_len": seq_len, "sets": rows}
+
+
+def format_perplexity_table(result: dict) -> str:
+    lines = [f"checkpoint: {result['checkpoint']} (windows of {result['seq_len']} tokens)",
+             f"{'data':<48} {'tokens':>12} {'loss':>8} {'ppl':>10}"]
+    for r in result["sets"]:
+        lines.append(f"{r['data'][-48:]:<48} {r['tokens']:>12,} {r['loss']:>8.4f} {r['perplexity']:>10.2f}")
+    return "\n".join(lines)
+
+
+def save_perplexity(result: dict, checkpoint: str | Path) -> Path | None:
+    """Save into RUN/eval/perplexity.json when the checkpoint belongs to a run."""
+    _, _, run_dir = resolve_model_dir(checkpoint)
+    if run_dir is None:
+        return None
+    out = run_dir / "eval" / "perplexity.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    return out

@@ -1,0 +1,68 @@
+"""Shared fixtures: an isolated metalm cache, small real-looking corpora, and a tiny config."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_DATA = SHARED / "data"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    os.environ["METALM_CACHE"] = str(tmp_path_factory.mktemp("metalm-cache"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    yield
+
+
+WORDS = ("the a of and to in that was he she it with as his her for had on at by not but from they "
+         "river castle morning letter garden village doctor window evening journey mother father "
+         "silver quiet ancient narrow sudden gentle bright heavy walked spoke smiled waited wrote "
+         "answered looked opened closed remembered carried").split()
+
+
+def write_corpus(path: Path, n_docs: int = 40, words_per_doc: int = 300, seed: int = 0) -> Path:
+    """A small deterministic corpus in the shared format: blank-line-separated documents."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n_docs):
+        lines = []
+        remaining = words_per_doc
+        while remaining > 0:
+            n = min(remaining, rng.randint(8, 20))
+            sentence = " ".join(rng.choice(WORDS) for _ in range(n))
+            lines.append(sentence.capitalize() + ".")
+            remaining -= n
+        docs.append("\n".join(lines))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def corpus_dir(tmp_path) -> Path:
+    root = tmp_path / "corpus"
+    write_corpus(root / "train" / "train-00.txt", n_docs=40, seed=1)
+    write_corpus(root / "validation" / "validation-00.txt", n_docs=4, seed=2)
+    return root
+
+
+def tiny_overrides(corpus: Path, run_dir: Path, **extra) -> list[str]:
+    """Overrides for a seconds-long run of the nano preset on `corpus`."""
+    items = {
+        "run.dir": str(run_dir), "run.progress": False, "run.seed": 0,
+        "data.train": str(corpus / "train"), "data.validation": str(corpus / "validation"),
+        "data.vocab_size": 300, "model.preset": "nano",
+        "train.steps": 8, "train.batch_size": 4, "train.seq_len": 32, "train.lr": 0.003,
+        "train.warmup_steps": 2, "train.eval_every": 4, "train.eval_batches": 2,
+        "train.save_every": 4, "train.log_every": 1,
+    }
+    items.update(extra)
+    return [f"{k}={v}" for k, v in items.items()]

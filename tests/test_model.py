@@ -1,0 +1,55 @@
+"""Presets, parameter counts and the FLOPs formula of DESIGN 2.5."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metalm.model import PRESETS, backbone_flops_per_token, build_model, forward_flops_per_token, parameter_counts
+
+
+def analytic_counts(d, layers, heads, kv, ffn, vocab):
+    head_dim = d // heads
+    attn = d * d * 2 + 2 * d * kv * head_dim  # q, o + k, v
+    mlp = 3 * d * ffn
+    norms = 2 * d
+    non_embedding = layers * (attn + mlp + norms) + d  # final norm
+    return non_embedding + 2 * vocab * d, non_embedding
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_preset_parameter_counts(name):
+    p = PRESETS[name]
+    with torch.device("meta"):
+        model = build_model(name)
+    total, non_embedding = analytic_counts(p.hidden_size, p.num_hidden_layers, p.num_attention_heads,
+                                           p.num_key_value_heads, p.intermediate_size, p.vocab_size)
+    assert parameter_counts(model) == {"total": total, "non_embedding": non_embedding}
+
+
+def test_paper_sizes_match_the_paper():
+    sizes = {}
+    for name in ("tiny", "small", "medium", "large"):
+        with torch.device("meta"):
+            sizes[name] = parameter_counts(build_model(name))["total"] / 1e6
+        cfg = build_model.__globals__["PRESETS"][name]
+        assert (cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads) == (12, 12, 4)
+        assert cfg.intermediate_size == 4 * cfg.hidden_size
+    assert 10.5 < sizes["tiny"] < 12 and 560 < sizes["large"] < 580
+
+
+def test_flops_formula_by_hand():
+    model = build_model("nano", vocab_size=500)
+    d, layers, seq = 64, 2, 32
+    ne = parameter_counts(model)["non_embedding"]
+    assert backbone_flops_per_token(model, seq) == 2 * ne + 2 * layers * seq * d
+    assert forward_flops_per_token(model, seq) == 2 * ne + 2 * layers * seq * d + 2 * d * 500
+
+
+def test_overrides_and_validation():
+    model = build_model("nano", vocab_size=300, num_hidden_layers=3)
+    assert model.config.num_hidden_layers == 3 and model.config.vocab_size == 300
+    from metalm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not divisible"):
+        build_model("nano", num_attention_heads=3)
