@@ -259,11 +259,11 @@ class Trainer:
 
     def run(self) -> Path:
         cfg, t = self.cfg, self.cfg.train
+        self.check_same_config()
         if self.finished():
             if self.dist.is_main:
                 print(f"run {self.run_dir} already finished (step {t.steps}); nothing to do")
             return self.run_dir
-        self.check_same_config()
         self.prepare()
         self.create_run_dir()
         self.restore()
