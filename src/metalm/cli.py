@@ -3,6 +3,7 @@
     metalm train CONFIG.yaml [key.sub=value ...]
     metalm eval perplexity RUN_OR_CHECKPOINT --data PATH [--data PATH ...]
     metalm tokenizer train --data PATH --vocab-size N --out DIR
+    metalm watch RUN_OR_EXPERIMENT_DIR [...] [--port P] [--host H]
 
 Bad input (config, data, paths) prints one line `metalm: error: …` and exits with status 2.
 """
@@ -53,6 +54,13 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from .watch import serve
+
+    serve([Path(p) for p in args.paths], host=args.host, port=args.port, open_browser=args.open)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metalm", description="Meta-learned vs vanilla pretraining of small LMs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-field", default="text")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_tokenizer_train)
+    p = sub.add_parser("watch", help="live web view of runs or experiments (loopback only by default)")
+    p.add_argument("paths", nargs="+", help="run or experiment directories")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--open", action="store_true", help="open the page in a browser")
+    p.set_defaults(func=_cmd_watch)
     return parser
 
 

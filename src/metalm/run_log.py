@@ -63,6 +63,7 @@ class RunLog:
         self.enabled = enabled
         self.tb = None
         self.wandb = None
+        self.status_written = 0.0
         if not enabled:
             return
         self.file = open(run_dir / METRICS, "a", encoding="utf-8")
@@ -96,6 +97,7 @@ class RunLog:
 
     def status(self, state: str, step: int, total_steps: int, **extra: Any) -> None:
         if self.enabled:
+            self.status_written = time.time()
             write_json_atomic(self.run_dir / STATUS, {"state": state, "step": step, "total_steps": total_steps,
                                                      "updated": time.time(), "pid": os.getpid(), **extra})
 

@@ -314,6 +314,8 @@ class Trainer:
             if evaluate or self.is_boundary(c.step, t.log_every):
                 row["tokens_per_s"] = work.tokens / elapsed if elapsed > 0 else None
                 log.row(row)
+                if time.time() - log.status_written > 10:  # keep the live view's "running" fresh
+                    log.status("running", c.step, t.steps)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{work.tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
             if self.is_boundary(c.step, t.save_every):

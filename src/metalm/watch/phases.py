@@ -44,7 +44,10 @@ def _leaves(node: Any, path: tuple[str, ...], layer: int | None, depth: int) -> 
                 continue
             as_layer = _layer_key(key)
             if as_layer is not None:
-                yield from _leaves(value, path, as_layer, depth + 1)
+                if _is_number(value):
+                    yield path, as_layer, value
+                else:
+                    yield from _leaves(value, path, as_layer, depth + 1)
             elif _is_number(value):
                 yield path + (str(key),), own_layer if own_layer is not None else layer, value
             else:

@@ -169,9 +169,13 @@ class RunState:
             "age_s": age,
         }
 
+    def _dynamics_key(self, selection: DynamicsSelection, max_columns: int) -> str:
+        """Names one dynamics view of one state of the rows: clients echo it back."""
+        return f"{self.dynamics.revision}|{selection.key()}|{max_columns}"
+
     def dynamics_view(self, selection: DynamicsSelection, max_columns: int) -> dict[str, Any]:
         """Layer x step matrices for the selected effective-rank view and for head entropy."""
-        key = f"{self.dynamics.revision}|{selection.key()}|{max_columns}"
+        key = self._dynamics_key(selection, max_columns)
         if self._view_cache is not None and self._view_cache[0] == key:
             return self._view_cache[1]
         rows = self.dynamics.rows
@@ -213,8 +217,7 @@ class RunState:
             "reset": not incremental,
             "series": metrics.series(start, max_points),
         }
-        key = f"{self.dynamics.revision}|{selection.key()}|{max_columns}"
-        if key != cursor.dynamics:
+        if self._dynamics_key(selection, max_columns) != cursor.dynamics:
             out["dynamics"] = self.dynamics_view(selection, max_columns)
         if cursor.info != self.info_revision:
             phases = json_safe(self.phases_file.value)

@@ -11,6 +11,7 @@ rebinding to read the runs through the user's browser).
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import sys
@@ -36,7 +37,9 @@ CSP = (
 )
 
 
+@functools.lru_cache(maxsize=1)
 def _plotly_js() -> bytes:
+    """plotly.js (about 5 MB) as shipped in the installed `plotly` package: no CDN, works offline."""
     try:
         from plotly.offline import get_plotlyjs
     except ImportError as exc:
@@ -64,7 +67,10 @@ def _host_name(header: str) -> str:
 def parse_update_query(query: str) -> tuple[dict[int, Cursor], DynamicsSelection]:
     """The client's cursors and dynamics selection from `?q=<JSON>`; anything malformed is
     treated as "holds nothing" so the answer is simply a full one."""
-    values = parse_qs(query, max_num_fields=4).get("q")
+    try:
+        values = parse_qs(query, max_num_fields=4).get("q")
+    except ValueError:
+        values = None
     data: Any = {}
     if values:
         try:

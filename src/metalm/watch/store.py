@@ -2,10 +2,12 @@
 
 Metrics are kept column-wise in `array('d')` (NaN where a row lacks a key), which holds several
 hundred thousand rows in a few tens of MB and lets a curve be cut out and downsampled with numpy.
-Both stores follow the "latest write wins" rule for resumed runs: a row whose step is below the
+Both follow "the latest write wins" for resumed runs. In metrics, a row whose step is below the
 last step seen means the trainer went back to a checkpoint and re-logs from there, so the rows
 from that step on are dropped before it is added (and the store's generation changes, telling
-clients that their copy is no longer a prefix of ours).
+clients that their copy is no longer a prefix of ours). Dynamics rows are kept as written -
+post-hoc analysis of checkpoints may append them in any step order - and `heatmap_matrix` lets
+the later of two rows for the same cell win.
 """
 
 from __future__ import annotations
@@ -117,6 +119,11 @@ class MetricsStore:
     def value_keys(self) -> list[str]:
         return [key for key in self.columns if key not in X_KEYS]
 
+    def _window(self, key: str, start: int) -> np.ndarray:
+        """A numpy copy of rows [start, n) of a column (a view would pin the array's buffer and
+        make the next append fail)."""
+        return np.frombuffer(self.columns[key][start : self.n], dtype=float)
+
     def series(self, start: int, max_points: int) -> dict[str, dict[str, list]]:
         """For every value column, the rows in [start, n) where it is set, downsampled to at most
         `max_points`, with all four x columns: {key: {"step": [...], "tokens": [...], "flops":
@@ -124,9 +131,9 @@ class MetricsStore:
         out: dict[str, dict[str, list]] = {}
         if start >= self.n:
             return out
-        x = {key: np.frombuffer(self.columns[key], dtype=float)[start : self.n] for key in X_KEYS}
+        x = {key: self._window(key, start) for key in X_KEYS}
         for key in self.value_keys():
-            y = np.frombuffer(self.columns[key], dtype=float)[start : self.n]
+            y = self._window(key, start)
             present = np.flatnonzero(np.isfinite(y))
             if len(present) == 0:
                 continue
@@ -170,12 +177,11 @@ class DynamicsStore:
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
-        self._steps: list[float] = []
         self.generation = 0
 
     def reset(self) -> None:
         """Forget every row (the file was truncated or replaced)."""
-        self.rows, self._steps = [], []
+        self.rows = []
         self.generation += 1
 
     @property
@@ -188,9 +194,4 @@ class DynamicsStore:
             step = _number(row.get("step"))
             if step is None or not isinstance(row.get("group"), str):
                 continue
-            if self._steps and step < self._steps[-1]:
-                cut = bisect.bisect_left(self._steps, step)
-                del self.rows[cut:], self._steps[cut:]
-                self.generation += 1
             self.rows.append({key: row[key] for key in self.KEPT if key in row})
-            self._steps.append(step)
