@@ -2,6 +2,7 @@
 
     metalm train CONFIG.yaml [key.sub=value ...]
     metalm eval perplexity RUN_OR_CHECKPOINT --data PATH [--data PATH ...]
+    metalm eval ner RUN_OR_CHECKPOINT --data DIR --train-lang L --test-lang L1,L2 [--mode finetune|probe]
     metalm tokenizer train --data PATH --vocab-size N --out DIR
     metalm watch RUN_OR_EXPERIMENT_DIR [...] [--port P] [--host H]
 
@@ -37,6 +38,25 @@ def _cmd_eval_perplexity(args: argparse.Namespace) -> int:
     print(json.dumps(result, indent=1) if args.json else format_perplexity_table(result))
     if saved and not args.json:
         print(f"saved {saved}")
+    return 0
+
+
+def _cmd_eval_ner(args: argparse.Namespace) -> int:
+    from .checkpoint import resolve_model_dir
+    from .evaluation.ner import format_ner_table, run_ner, save_result
+
+    test_langs = [lang for lang in (args.test_lang or args.train_lang).split(",") if lang]
+    result = run_ner(args.checkpoint, args.data, args.train_lang, test_langs, mode=args.mode, seeds=args.seeds,
+                     epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                     use_dev_for_train=args.use_dev_for_train, select_best_on_dev=args.select_best_on_dev,
+                     device=args.device, max_train_sentences=args.max_train_sentences,
+                     progress=not args.json, seed=args.seed)
+    print(json.dumps(result, indent=1) if args.json else format_ner_table(result))
+    run_dir = resolve_model_dir(args.checkpoint)[2]
+    if run_dir is not None:
+        saved = save_result(result, run_dir)
+        if not args.json:
+            print(f"saved {saved}")
     return 0
 
 
@@ -81,6 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_eval_perplexity)
+
+    p = ev.add_parser("ner", help="Universal NER fine-tuning / probing, per language and zero-shot cross-lingual")
+    p.add_argument("checkpoint", help="run directory (uses RUN/final) or a save_pretrained checkpoint directory")
+    p.add_argument("--data", required=True, help="folder with one sub-folder of IOB2 files per language, or hf:universalner/universal_ner")
+    p.add_argument("--train-lang", required=True, help="language to train the NER head on")
+    p.add_argument("--test-lang", default=None, help="comma-separated test languages (default: the train language)")
+    p.add_argument("--mode", choices=["finetune", "probe"], default="finetune", help="finetune all weights (the paper) or probe a frozen backbone")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (mean ± std)")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=None, help="default 3e-5 (finetune) / 1e-2 (probe)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--use-dev-for-train", action="store_true", help="train on dev (automatic when a language has no train file)")
+    p.add_argument("--select-best-on-dev", action="store_true", help="keep the epoch with the best dev F1 (off: the paper tests the final weights)")
+    p.add_argument("--max-train-sentences", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_eval_ner)
 
     tk = sub.add_parser("tokenizer", help="tokenizer utilities").add_subparsers(dest="what", required=True)
     p = tk.add_parser("train", help="train a byte-level BPE tokenizer")

@@ -1,0 +1,502 @@
+"""Universal NER fine-tuning and probing of a causal-LM checkpoint (DESIGN 2.8).
+
+Model: the checkpoint's backbone (the causal LM's base model, without its LM head) and a linear
+head on the final hidden states. Words are split into sub-words; the first sub-word carries the
+word's label (`ner_alignment`). Each chunk starts with the tokenizer's EOS token, because metalm
+pretrains on documents each preceded by the previous one's EOS, so that is where a document
+starts for the model (and it gives the first word a position of context).
+
+Modes: `finetune` updates all weights (the paper's protocol: AdamW, batch 16, lr 3e-5, 10
+epochs, linear decay to 0, no warm-up, gradient clipping at 1.0 as in the HF Trainer, the final
+weights tested); `probe` freezes the backbone, computes its features once, and trains only the
+head, whose default lr is 1e-2: a lone linear layer on fixed features needs a far larger step
+than a whole network (3e-5 barely moves it in 10 epochs; on a micro checkpoint pretrained on
+English, UNER-en dev → test F1 was 6.7 at 1e-3, 9.1 at 1e-2, 9.7 at 3e-2). Training is zero-shot
+cross-lingual when test languages differ from the training language. Each seed re-initialises
+the head (and, for finetune, restarts from the checkpoint's weights) and reshuffles the data.
+
+Speed: sentences are batched by length (random groups of 50 batches sorted by length, so
+batches stay shuffled yet carry little padding), padded per batch, and the loss reads only
+word-initial positions; nothing iterates over tokens in Python during training or prediction.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM
+
+from ..errors import ConfigError, DataError
+from ..checkpoint import resolve_model_dir
+from ..tokenizer import load_tokenizer
+from .iob2 import Sentence, count_entities, entity_type, load_language, training_split
+from .ner_alignment import IGNORE, Encoded, WordPieces, encode_sentences, stitch
+from .ner_scoring import aggregate, format_ner_table, score_ner
+from .uner_hub import hub_name, hub_training_split, is_hub, load_hub_language
+
+MODES = ("finetune", "probe")
+DEFAULT_LR = {"finetune": 3e-5, "probe": 1e-2}
+EVAL_BATCH = 64
+SHUFFLE_WINDOW = 50  # batches per length-sorted group when shuffling
+
+__all__ = ["run_ner", "format_ner_table", "save_result", "TokenClassifier", "DEFAULT_LR"]
+
+
+# ----------------------------------------------------------------------------- checkpoint
+
+
+def load_checkpoint(checkpoint: str | Path) -> tuple[nn.Module, Any, int]:
+    """(causal LM in float32, tokenizer, context length) of a `save_pretrained` directory."""
+    path, tok_dir, _ = resolve_model_dir(checkpoint)
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot load the model: {exc}") from None
+    tokenizer = load_tokenizer(tok_dir)
+    context = getattr(lm.config, "max_position_embeddings", None) or 2048
+    return lm, tokenizer, int(context)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class TokenClassifier(nn.Module):
+    """Backbone (a causal LM's base model) + linear head on its final hidden states."""
+
+    def __init__(self, lm: nn.Module, num_labels: int):
+        super().__init__()
+        self.backbone = lm.base_model
+        if self.backbone is lm:
+            raise ConfigError(f"NER: {type(lm).__name__} exposes no base model to put a token head on")
+        self.head = nn.Linear(lm.config.hidden_size, num_labels)
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        return out.last_hidden_state
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+        """Logits at the positions where `select` is true, in row-major order."""
+        return self.head(self.features(input_ids, attention_mask)[select])
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+def length_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """Index batches with similar lengths. With a generator: shuffled, sorted by length only
+    within random groups of `SHUFFLE_WINDOW` batches, batch order shuffled; without: sorted."""
+    n = len(lengths)
+    if generator is None:
+        order = torch.argsort(lengths, stable=True)
+        return list(torch.split(order, batch_size))
+    perm = torch.randperm(n, generator=generator)
+    group = batch_size * SHUFFLE_WINDOW
+    batches: list[torch.Tensor] = []
+    for g in torch.split(perm, group):
+        g = g[torch.argsort(lengths[g], stable=True)]
+        batches.extend(torch.split(g, batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def collate(enc: Encoded, idx: torch.Tensor, pad_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Right-padded ids, attention mask and labels of the chunks `idx`."""
+    ids = nn.utils.rnn.pad_sequence([enc.input_ids[i] for i in idx.tolist()], batch_first=True, padding_value=pad_id)
+    labels = nn.utils.rnn.pad_sequence([enc.labels[i] for i in idx.tolist()], batch_first=True, padding_value=IGNORE)
+    lengths = torch.tensor([len(enc.input_ids[i]) for i in idx.tolist()])
+    mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
+    return ids.to(device), mask.to(device), labels.to(device)
+
+
+def linear_decay(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / max(1, total_steps)))
+
+
+# ----------------------------------------------------------------------------- finetune
+
+
+@torch.no_grad()
+def predict_chunks(model: TokenClassifier, enc: Encoded, pad_id: int, device: torch.device) -> list[torch.Tensor]:
+    """Predicted label id per word-initial position, one tensor per chunk."""
+    model.eval()
+    out: list[torch.Tensor] = [torch.empty(0, dtype=torch.long)] * len(enc)
+    for idx in length_batches(enc.lengths, EVAL_BATCH):
+        ids, mask, labels = collate(enc, idx, pad_id, device)
+        select = labels != IGNORE
+        pred = model(ids, mask, select).argmax(-1).cpu()
+        for c, p in zip(idx.tolist(), torch.split(pred, select.sum(1).tolist())):
+            out[c] = p
+    return out
+
+
+def finetune_epochs(
+    model: TokenClassifier,
+    train: Encoded,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    generator: torch.Generator,
+    pad_id: int,
+    device: torch.device,
+    on_epoch: Any = None,
+    progress: bool = False,
+) -> list[float]:
+    """Train all weights; returns the mean training loss of each epoch. `on_epoch(epoch)` runs
+    after each epoch (dev evaluation for best-epoch selection)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    steps_per_epoch = -(-len(train) // batch_size)
+    scheduler = linear_decay(optimizer, epochs * steps_per_epoch)
+    losses = []
+    for epoch in range(epochs):
+        model.train()
+        total, count = torch.zeros((), device=device), 0
+        bar = tqdm(length_batches(train.lengths, batch_size, generator), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False, file=sys.stderr)
+        for idx in bar:
+            ids, mask, labels = collate(train, idx, pad_id, device)
+            select = labels != IGNORE
+            loss = nn.functional.cross_entropy(model(ids, mask, select), labels[select])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            total += loss.detach()
+            count += 1
+        losses.append(float(total) / max(1, count))
+        if on_epoch is not None:
+            on_epoch(epoch)
+    return losses
+
+
+# ----------------------------------------------------------------------------- probe
+
+
+@torch.no_grad()
+def word_features(model: TokenClassifier, enc: Encoded, pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backbone features at every word-initial position: (features [words, d], labels [words],
+    per-chunk offsets into them [chunks + 1]), rows in chunk order then word order."""
+    model.eval()
+    feats: list[torch.Tensor | None] = [None] * len(enc)
+    for idx in length_batches(enc.lengths, EVAL_BATCH):
+        ids, mask, labels = collate(enc, idx, pad_id, device)
+        select = labels != IGNORE
+        hidden = model.features(ids, mask)[select]
+        for c, h in zip(idx.tolist(), torch.split(hidden, select.sum(1).tolist())):
+            feats[c] = h
+    counts = torch.tensor([len(f) for f in feats])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+    labels = torch.cat([lab[lab != IGNORE] for lab in enc.labels]).to(device)
+    return torch.cat(feats), labels, offsets
+
+
+def rows_of(offsets: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+    """Feature rows of the given chunks (vectorised `cat(arange(start, end))`)."""
+    starts, counts = offsets[chunks], offsets[chunks + 1] - offsets[chunks]
+    base = torch.repeat_interleave(starts - (counts.cumsum(0) - counts), counts)
+    return base + torch.arange(int(counts.sum()))
+
+
+def probe_epochs(
+    head: nn.Linear,
+    feats: torch.Tensor,
+    labels: torch.Tensor,
+    offsets: torch.Tensor,
+    lengths: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    generator: torch.Generator,
+    on_epoch: Any = None,
+) -> list[float]:
+    """Train the head on fixed features, batched by sentence chunks like `finetune_epochs`."""
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.0)
+    steps_per_epoch = -(-len(lengths) // batch_size)
+    scheduler = linear_decay(optimizer, epochs * steps_per_epoch)
+    losses = []
+    for epoch in range(epochs):
+        total, count = torch.zeros((), device=feats.device), 0
+        for idx in length_batches(lengths, batch_size, generator):
+            rows = rows_of(offsets, idx).to(feats.device)
+            loss = nn.functional.cross_entropy(head(feats[rows]), labels[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            total += loss.detach()
+            count += 1
+        losses.append(float(total) / max(1, count))
+        if on_epoch is not None:
+            on_epoch(epoch)
+    return losses
+
+
+@torch.no_grad()
+def probe_predict(head: nn.Linear, feats: torch.Tensor, offsets: torch.Tensor) -> list[torch.Tensor]:
+    pred = head(feats).argmax(-1).cpu()
+    return list(torch.split(pred, (offsets[1:] - offsets[:-1]).tolist()))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def label_list(types: Sequence[str]) -> list[str]:
+    """`O` then `B-T`, `I-T` for each entity type, sorted."""
+    return ["O"] + [f"{p}-{t}" for t in sorted(set(types)) for p in ("B", "I")]
+
+
+class _Data:
+    """Loads each (language, split) once, from local IOB2 files or the Hub."""
+
+    def __init__(self, data: str | Path):
+        self.data = data
+        self.hub = is_hub(data)
+        self.cache: dict[tuple[str, str], list[Sentence]] = {}
+
+    def load(self, lang: str, split: str) -> list[Sentence]:
+        if (lang, split) not in self.cache:
+            if self.hub:
+                self.cache[(lang, split)] = load_hub_language(lang, split, dataset=hub_name(str(self.data)))
+            else:
+                self.cache[(lang, split)] = load_language(self.data, lang, split)
+        return self.cache[(lang, split)]
+
+    def training_split(self, lang: str, use_dev_for_train: bool) -> tuple[str, str | None]:
+        if self.hub:
+            return hub_training_split(lang, use_dev_for_train, dataset=hub_name(str(self.data)))
+        return training_split(self.data, lang, use_dev_for_train)
+
+
+def _tags(sentences: Sequence[Sentence], label_names: Sequence[str], predictions: Sequence[Sequence[int]]) -> tuple[list[list[str]], list[list[str]]]:
+    return [s.tags for s in sentences], [[label_names[i] for i in p] for p in predictions]
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def run_ner(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    train_lang: str,
+    test_langs: Sequence[str] | None = None,
+    mode: str = "finetune",
+    seeds: int = 1,
+    epochs: int = 10,
+    lr: float | None = None,
+    batch_size: int = 16,
+    use_dev_for_train: bool = False,
+    select_best_on_dev: bool = False,
+    device: str = "cpu",
+    max_train_sentences: int | None = None,
+    progress: bool = True,
+    seed: int = 0,
+    max_length: int | None = None,
+) -> dict[str, Any]:
+    """Train a token head on `train_lang` and score it on the test split of each test language.
+
+    `data_dir`: a folder of `LANG/{train,dev,test}.iob2`, or `hf:universalner/universal_ner`
+    (languages are then Hub configs such as `en_ewt`). A language without a training file trains
+    on dev (said in `notes`). `lr=None` takes `DEFAULT_LR[mode]`. `seeds` runs use seeds
+    `seed, seed+1, ...`. `max_length` caps the chunk length below the model's context (tests).
+    Returns a JSON-able dict: `config`, `notes`, `warnings`, `data` (sizes), `runs` (per seed:
+    losses, timings, scores per language), `summary` (mean/std per language) and
+    `baseline_all_o` (F1 of predicting `O` everywhere: 0)."""
+    if mode not in MODES:
+        raise ConfigError(f"ner.mode: {mode!r} is not one of {', '.join(MODES)}")
+    for key, value, low in (("seeds", seeds, 1), ("epochs", epochs, 1), ("batch_size", batch_size, 1)):
+        if not isinstance(value, int) or value < low:
+            raise ConfigError(f"ner.{key}: must be an integer >= {low}, got {value!r}")
+    if max_train_sentences is not None and max_train_sentences < 1:
+        raise ConfigError(f"ner.max_train_sentences: must be >= 1, got {max_train_sentences}")
+    lr = DEFAULT_LR[mode] if lr is None else float(lr)
+    if not lr > 0:
+        raise ConfigError(f"ner.lr: must be > 0, got {lr}")
+    test_langs = list(test_langs or [train_lang])
+    dev = torch.device(device)
+    t0 = time.perf_counter()
+
+    data = _Data(data_dir if is_hub(data_dir) else Path(data_dir))
+    train_split, note = data.training_split(train_lang, use_dev_for_train)
+    notes = [note] if note else []
+    if select_best_on_dev and train_split == "dev":
+        raise ConfigError("ner.select_best_on_dev: cannot select on dev while training on dev (no train file, or use_dev_for_train)")
+    train_sents = data.load(train_lang, train_split)
+    if max_train_sentences is not None and max_train_sentences < len(train_sents):
+        notes.append(f"training on the first {max_train_sentences} of {len(train_sents)} sentences")
+        train_sents = train_sents[:max_train_sentences]
+    sets: dict[str, list[Sentence]] = {lang: data.load(lang, "test") for lang in test_langs}
+    dev_sents = data.load(train_lang, "dev") if select_best_on_dev else None
+    if progress:
+        for n in notes:
+            print(f"ner: {n}", file=sys.stderr)
+
+    loaded = [(train_lang, train_split, train_sents)] + [(lang, "test", s) for lang, s in sets.items()]
+    if dev_sents is not None:
+        loaded.append((train_lang, "dev", dev_sents))
+    types = {entity_type(t) for _, _, sents in loaded for s in sents for t in s.tags} - {None}
+    names = label_list(types)
+    label_to_id = {name: i for i, name in enumerate(names)}
+
+    lm, tokenizer, context = load_checkpoint(checkpoint)
+    max_len = min(context, max_length or context)
+    prefix = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None and tokenizer.eos_token_id < lm.config.vocab_size else []
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None and tokenizer.pad_token_id < lm.config.vocab_size else 0
+    pieces = WordPieces(tokenizer)
+    encode = lambda sents: encode_sentences(sents, tokenizer, label_to_id, max_len, prefix, pieces)  # noqa: E731
+    enc_train = encode(train_sents)
+    enc_tests = {lang: encode(s) for lang, s in sets.items()}
+    enc_dev = encode(dev_sents) if dev_sents is not None else None
+
+    summary_data: dict[str, dict[str, Any]] = {}
+    warn_msgs: list[str] = []
+    seen_sets = set()
+    for (lang, split, sents), enc in zip(loaded, [enc_train, *enc_tests.values(), *([enc_dev] if enc_dev else [])]):
+        summary_data.setdefault(lang, {})[split] = {
+            "sentences": len(sents),
+            "entities": count_entities(sents),
+            "chunks": len(enc),
+            "split_sentences": enc.split_sentences,
+            "truncated_words": enc.truncated_words,
+        }
+        if (lang, split) not in seen_sets:
+            seen_sets.add((lang, split))
+            warn_msgs.extend(w for s in sents for w in s.warnings)
+    split_total = sum(v["split_sentences"] for d in summary_data.values() for v in d.values())
+    if split_total:
+        notes.append(f"{split_total} sentence(s) longer than the context of {max_len} tokens were split into chunks")
+
+    def score(sents: list[Sentence], preds: list[torch.Tensor], enc: Encoded) -> dict[str, Any]:
+        return score_ner(*_tags(sents, names, stitch(enc, preds)))
+
+    base_model = TokenClassifier(lm, len(names))
+    del lm
+    probe_cache: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    if mode == "probe":
+        base_model.to(dev)
+        probe_cache["train"] = word_features(base_model, enc_train, pad_id, dev)
+        if enc_dev is not None:
+            probe_cache["dev"] = word_features(base_model, enc_dev, pad_id, dev)
+        for lang, enc in enc_tests.items():
+            probe_cache["test:" + lang] = word_features(base_model, enc, pad_id, dev)
+    prep_time = time.perf_counter() - t0
+
+    runs = []
+    for s in range(seeds):
+        run_seed = seed + s
+        torch.manual_seed(run_seed)
+        generator = torch.Generator().manual_seed(run_seed)
+        t_train = time.perf_counter()
+        dev_f1: list[float] = []
+        best: dict[str, Any] = {"f1": -1.0, "epoch": None, "state": None}
+        if mode == "finetune":
+            model = copy.deepcopy(base_model)
+            model.head.reset_parameters()
+            model.to(dev)
+
+            def on_epoch(epoch: int) -> None:
+                f1 = score(dev_sents, predict_chunks(model, enc_dev, pad_id, dev), enc_dev)["f1"]
+                dev_f1.append(f1)
+                if f1 > best["f1"]:
+                    best.update(f1=f1, epoch=epoch + 1, state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+
+            losses = finetune_epochs(
+                model, enc_train, epochs=epochs, lr=lr, batch_size=batch_size, generator=generator,
+                pad_id=pad_id, device=dev, on_epoch=on_epoch if select_best_on_dev else None, progress=progress,
+            )
+            if best["state"] is not None:
+                model.load_state_dict(best["state"])
+            predict = lambda lang: predict_chunks(model, enc_tests[lang], pad_id, dev)  # noqa: E731
+        else:
+            head = nn.Linear(base_model.head.in_features, len(names)).to(dev)
+            feats, labels, offsets = probe_cache["train"]
+
+            def on_epoch(epoch: int) -> None:
+                f1 = score(dev_sents, probe_predict(head, probe_cache["dev"][0], probe_cache["dev"][2]), enc_dev)["f1"]
+                dev_f1.append(f1)
+                if f1 > best["f1"]:
+                    best.update(f1=f1, epoch=epoch + 1, state={k: v.detach().clone() for k, v in head.state_dict().items()})
+
+            losses = probe_epochs(
+                head, feats, labels, offsets, enc_train.lengths, epochs=epochs, lr=lr, batch_size=batch_size,
+                generator=generator, on_epoch=on_epoch if select_best_on_dev else None,
+            )
+            if best["state"] is not None:
+                head.load_state_dict(best["state"])
+            predict = lambda lang: probe_predict(head, probe_cache["test:" + lang][0], probe_cache["test:" + lang][2])  # noqa: E731
+        train_time = time.perf_counter() - t_train
+        t_eval = time.perf_counter()
+        scores = {lang: score(sets[lang], predict(lang), enc_tests[lang]) for lang in test_langs}
+        runs.append(
+            {
+                "seed": run_seed,
+                "train_loss": losses,
+                "dev_f1": dev_f1 if select_best_on_dev else None,
+                "best_epoch": best["epoch"],
+                "train_time_s": train_time,
+                "eval_time_s": time.perf_counter() - t_eval,
+                "scores": scores,
+            }
+        )
+        if progress:
+            line = ", ".join(f"{lang} F1 {100 * sc['f1']:.1f}" for lang, sc in scores.items())
+            print(f"ner: seed {run_seed}: final loss {losses[-1]:.4f}, {line} ({train_time:.0f}s training)", file=sys.stderr)
+
+    baseline = {lang: score_ner([x.tags for x in sents], [["O"] * len(x) for x in sents])["f1"] for lang, sents in sets.items()}
+    return {
+        "task": "ner",
+        "config": {
+            "checkpoint": str(resolve_model_dir(checkpoint)[0]),
+            "data": str(data_dir),
+            "train_lang": train_lang,
+            "train_split": train_split,
+            "test_langs": test_langs,
+            "mode": mode,
+            "seeds": seeds,
+            "seed": seed,
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+            "select_best_on_dev": select_best_on_dev,
+            "max_train_sentences": max_train_sentences,
+            "device": device,
+            "max_length": max_len,
+            "labels": names,
+            "context_prefix": tokenizer.convert_ids_to_tokens(prefix),
+        },
+        "notes": notes,
+        "warnings": {"count": len(warn_msgs), "messages": warn_msgs[:20]},
+        "data": summary_data,
+        "runs": runs,
+        "summary": {lang: aggregate([r["scores"][lang] for r in runs]) for lang in test_langs},
+        "baseline_all_o": baseline,
+        "timing": {"prepare_s": prep_time, "total_s": time.perf_counter() - t0},
+    }
+
+
+def result_path(result: dict[str, Any], run_dir: str | Path) -> Path:
+    """`RUN/eval/ner-<train_lang>.json` (finetune) or `ner-<train_lang>-probe.json`."""
+    cfg = result["config"]
+    suffix = "" if cfg["mode"] == "finetune" else f"-{cfg['mode']}"
+    return Path(run_dir) / "eval" / f"ner-{cfg['train_lang']}{suffix}.json"
+
+
+def save_result(result: dict[str, Any], run_dir: str | Path) -> Path:
+    """Write the result as JSON into the run directory (atomically); returns the path."""
+    path = result_path(result, run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
