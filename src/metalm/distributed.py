@@ -38,12 +38,13 @@ class Dist:
 
     def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """All-reduce (mean) the gradients of `params` in one flat bucket — used for meta steps,
-        whose inner loops are local to each rank and whose outer gradient alone is shared."""
+        whose inner loops are local to each rank and whose outer gradient alone is shared. Every
+        rank must pass the same parameters, each with a gradient."""
         if not self.enabled:
             return
-        grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
-            return
+        grads = [p.grad for p in params]
+        if any(g is None for g in grads):
+            raise ValueError("average_gradients: every parameter needs a gradient (zeros where unused)")
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         flat /= self.world_size

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .accounting import Work, ar_work
 from .config import Config, save_config
-from .data import PackedSequences, TrainBatches, evenly_spaced, prepare_corpus, validation_batches
+from .data import PackedSequences, TrainBatches, cache_root, prepare_corpus, validation_batches
 from .distributed import Dist, init_distributed, shutdown
 from .errors import ConfigError
 from .model import build_model, describe, forward_flops_per_token
@@ -149,7 +149,10 @@ class Trainer:
         if ctx is not None and t.seq_len > ctx:
             raise ConfigError(f"train.seq_len {t.seq_len} exceeds the model's context {ctx}")
         self.fwd_flops = forward_flops_per_token(self.model, t.seq_len)
+        self.meta = self.build_meta_task()
         self.trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        if self.meta is not None:
+            self.trainable += self.meta.extra_named_parameters()
         self.optimizer = torch.optim.AdamW(
             decay_groups(self.trainable, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
         )
@@ -159,6 +162,21 @@ class Trainer:
 
             self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.counters = Counters()
+
+    def build_meta_task(self):
+        """The meta-learning task of a meta run (None for vanilla); rank 0 builds the occurrence
+        index into the cache first, the others then read it."""
+        if not self.cfg.meta.enabled:
+            return None
+        from .meta import MetaTask
+
+        def build():
+            return MetaTask(self.cfg.meta, self.corpus.train.tokens, self.corpus.train.doc_offsets, self.tokenizer,
+                            self.model, seed=self.cfg.run.seed, cache_dir=cache_root(self.cfg.run.cache_dir) / "meta")
+
+        task = build() if self.dist.is_main else None
+        self.dist.barrier()
+        return task if task is not None else build()
 
     def create_run_dir(self) -> None:
         """Write the run's fixed inputs (config, tokenizer, data description) once."""
@@ -177,6 +195,8 @@ class Trainer:
             return
         step, path = latest
         ckpt.load_weights(self.model, path)
+        if self.meta is not None:
+            self.meta.load_state_dict(ckpt.load_extra(path))
         state = ckpt.load_state(path)
         self.optimizer.load_state_dict(state["optimizer"])
         c = state["counters"]
@@ -200,7 +220,8 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         state = {"optimizer": self.optimizer.state_dict(), "rng": rng,
                  "counters": {"step": c.step, "work": c.work.as_dict(), "time": c.time, "meta_steps": c.meta_steps}}
-        ckpt.save_checkpoint(self.run_dir, c.step, self.model, state)
+        extra = self.meta.state_dict() if self.meta is not None else None
+        ckpt.save_checkpoint(self.run_dir, c.step, self.model, state, extra)
         ckpt.prune(self.run_dir, self.cfg.train.keep_checkpoints)
 
     # -- steps ----------------------------------------------------------------------------------
@@ -209,8 +230,9 @@ class Trainer:
         start = micro * per_micro + self.dist.rank * self.per_rank
         return torch.from_numpy(batch[start:start + self.per_rank]).to(self.device)
 
-    def ar_step(self, step: int) -> tuple[float, Work]:
-        """Forward/backward of the step's global batch (this rank's slices); returns the mean loss."""
+    def ar_step(self, step: int, scale: float = 1.0) -> tuple[float, Work]:
+        """Forward/backward of the step's global batch (this rank's slices), gradients scaled by
+        `scale` (the next-token share of a weighted hybrid step); returns the mean loss."""
         batch = self.batches.batch(step)
         accum = self.cfg.train.grad_accum
         net = self.ddp or self.model
@@ -220,10 +242,39 @@ class Trainer:
             with contextlib.nullcontext() if sync else self.ddp.no_sync():
                 with autocast_context(self.cfg, self.device):
                     loss = next_token_loss(net, self.rank_rows(batch, micro))
-                (loss / accum).backward()
+                (loss * (scale / accum)).backward()
             total += loss.detach().double()
         total = self.dist.all_reduce_sum(total) / (accum * self.dist.world_size)
         return float(total), ar_work(batch.shape[0] * self.cfg.train.seq_len, self.fwd_flops)
+
+    def train_step(self, step: int) -> tuple[str, dict, Work]:
+        """Gradients of optimizer step `step`: next-token, meta, or both (weighted hybrid).
+
+        Returns the step kind, the row fields it measured, and the work it executed."""
+        meta_w, ar_w = self.meta.step_weights(step) if self.meta is not None else (0.0, 1.0)
+        fields: dict = {}
+        work = Work()
+        if ar_w:
+            fields["loss"], ar = self.ar_step(step, scale=ar_w)
+            work += ar
+        if meta_w:
+            from .meta import reduce_stats
+
+            batch = self.meta.episodes(step, self.dist.rank, self.dist.world_size)
+            stats = self.meta.meta_step(self.model, batch, loss_scale=meta_w)
+            # Parameters the meta loss does not reach (e.g. the LM head) get an explicit zero gradient,
+            # so AdamW treats them alike whatever the process count (momentum still applies).
+            for _, p in self.trainable:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            # Inner loops are local; only the outer gradient is averaged across processes (next-token
+            # gradients, already averaged by DDP and identical on every rank, are unchanged by this).
+            self.dist.average_gradients([p for _, p in self.trainable])
+            stats = reduce_stats(stats, self.dist.all_reduce_sum, self.device)
+            work += stats.pop("work")
+            fields.update(stats)
+        kind = "mixed" if meta_w and ar_w else ("meta" if meta_w else "ar")
+        return kind, fields, work
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -298,7 +349,7 @@ class Trainer:
         while c.step < t.steps:
             step = c.step
             started = time.perf_counter()
-            loss, work = self.ar_step(step)
+            kind, fields, work = self.train_step(step)
             lr, grad_norm = self.optimizer_step(step)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
@@ -306,8 +357,11 @@ class Trainer:
             c.step += 1
             c.work += work
             c.time += elapsed
-            row = {"step": c.step, "step_kind": "ar", "loss": loss, "lr": lr, "grad_norm": grad_norm,
+            c.meta_steps += kind != "ar"
+            row = {"step": c.step, "step_kind": kind, **fields, "lr": lr, "grad_norm": grad_norm,
                    **c.work.as_dict(), "time": c.time}
+            if self.meta is not None:
+                row["meta_steps"] = c.meta_steps
             evaluate = self.is_boundary(c.step, t.eval_every)
             if evaluate:
                 row["val_loss"] = self.evaluate()
@@ -317,7 +371,10 @@ class Trainer:
                 if time.time() - log.status_written > 10:  # keep the live view's "running" fresh
                     log.status("running", c.step, t.steps)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{work.tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
+            shown = {"loss": f"{fields['loss']:.3f}"} if "loss" in fields else {}
+            if "query_acc" in fields:
+                shown["q_acc"] = f"{fields['query_acc']:.2f}"
+            bar.set_postfix(**shown, tok_s=f"{work.tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
             if self.is_boundary(c.step, t.save_every):
                 self.save()
                 log.status("running", c.step, t.steps)

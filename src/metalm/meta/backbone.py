@@ -1,0 +1,204 @@
+"""Which parameters the inner loop adapts, and how to run the backbone so frozen parts run once.
+
+The backbone is cut into a *lower* part, frozen during adaptation and run once per episode, and an
+*upper* part whose parameters are adapted and which is re-run (functionally, with fast weights) on
+the cached lower output at every inner step:
+
+- `head`: lower = the whole backbone, upper = nothing — the inner loop touches only the head, on
+  features computed once (the efficiency rule of DESIGN 2.4);
+- `head+last_n_layers`: lower = embeddings + first L−n layers, upper = last n layers + final norm
+  (Llama-style decoders, whose layers can be called one by one);
+- `all`: lower = nothing, upper = the whole backbone.
+
+FLOPs per token of each part follow DESIGN 2.5 exactly (`backbone_flops_per_token` = lower + upper).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..errors import ConfigError
+from ..model import backbone_flops_per_token
+
+Params = dict[str, torch.Tensor]
+
+
+def _base(model: nn.Module) -> tuple[nn.Module, str]:
+    """The backbone module and its parameter-name prefix in the full model (e.g. 'model.')."""
+    base = model.base_model
+    if base is model:
+        raise ConfigError("meta: the model has no separate backbone (base_model) to read hidden states from")
+    return base, model.base_model_prefix + "."
+
+
+def head_parameter_names(model: nn.Module) -> list[str]:
+    """Names of the output (LM head) parameters; LM tasks adapt them as their head."""
+    out = model.get_output_embeddings()
+    ids = {id(p) for p in out.parameters()}
+    return [n for n, p in model.named_parameters() if id(p) in ids]
+
+
+def inner_parameter_names(model: nn.Module, meta_cfg) -> list[str]:
+    """Model parameters adapted in the inner loop (the SMLMT episode head is not a model parameter).
+
+    LM tasks also adapt the model's LM head (their 'head')."""
+    base, prefix = _base(model)
+    if meta_cfg.inner_params == "head":
+        names: list[str] = []
+    elif meta_cfg.inner_params == "all":
+        names = [prefix + n for n, _ in base.named_parameters()]
+    else:
+        layers = base.layers
+        first = len(layers) - meta_cfg.inner_n_layers
+        names = [f"{prefix}layers.{i}.{n}" for i in range(first, len(layers)) for n, _ in layers[i].named_parameters()]
+        names += [f"{prefix}norm.{n}" for n, _ in base.norm.named_parameters()]
+    if meta_cfg.task == "lm":
+        names += [n for n in head_parameter_names(model) if n not in names]
+    return names
+
+
+def _layer_flops_per_token(layer: nn.Module, seq_len: int, d_model: int) -> int:
+    return 2 * sum(p.numel() for p in layer.parameters()) + 2 * seq_len * d_model
+
+
+class Split:
+    """Lower (run once, frozen) and upper (re-run with fast weights) parts of the backbone.
+
+    `upper_names` are full model parameter names; `upper(params, x)` takes a dict keyed by them.
+    """
+
+    upper_names: list[str]
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.base, self.prefix = _base(model)
+        self.d_model = model.config.hidden_size
+
+    def parameters(self) -> Params:
+        named = dict(self.model.named_parameters())
+        return {n: named[n] for n in self.upper_names}
+
+    def lower(self, input_ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def upper(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def flops_per_token(self, seq_len: int) -> tuple[int, int]:
+        """(lower, upper) forward FLOPs per token at `seq_len`."""
+        raise NotImplementedError
+
+    @property
+    def lower_has_layers(self) -> bool:
+        return True
+
+    @property
+    def upper_has_layers(self) -> bool:
+        return True
+
+
+class HeadSplit(Split):
+    """ANIL: the whole backbone is frozen during adaptation; features are computed once."""
+
+    upper_names: list[str] = []
+
+    def lower(self, input_ids):
+        return self.base(input_ids=input_ids, use_cache=False).last_hidden_state
+
+    def upper(self, params, x):
+        return x
+
+    def flops_per_token(self, seq_len):
+        return backbone_flops_per_token(self.model, seq_len), 0
+
+    @property
+    def upper_has_layers(self):
+        return False
+
+
+class FullSplit(Split):
+    """`all`: every backbone parameter is adapted; the backbone runs functionally every inner step."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.upper_names = [self.prefix + n for n, _ in self.base.named_parameters()]
+
+    def lower(self, input_ids):
+        return input_ids
+
+    def upper(self, params, x):
+        local = {n[len(self.prefix):]: v for n, v in params.items() if n.startswith(self.prefix)}
+        return functional_call(self.base, local, (), {"input_ids": x, "use_cache": False}).last_hidden_state
+
+    def flops_per_token(self, seq_len):
+        return 0, backbone_flops_per_token(self.model, seq_len)
+
+    @property
+    def lower_has_layers(self):
+        return False
+
+
+class LayerSplit(Split):
+    """`head+last_n_layers` on a Llama-style decoder: the first L−n layers run once; the last n and
+    the final norm re-run on their cached output with fast weights."""
+
+    def __init__(self, model, n_upper: int):
+        super().__init__(model)
+        base = self.base
+        for attr in ("embed_tokens", "layers", "norm", "rotary_emb"):
+            if not hasattr(base, attr):
+                raise ConfigError("meta.inner_params: head+last_n_layers needs a Llama-style decoder "
+                                  f"(backbone without {attr!r}); use head or all")
+        self.n_layers = len(base.layers)
+        if not 1 <= n_upper <= self.n_layers:
+            raise ConfigError(f"meta.inner_n_layers: {n_upper} is not within 1..{self.n_layers}")
+        self.first = self.n_layers - n_upper
+        self.upper_names = [f"{self.prefix}layers.{i}.{n}" for i in range(self.first, self.n_layers)
+                            for n, _ in base.layers[i].named_parameters()]
+        self.upper_names += [f"{self.prefix}norm.{n}" for n, _ in base.norm.named_parameters()]
+
+    def _context(self, h: torch.Tensor):
+        from transformers.masking_utils import create_causal_mask
+
+        position_ids = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
+        mask = create_causal_mask(config=self.base.config, inputs_embeds=h, attention_mask=None, cache=None,
+                                  position_ids=position_ids)
+        return {"attention_mask": mask, "position_ids": position_ids,
+                "position_embeddings": self.base.rotary_emb(h, position_ids=position_ids)}
+
+    def lower(self, input_ids):
+        h = self.base.embed_tokens(input_ids)
+        ctx = self._context(h)
+        for layer in self.base.layers[: self.first]:
+            h = layer(h, **ctx)
+        return h
+
+    def upper(self, params, x):
+        ctx = self._context(x)
+        h = x
+        for i in range(self.first, self.n_layers):
+            p = f"{self.prefix}layers.{i}."
+            local = {n[len(p):]: v for n, v in params.items() if n.startswith(p)}
+            h = functional_call(self.base.layers[i], local, (h,), ctx)
+        p = f"{self.prefix}norm."
+        return functional_call(self.base.norm, {n[len(p):]: v for n, v in params.items() if n.startswith(p)}, (h,))
+
+    def flops_per_token(self, seq_len):
+        upper = sum(_layer_flops_per_token(self.base.layers[i], seq_len, self.d_model)
+                    for i in range(self.first, self.n_layers))
+        upper += 2 * sum(p.numel() for p in self.base.norm.parameters())
+        return backbone_flops_per_token(self.model, seq_len) - upper, upper
+
+    @property
+    def lower_has_layers(self):
+        return self.first > 0
+
+
+def make_split(model: nn.Module, meta_cfg) -> Split:
+    if meta_cfg.inner_params == "head":
+        return HeadSplit(model)
+    if meta_cfg.inner_params == "all":
+        return FullSplit(model)
+    return LayerSplit(model, meta_cfg.inner_n_layers)

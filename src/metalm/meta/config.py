@@ -1,0 +1,170 @@
+"""The `meta` configuration section (DESIGN 2.3–2.4) and its checks against the model and data.
+
+Field-level bounds and combinations that are wrong whatever the model are rejected by pydantic at
+load time (`MetaConfig`); checks that need the model architecture or the candidate vocabulary
+(`validate_meta`) raise `ConfigError` once the model is built and the occurrence index exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ..config_base import Section
+from ..errors import ConfigError
+
+# Exact second-order MAML keeps the graph of every inner step of every adapted parameter: beyond
+# this many adapted parameters it is impractical (memory), so `maml` is refused; use `fomaml`.
+MAML_MAX_ADAPTED_PARAMS = 25_000_000
+
+
+class MetaConfig(Section):
+    """Meta-learned pretraining: the task, the inner/outer algorithm, the hybrid schedule.
+
+    SMLMT candidate band: a word (sentence variant) or token id (token variant) is a class
+    candidate when it occurs at least `max(band_min_count, k_shot + q_query)` times in the training
+    corpus, at most `band_max_count` times (None: no cap), and is not among the `band_skip_top`
+    most frequent units (function words / most frequent tokens). Special tokens and units without a
+    letter or digit (punctuation, whitespace) are never candidates.
+
+    `hybrid` is the share of optimizer steps that are meta steps under `schedule` random or
+    interleave; under `weighted` every step optimises `weight`·L_meta + (1 − `weight`)·L_AR and
+    `hybrid` is not used.
+    """
+
+    enabled: bool = False
+    task: Literal["smlmt", "lm"] = "smlmt"
+    smlmt_variant: Literal["sentence", "token"] = "sentence"
+    algorithm: Literal["fomaml", "maml", "reptile"] = "fomaml"
+    inner_params: Literal["head", "head+last_n_layers", "all"] = "head"
+    inner_n_layers: int = Field(1, ge=1)  # n of head+last_n_layers
+    inner_steps: int = Field(10, ge=1)
+    inner_lr: float = Field(0.01, gt=0)
+    inner_optimizer: Literal["sgd", "adamw"] = "sgd"
+    inner_weight_decay: float = Field(0.0, ge=0)  # decoupled, in the inner loop only
+    n_way: int = Field(5, ge=2)
+    k_shot: int = Field(4, ge=1)
+    q_query: int = Field(4, ge=1)
+    episodes_per_step: int = Field(1, ge=1)  # global meta batch (all ranks) of one optimizer step
+    head_init: Literal["zero", "proto", "learned"] | None = None  # None: learned (token), proto (sentence)
+    pool: Literal["last", "mask"] | None = None  # None: last (sentence); the token variant reads the mask
+    window_len: int = Field(64, ge=4)  # tokens per SMLMT window / per LM-task sequence
+    band_min_count: int = Field(20, ge=1)
+    band_max_count: int | None = Field(None, ge=1)
+    band_skip_top: int = Field(100, ge=0)
+    hybrid: float = Field(0.5, ge=0, le=1)
+    schedule: Literal["random", "interleave", "weighted"] = "interleave"
+    weight: float = Field(0.5, ge=0, le=1)  # λ of the weighted schedule
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "MetaConfig":
+        if self.task == "lm":
+            if self.pool is not None:
+                raise ValueError(f"pool={self.pool!r} applies to SMLMT episodes only; LM tasks have no pooled "
+                                 "read-out (remove meta.pool or set meta.task=smlmt)")
+            if self.head_init is not None:
+                raise ValueError(f"head_init={self.head_init!r} applies to SMLMT only; LM tasks adapt the "
+                                 "model's own LM head (remove meta.head_init)")
+        else:
+            if self.smlmt_variant == "sentence" and self.head_init == "learned":
+                raise ValueError("head_init='learned' needs classes with a fixed identity (a vocabulary-indexed "
+                                 "head): use smlmt_variant=token, or head_init zero/proto for the sentence variant")
+            if self.smlmt_variant == "token" and self.pool == "last":
+                raise ValueError("pool='last' does not apply to smlmt_variant=token: each masked position is "
+                                 "classified at its own hidden state (remove meta.pool)")
+            if (self.algorithm == "reptile" and self.inner_params == "head"
+                    and self.resolved_head_init() in ("zero", "proto")):
+                raise ValueError(f"algorithm=reptile with inner_params=head and head_init="
+                                 f"{self.resolved_head_init()!r} updates nothing: the adapted head is not a "
+                                 "model parameter; use head_init=learned (token variant) or adapt layers "
+                                 "(inner_params head+last_n_layers / all)")
+        if self.band_max_count is not None:
+            need = max(self.band_min_count, self.k_shot + self.q_query)
+            if self.band_max_count < need:
+                raise ValueError(f"band_max_count {self.band_max_count} is below the minimum count {need} "
+                                 "(max(band_min_count, k_shot + q_query)): the band is empty")
+        return self
+
+    def resolved_head_init(self) -> str | None:
+        """The head initialisation actually used (None for LM tasks)."""
+        if self.task == "lm":
+            return None
+        if self.head_init is not None:
+            return self.head_init
+        return "learned" if self.smlmt_variant == "token" else "proto"
+
+    def resolved_pool(self) -> str | None:
+        if self.task == "lm":
+            return None
+        if self.smlmt_variant == "token":
+            return "mask"
+        return self.pool or "last"
+
+    def min_count(self) -> int:
+        return max(self.band_min_count, self.k_shot + self.q_query)
+
+
+@dataclass(frozen=True)
+class VocabStats:
+    """What the data offers an episode sampler: candidate classes (SMLMT) or task units (LM)."""
+
+    unit: str  # "words", "tokens", "documents" or "groups"
+    n_candidates: int
+
+
+def adapted_parameter_count(meta_cfg: MetaConfig, model_config) -> int:
+    """Parameters adapted in the inner loop (episode head excluded), counted on a meta-device model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .backbone import inner_parameter_names
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config)
+    names = set(inner_parameter_names(model, meta_cfg))
+    return sum(p.numel() for n, p in model.named_parameters() if n in names)
+
+
+def validate_meta(meta_cfg: MetaConfig, model_config, vocab_stats: VocabStats | None = None) -> None:
+    """Checks that need the model (a transformers config, or a model) or the data; raises ConfigError."""
+    if not meta_cfg.enabled:
+        return
+    model_config = getattr(model_config, "config", model_config)
+    layers = getattr(model_config, "num_hidden_layers", None)
+    if meta_cfg.inner_params == "head+last_n_layers":
+        if layers is not None and meta_cfg.inner_n_layers > layers:
+            raise ConfigError(f"meta.inner_n_layers: {meta_cfg.inner_n_layers} exceeds the model's "
+                              f"{layers} layers")
+        if getattr(model_config, "model_type", None) not in LLAMA_LIKE:
+            raise ConfigError(f"meta.inner_params: head+last_n_layers needs a Llama-style decoder "
+                              f"({', '.join(sorted(LLAMA_LIKE))}); got model_type "
+                              f"{getattr(model_config, 'model_type', None)!r}; use head or all")
+    ctx = getattr(model_config, "max_position_embeddings", None)
+    if ctx is not None and meta_cfg.window_len > ctx:
+        raise ConfigError(f"meta.window_len: {meta_cfg.window_len} exceeds the model's context {ctx}")
+    if meta_cfg.algorithm == "maml" and meta_cfg.inner_params != "head":
+        count = adapted_parameter_count(meta_cfg, model_config)
+        if count > MAML_MAX_ADAPTED_PARAMS:
+            raise ConfigError(
+                f"meta.algorithm: exact second-order maml with inner_params={meta_cfg.inner_params} would adapt "
+                f"{count / 1e6:.1f}M parameters (limit {MAML_MAX_ADAPTED_PARAMS / 1e6:.0f}M); use fomaml, or "
+                "inner_params=head / head+last_n_layers with fewer layers, or a smaller preset")
+    if vocab_stats is not None:
+        if meta_cfg.task == "smlmt" and meta_cfg.n_way > vocab_stats.n_candidates:
+            raise ConfigError(
+                f"meta.n_way: {meta_cfg.n_way} exceeds the {vocab_stats.n_candidates} candidate "
+                f"{vocab_stats.unit} in the frequency band (meta.band_min_count={meta_cfg.band_min_count}, "
+                f"band_max_count={meta_cfg.band_max_count}, band_skip_top={meta_cfg.band_skip_top}, "
+                f"at least k_shot + q_query = {meta_cfg.k_shot + meta_cfg.q_query} occurrences)")
+        if meta_cfg.task == "lm" and vocab_stats.n_candidates < 1:
+            raise ConfigError(
+                f"meta.task=lm: no {vocab_stats.unit[:-1]} holds k_shot + q_query = "
+                f"{meta_cfg.k_shot + meta_cfg.q_query} non-overlapping sequences of window_len + 1 = "
+                f"{meta_cfg.window_len + 1} tokens; lower meta.window_len, k_shot or q_query")
+
+
+# Decoders whose backbone is embed_tokens → layers[i] → norm with rotary position embeddings, so the
+# last n layers can be re-run alone on cached hidden states (meta.backbone.LayerSplit).
+LLAMA_LIKE = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo2"})
