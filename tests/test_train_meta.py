@@ -1,0 +1,96 @@
+"""Meta-learned runs through the trainer: row contents, exact resume, DDP equivalence."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import tiny_overrides
+from metalm.cli import main
+from metalm.run_log import read_jsonl
+from metalm.trainer import Trainer
+
+META = {"meta.enabled": "true", "meta.band_min_count": 5, "meta.band_skip_top": 10, "meta.window_len": 16, "meta.n_way": 3,
+        "meta.k_shot": 2, "meta.q_query": 2, "meta.inner_steps": 3, "meta.inner_lr": 0.5}
+TIME_KEYS = {"time", "tokens_per_s"}
+
+
+def strip(rows):
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]
+
+
+def run(tmp_path, corpus, name, **extra):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("{}")
+    return main(["train", str(cfg), *tiny_overrides(corpus, tmp_path / name, **{**META, **extra})])
+
+
+@pytest.mark.parametrize("variant, head_init", [("sentence", "proto"), ("token", "learned")])
+def test_meta_rows_and_exact_resume(tmp_path, corpus_dir, monkeypatch, variant, head_init):
+    extra = {"meta.smlmt_variant": variant, "meta.head_init": head_init}
+    assert run(tmp_path, corpus_dir, "full", **extra) == 0
+    rows = read_jsonl(tmp_path / "full" / "metrics.jsonl")[1:]
+    kinds = [r["step_kind"] for r in rows]
+    assert kinds.count("meta") == 4 and kinds.count("ar") == 4  # hybrid 0.5, interleaved
+    for r in rows:
+        if r["step_kind"] == "meta":
+            assert "loss" not in r  # a meta row never carries a next-token loss
+            assert {"meta_loss", "support_acc_before", "support_acc_after", "query_acc", "inner_grad_norm"} <= set(r)
+            assert 0 <= r["query_acc"] <= 1
+        else:
+            assert "loss" in r and "meta_loss" not in r
+    assert rows[-1]["meta_steps"] == 4
+
+    original = Trainer.train_step
+
+    def dying(self, step):
+        if step == 6:
+            raise KeyboardInterrupt
+        return original(self, step)
+
+    monkeypatch.setattr(Trainer, "train_step", dying)
+    assert run(tmp_path, corpus_dir, "resumed", **extra) == 130
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert run(tmp_path, corpus_dir, "resumed", **extra) == 0
+    assert strip(read_jsonl(tmp_path / "full" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "resumed" / "metrics.jsonl"))
+    for name in ("model.safetensors",):
+        a = load_file(tmp_path / "full" / "final" / name)
+        b = load_file(tmp_path / "resumed" / "final" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    extra_a = load_file(tmp_path / "full" / "checkpoints" / "step-00000008" / "extra.safetensors") if head_init == "learned" else {}
+    if extra_a:
+        extra_b = load_file(tmp_path / "resumed" / "checkpoints" / "step-00000008" / "extra.safetensors")
+        assert all(torch.equal(extra_a[k], extra_b[k]) for k in extra_a)
+
+
+def test_weighted_hybrid_rows_are_mixed(tmp_path, corpus_dir):
+    assert run(tmp_path, corpus_dir, "w", **{"meta.schedule": "weighted", "meta.weight": 0.3, "train.steps": 3}) == 0
+    rows = read_jsonl(tmp_path / "w" / "metrics.jsonl")[1:]
+    assert all(r["step_kind"] == "mixed" and "loss" in r and "meta_loss" in r for r in rows)
+
+
+def test_meta_ddp_two_processes_match_one(tmp_path, corpus_dir):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("{}")
+    common = {**META, "meta.episodes_per_step": 2, "train.steps": 4, "train.eval_every": 2}
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, "-m", "metalm", "train", str(cfg), *tiny_overrides(corpus_dir, one, **common)],
+                   check=True, capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "metalm", "train", str(cfg), *tiny_overrides(corpus_dir, two, **common)],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r1, r2 = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
+    assert [r.get("step_kind") for r in r1] == [r.get("step_kind") for r in r2]
+    for a, b in zip(r1, r2):
+        for key in ("loss", "val_loss", "meta_loss", "query_acc", "support_acc_after"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
+        assert a["tokens"] == b["tokens"] and a["flops"] == b["flops"]
+    w1, w2 = load_file(one / "final" / "model.safetensors"), load_file(two / "final" / "model.safetensors")
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
