@@ -4,6 +4,7 @@
     metalm eval perplexity RUN_OR_CHECKPOINT --data PATH [--data PATH ...]
     metalm eval ner RUN_OR_CHECKPOINT --data DIR --train-lang L --test-lang L1,L2 [--mode finetune|probe]
     metalm tokenizer train --data PATH --vocab-size N --out DIR
+    metalm bench CONFIG.yaml [key.sub=value ...] [--json]
     metalm watch RUN_OR_EXPERIMENT_DIR [...] [--port P] [--host H]
 
 Bad input (config, data, paths) prints one line `metalm: error: …` and exits with status 2.
@@ -74,6 +75,18 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench, format_bench
+    from .config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    result = bench(cfg, warmup=args.warmup, repeats=args.repeats)
+    print(json.dumps(result, indent=1) if args.json else format_bench(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
 def _cmd_watch(args: argparse.Namespace) -> int:
     from .watch import serve
 
@@ -128,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-field", default="text")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_tokenizer_train)
+    p = sub.add_parser("bench", help="time an AR step and a meta step side by side (meta/AR cost ratio)")
+    p.add_argument("config", help="YAML config file (its meta section defines the meta step)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON (the ratio is `meta_over_ar_ratio`)")
+    p.add_argument("--out", default=None, help="also write the JSON result to this file")
+    p.set_defaults(func=_cmd_bench)
+
     p = sub.add_parser("watch", help="live web view of runs or experiments (loopback only by default)")
     p.add_argument("paths", nargs="+", help="run or experiment directories")
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
