@@ -2,6 +2,7 @@
 
     metalm train CONFIG.yaml [key.sub=value ...]
     metalm eval perplexity RUN_OR_CHECKPOINT --data PATH [--data PATH ...]
+    metalm eval fewshot RUN_OR_CHECKPOINT [--episodes N]
     metalm eval ner RUN_OR_CHECKPOINT --data DIR --train-lang L --test-lang L1,L2 [--mode finetune|probe]
     metalm tokenizer train --data PATH --vocab-size N --out DIR
     metalm bench CONFIG.yaml [key.sub=value ...] [--json]
@@ -56,6 +57,24 @@ def _cmd_eval_ner(args: argparse.Namespace) -> int:
     run_dir = resolve_model_dir(args.checkpoint)[2]
     if run_dir is not None:
         saved = save_result(result, run_dir)
+        if not args.json:
+            print(f"saved {saved}")
+    return 0
+
+
+def _cmd_eval_fewshot(args: argparse.Namespace) -> int:
+    from .checkpoint import resolve_model_dir
+    from .evaluation.fewshot import evaluate_fewshot, format_fewshot, save_fewshot
+
+    result = evaluate_fewshot(args.checkpoint, episodes=args.episodes, data=args.data, variant=args.variant,
+                              n_way=args.n_way, k_shot=args.k_shot, q_query=args.q_query, inner_steps=args.inner_steps,
+                              inner_lr=args.inner_lr, head_init=args.head_init, window_len=args.window_len,
+                              band_min_count=args.band_min_count, band_skip_top=args.band_skip_top, seed=args.seed,
+                              device=args.device)
+    print(json.dumps(result, indent=1) if args.json else format_fewshot(result))
+    run_dir = resolve_model_dir(args.checkpoint)[2]
+    if run_dir is not None:
+        saved = save_fewshot(result, run_dir)
         if not args.json:
             print(f"saved {saved}")
     return 0
@@ -132,6 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_eval_ner)
+
+    p = ev.add_parser("fewshot", help="accuracy on held-out SMLMT episodes before/after k head-adaptation steps")
+    p.add_argument("checkpoint", help="run directory (uses RUN/final) or a save_pretrained checkpoint directory")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--data", action="append", default=None, help="held-out text (default: the run's validation set)")
+    p.add_argument("--variant", choices=["sentence", "token"], default="sentence")
+    p.add_argument("--n-way", type=int, default=5)
+    p.add_argument("--k-shot", type=int, default=4)
+    p.add_argument("--q-query", type=int, default=4)
+    p.add_argument("--inner-steps", type=int, default=10)
+    p.add_argument("--inner-lr", type=float, default=0.5)
+    p.add_argument("--head-init", choices=["zero", "proto", "learned"], default="zero")
+    p.add_argument("--window-len", type=int, default=64)
+    p.add_argument("--band-min-count", type=int, default=8)
+    p.add_argument("--band-skip-top", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0, help="episode seed (keep it fixed to compare checkpoints)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_eval_fewshot)
 
     tk = sub.add_parser("tokenizer", help="tokenizer utilities").add_subparsers(dest="what", required=True)
     p = tk.add_parser("train", help="train a byte-level BPE tokenizer")
