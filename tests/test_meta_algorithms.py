@@ -426,3 +426,35 @@ def test_lm_task_meta_step(corpus):
     assert stats["meta_loss"] == pytest.approx(loss.item(), rel=1e-5)
     assert stats["support_loss_after"] < stats["support_loss_before"]
     assert_grads_close(grads(model), grads(ref), rtol=1e-3, atol=1e-7)
+
+
+@pytest.mark.parametrize("variant,head_init,inner_params", [
+    ("sentence", "proto", "head"), ("token", "learned", "head"), ("sentence", "zero", "head+last_n_layers")])
+def test_frozen_layers_run_once_per_row(corpus, variant, head_init, inner_params):
+    """Efficiency rule: ten inner steps, yet every row passes the frozen layers exactly once."""
+    tok, tokens, offsets = corpus
+    model = new_model(tok)
+    cfg = cfg_of(smlmt_variant=variant, head_init=head_init, inner_params=inner_params, inner_steps=10)
+    task = MetaTask(cfg, tokens, offsets, tok, model, seed=0)
+    ep = task.episode(0)
+    rows = []
+    hook = model.model.layers[0].register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+    try:
+        run_episode(model, ep, cfg, task.head)
+    finally:
+        hook.remove()
+    assert sum(rows) == ep.support_ids.shape[0] + ep.query_ids.shape[0]
+
+
+def test_evaluation_mode_writes_no_gradient(corpus):
+    tok, tokens, offsets = corpus
+    model = new_model(tok)
+    cfg = cfg_of(smlmt_variant="token")
+    task = MetaTask(cfg, tokens, offsets, tok, model, seed=0)
+    batch = task.episodes(0)
+    measured = task.meta_step(model, batch, outer_gradient=False)
+    assert all(p.grad is None for p in list(model.parameters()) + task.extra_parameters())
+    trained = task.meta_step(model, batch)
+    for key in ("meta_loss", "query_acc", "support_acc_before", "support_acc_after"):
+        assert measured[key] == pytest.approx(trained[key], rel=1e-5)
+    assert measured["work"].bwd_tokens < trained["work"].bwd_tokens

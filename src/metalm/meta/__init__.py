@@ -149,8 +149,10 @@ class MetaTask:
                 p.copy_(state[n].to(device=p.device, dtype=p.dtype))
 
     # -- the meta step --------------------------------------------------------------------------
-    def meta_step(self, model: torch.nn.Module, batch: EpisodeBatch, loss_scale: float = 1.0) -> dict:
-        """Run this rank's episodes; accumulate loss_scale × (mean outer gradient) in `.grad`.
+    def meta_step(self, model: torch.nn.Module, batch: EpisodeBatch, loss_scale: float = 1.0,
+                  outer_gradient: bool = True) -> dict:
+        """Run this rank's episodes; accumulate loss_scale × (mean outer gradient) in `.grad`
+        (`outer_gradient=False`: adapt and measure only, e.g. for few-shot evaluation).
 
         Pass the plain model (not a DDP wrapper): inner loops are local, and the caller averages
         the outer gradients of `model.parameters()` and `extra_parameters()` across ranks.
@@ -163,7 +165,7 @@ class MetaTask:
         sums = dict.fromkeys(METRIC_KEYS, 0.0)
         work = Work()
         for ep in batch.episodes:
-            stats = run_episode(model, ep.to(device), self.cfg, self.head, weight, split)
+            stats = run_episode(model, ep.to(device), self.cfg, self.head, weight, split, outer_gradient)
             for k in METRIC_KEYS:
                 sums[k] += stats[k]
             work += stats["work"]

@@ -96,20 +96,24 @@ class _Rows:
 
 
 def run_episode(model, ep: Episode, meta_cfg, learned_head: LearnedHead | None = None, loss_scale: float = 1.0,
-                split: Split | None = None) -> dict:
-    """One episode of `meta_cfg.algorithm`; see the module docstring."""
-    if meta_cfg.algorithm == "maml":
+                split: Split | None = None, outer_gradient: bool = True) -> dict:
+    """One episode of `meta_cfg.algorithm`; see the module docstring.
+
+    `outer_gradient=False` (evaluation) adapts and measures only: no graph is kept for an outer
+    gradient and nothing is written to `.grad`."""
+    if meta_cfg.algorithm == "maml" and outer_gradient:
         # Fused attention kernels have no double backward: second order runs attention as plain math.
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         with sdpa_kernel(SDPBackend.MATH):
-            return _run_episode(model, ep, meta_cfg, learned_head, loss_scale, split)
-    return _run_episode(model, ep, meta_cfg, learned_head, loss_scale, split)
+            return _run_episode(model, ep, meta_cfg, learned_head, loss_scale, split, outer_gradient)
+    return _run_episode(model, ep, meta_cfg, learned_head, loss_scale, split, outer_gradient)
 
 
-def _run_episode(model, ep: Episode, meta_cfg, learned_head, loss_scale, split) -> dict:
+def _run_episode(model, ep: Episode, meta_cfg, learned_head, loss_scale, split, outer_gradient) -> dict:
     algorithm = meta_cfg.algorithm
-    reptile, second = algorithm == "reptile", algorithm == "maml"
+    reptile, second = algorithm == "reptile", algorithm == "maml" and outer_gradient
+    no_graph = reptile or not outer_gradient  # the outer gradient needs no graph (Reptile) or none at all
     split = split or make_split(model, meta_cfg)
     rows = _Rows(model, ep)
     init = meta_cfg.resolved_head_init()
@@ -119,8 +123,8 @@ def _run_episode(model, ep: Episode, meta_cfg, learned_head, loss_scale, split) 
     hf = head_flops(d, rows.n_out)
     lo_layers, up_layers = split.lower_has_layers, split.upper_has_layers
     tally = _Tally()
-    outer_ctx = torch.no_grad if reptile else contextlib.nullcontext
-    support_graph = not reptile and (second or init == "proto")
+    outer_ctx = torch.no_grad if no_graph else contextlib.nullcontext
+    support_graph = not no_graph and (second or init == "proto")
 
     # Frozen lower part: once per row.
     if support_graph:
@@ -134,7 +138,7 @@ def _run_episode(model, ep: Episode, meta_cfg, learned_head, loss_scale, split) 
     tally.forward(lower_pt * (rows.tok_s + rows.tok_q), rows.tok_s + rows.tok_q, lo_layers)
 
     named = dict(model.named_parameters())
-    upper0 = {n: (p.detach() if reptile else p) for n, p in split.parameters().items()}
+    upper0 = {n: (p.detach() if no_graph else p) for n, p in split.parameters().items()}
 
     # The head θ₀: the episode classifier (SMLMT) or the model's LM head (LM tasks).
     if rows.smlmt:
@@ -148,14 +152,14 @@ def _run_episode(model, ep: Episode, meta_cfg, learned_head, loss_scale, split) 
             tally.forward(upper_pt * rows.tok_s, rows.tok_s, up_layers)
         else:
             head0 = learned_head.rows(ep.class_ids)
-            if reptile:
+            if no_graph:
                 head0 = {n: v.detach() for n, v in head0.items()}
         params0 = {**upper0, wkey: head0["weight"], bkey: head0["bias"]}
     else:
         names = head_parameter_names(model)
         wkey = next(n for n in names if named[n] is model.get_output_embeddings().weight)
         bkey = next((n for n in names if n != wkey), None)
-        params0 = {**upper0, **{n: (named[n].detach() if reptile else named[n]) for n in names}}
+        params0 = {**upper0, **{n: (named[n].detach() if no_graph else named[n]) for n in names}}
 
     def head_of(p):
         return {"weight": p[wkey], **({"bias": p[bkey]} if bkey else {})}
@@ -182,11 +186,11 @@ def _run_episode(model, ep: Episode, meta_cfg, learned_head, loss_scale, split) 
 
     query_fwd = upper_pt * rows.tok_q + hf * rows.n_q
     with outer_ctx():
-        adapted = res.final if reptile else res.params
+        adapted = res.final if no_graph else res.params
         loss_q, acc_q = _ce_acc(head_logits(rows.read(split.upper(adapted, xq), support=False), head_of(adapted)), rows.yq)
     tally.forward(query_fwd, rows.tok_q, up_layers)
 
-    if reptile:
+    if outer_gradient and reptile:
         scale = loss_scale / (k * lr)
         for n, p in params0.items():
             delta = (p - res.final[n]) * scale
@@ -194,7 +198,7 @@ def _run_episode(model, ep: Episode, meta_cfg, learned_head, loss_scale, split) 
                 _accumulate(named[n], delta)
             elif rows.smlmt and init == "learned":  # zero/proto heads are not parameters: nothing to update
                 _accumulate_rows(learned_head.weight if n == wkey else learned_head.bias, ep.class_ids, delta)
-    else:
+    elif outer_gradient:
         (loss_q * loss_scale).backward()
         layers = lo_layers or up_layers
         tally.backward(query_fwd + lower_pt * rows.tok_q, rows.tok_q, layers)

@@ -41,7 +41,7 @@ class MetaConfig(Section):
     inner_params: Literal["head", "head+last_n_layers", "all"] = "head"
     inner_n_layers: int = Field(1, ge=1)  # n of head+last_n_layers
     inner_steps: int = Field(10, ge=1)
-    inner_lr: float = Field(0.01, gt=0)
+    inner_lr: float = Field(0.5, gt=0)  # suits head-only loops (unit-norm SMLMT features); adapting layers wants ~0.01
     inner_optimizer: Literal["sgd", "adamw"] = "sgd"
     inner_weight_decay: float = Field(0.0, ge=0)  # decoupled, in the inner loop only
     n_way: int = Field(5, ge=2)
