@@ -53,3 +53,9 @@ def test_overrides_and_validation():
 
     with pytest.raises(ConfigError, match="not divisible"):
         build_model("nano", num_attention_heads=3)
+
+
+def test_tied_embeddings_override():
+    model = build_model("nano", vocab_size=300, tie_word_embeddings=True)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert parameter_counts(model)["total"] == parameter_counts(build_model("nano", vocab_size=300))["total"] - 300 * 64

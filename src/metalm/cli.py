@@ -68,7 +68,7 @@ def _cmd_eval_fewshot(args: argparse.Namespace) -> int:
 
     result = evaluate_fewshot(args.checkpoint, episodes=args.episodes, data=args.data, variant=args.variant,
                               n_way=args.n_way, k_shot=args.k_shot, q_query=args.q_query, inner_steps=args.inner_steps,
-                              inner_lr=args.inner_lr, head_init=args.head_init, window_len=args.window_len,
+                              inner_lr=args.inner_lr, head_init=args.head_init, pool=args.pool, window_len=args.window_len,
                               band_min_count=args.band_min_count, band_skip_top=args.band_skip_top, seed=args.seed,
                               device=args.device)
     print(json.dumps(result, indent=1) if args.json else format_fewshot(result))
@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inner-steps", type=int, default=10)
     p.add_argument("--inner-lr", type=float, default=0.5)
     p.add_argument("--head-init", choices=["zero", "proto", "learned"], default="zero")
+    p.add_argument("--pool", choices=["mask", "last"], default="mask", help="sentence variant: read the window at the mask or the last position")
     p.add_argument("--window-len", type=int, default=64)
     p.add_argument("--band-min-count", type=int, default=8)
     p.add_argument("--band-skip-top", type=int, default=100)

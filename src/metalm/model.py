@@ -58,6 +58,9 @@ def llama_config(preset: str | Preset, vocab_size: int | None = None, **override
     fields = asdict(replace(preset, vocab_size=vocab_size or preset.vocab_size))
     fields.pop("note")
     fields.update({k: v for k, v in overrides.items() if v is not None})
+    defaults = dict(hidden_act="silu", rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=False,
+                    attention_bias=False, mlp_bias=False, attention_dropout=0.0, initializer_range=0.02,
+                    use_cache=False)
     if fields["hidden_size"] % fields["num_attention_heads"]:
         raise ConfigError(
             f"model: hidden_size {fields['hidden_size']} is not divisible by num_attention_heads "
@@ -68,18 +71,7 @@ def llama_config(preset: str | Preset, vocab_size: int | None = None, **override
             f"model: num_attention_heads {fields['num_attention_heads']} is not divisible by "
             f"num_key_value_heads {fields['num_key_value_heads']}"
         )
-    return LlamaConfig(
-        hidden_act="silu",
-        rms_norm_eps=1e-6,
-        rope_theta=10000.0,
-        tie_word_embeddings=False,
-        attention_bias=False,
-        mlp_bias=False,
-        attention_dropout=0.0,
-        initializer_range=0.02,
-        use_cache=False,
-        **fields,
-    )
+    return LlamaConfig(**{**defaults, **fields})
 
 
 def build_model(

@@ -46,7 +46,8 @@ def _held_out_tokens(run_dir: Path | None, data: list[str] | None, tokenizer) ->
 
 def evaluate_fewshot(checkpoint: str | Path, episodes: int = 100, data: list[str] | None = None,
                      variant: str = "sentence", n_way: int = 5, k_shot: int = 4, q_query: int = 4,
-                     inner_steps: int = 10, inner_lr: float = 0.5, head_init: str = "zero", window_len: int = 64,
+                     inner_steps: int = 10, inner_lr: float = 0.5, head_init: str = "zero", pool: str | None = "mask",
+                     window_len: int = 64,
                      band_min_count: int = 8, band_skip_top: int = 100, seed: int = 0, device: str = "cpu",
                      cache_dir: str | None = None) -> dict:
     """Mean (± std over episodes) support and query accuracy before/after adaptation."""
@@ -60,7 +61,7 @@ def evaluate_fewshot(checkpoint: str | Path, episodes: int = 100, data: list[str
     try:
         cfg = MetaConfig(enabled=True, task="smlmt", smlmt_variant=variant, algorithm="fomaml", inner_params="head",
                          inner_steps=inner_steps, inner_lr=inner_lr, n_way=n_way, k_shot=k_shot, q_query=q_query,
-                         head_init=head_init, window_len=window_len, band_min_count=band_min_count,
+                         head_init=head_init, pool=pool if variant == "sentence" else None, window_len=window_len, band_min_count=band_min_count,
                          band_skip_top=band_skip_top)
     except ValueError as exc:
         raise MetalmError(f"few-shot settings: {exc}") from None
@@ -76,13 +77,10 @@ def evaluate_fewshot(checkpoint: str | Path, episodes: int = 100, data: list[str
     samples = {k: [] for k in KEYS}
     for i in range(episodes):
         batch = task.episodes(i)
-        after = task.meta_step(model, batch)
+        after = task.meta_step(model, batch, outer_gradient=False)
         task.cfg = frozen
-        before = task.meta_step(model, batch)
+        before = task.meta_step(model, batch, outer_gradient=False)
         task.cfg = cfg
-        model.zero_grad(set_to_none=True)
-        if task.head is not None:
-            task.head.zero_grad(set_to_none=True)
         samples["support_acc_before"].append(after["support_acc_before"])
         samples["support_acc_after"].append(after["support_acc_after"])
         samples["query_acc_before"].append(before["query_acc"])
@@ -90,7 +88,7 @@ def evaluate_fewshot(checkpoint: str | Path, episodes: int = 100, data: list[str
     summary = {k: {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0} for k, v in samples.items()}
     return {"checkpoint": str(model_dir), "episodes": episodes, "chance": 1 / n_way,
             "settings": {"variant": variant, "n_way": n_way, "k_shot": k_shot, "q_query": q_query,
-                         "inner_steps": inner_steps, "inner_lr": inner_lr, "head_init": cfg.resolved_head_init(),
+                         "inner_steps": inner_steps, "inner_lr": inner_lr, "head_init": cfg.resolved_head_init(), "pool": cfg.resolved_pool(),
                          "window_len": window_len, "seed": seed, "held_out": data or "the run's validation set"},
             "accuracy": summary}
 
