@@ -16,18 +16,26 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .accounting import Work, ar_work
 from .config import Config, save_config
-from .data import PackedSequences, TrainBatches, cache_root, prepare_corpus, validation_batches
+from .data import PackedSequences, TrainBatches, cache_root, evenly_spaced, prepare_corpus, validation_batches
 from .distributed import Dist, init_distributed, shutdown
+from .dynamics.config import probe_shape
+from .dynamics.phases import format_phase_readout, phase_readout
+from .dynamics.probe import dynamics_rows
+from .dynamics.rows import append_rows, load_rows
 from .errors import ConfigError
 from .model import build_model, describe, forward_flops_per_token
 from .run_log import RunLog, read_status, truncate_after, write_json_atomic
 from .schedule import lr_at
 from .tokenizer import load_tokenizer, special_token_ids
+
+DYNAMICS = "dynamics.jsonl"
+PROBE_BATCH = "probe_batch.safetensors"
 
 # Config keys that change how a run is executed or displayed, not what it computes.
 EXECUTION_KEYS = {("run", "progress"), ("run", "threads"), ("run", "cache_dir"), ("run", "tensorboard"),
@@ -138,6 +146,7 @@ class Trainer:
         self.batches = TrainBatches(self.train_seqs, t.batch_size, cfg.run.seed)
         self.val_batches = validation_batches(PackedSequences(self.corpus.validation, t.seq_len, "data.validation"),
                                               t.batch_size, t.eval_batches)
+        self.probe = self.probe_batch()
 
         torch.manual_seed(cfg.run.seed)
         self.model = build_model(
@@ -163,6 +172,19 @@ class Trainer:
             self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.counters = Counters()
 
+    def probe_batch(self) -> torch.Tensor:
+        """The fixed held-out batch of the learning-dynamics probes (DESIGN 2.7): sequences spread
+        evenly over the validation text, the same for every run on the same data."""
+        n, length = probe_shape(self.cfg.dynamics, self.cfg.train.seq_len)
+        seqs = PackedSequences(self.corpus.validation, length - 1, "data.validation (dynamics probe)")
+        return torch.from_numpy(seqs.gather(evenly_spaced(len(seqs), n)))
+
+    def record_dynamics(self, step: int) -> None:
+        """Append the dynamics rows of the current weights (rank 0; not counted as training time)."""
+        if self.dist.is_main:
+            rows = dynamics_rows(self.model, self.probe, step, self.cfg.dynamics.groups)
+            append_rows(self.run_dir / DYNAMICS, rows)
+
     def build_meta_task(self):
         """The meta-learning task of a meta run (None for vanilla); rank 0 builds the occurrence
         index into the cache first, the others then read it."""
@@ -187,6 +209,8 @@ class Trainer:
             save_config(self.cfg, self.run_dir / "config.yaml")
         if not (self.run_dir / "tokenizer" / "tokenizer.json").is_file():
             self.tokenizer.save_pretrained(self.run_dir / "tokenizer")
+        if not (self.run_dir / PROBE_BATCH).is_file():
+            save_file({"input_ids": self.probe.contiguous()}, str(self.run_dir / PROBE_BATCH))
         write_json_atomic(self.run_dir / "data.json", self.corpus.info)
 
     def restore(self) -> None:
@@ -207,6 +231,7 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         if self.dist.is_main:
             truncate_after(self.run_dir / "metrics.jsonl", step)
+            truncate_after(self.run_dir / DYNAMICS, step)
         self.dist.barrier()
         if self.dist.is_main:
             print(f"resuming {self.run_dir} from step {step}")
@@ -341,8 +366,11 @@ class Trainer:
                   f"{len(self.train_seqs):,} sequences of {t.seq_len}), {len(self.corpus.validation):,} validation tokens"
                   + ("  [synthetic DEMO data]" if self.corpus.info.get("demo") else ""))
         log.status("running", c.step, t.steps)
+        every = cfg.dynamics.every
         if c.step == 0:
             log.row({"step": 0, **c.work.as_dict(), "time": 0.0, "val_loss": self.evaluate()})
+            if every:
+                self.record_dynamics(0)
         self.model.train()
         bar = tqdm(total=t.steps, initial=c.step, unit="step", dynamic_ncols=True,
                    disable=not (main and cfg.run.progress), desc=cfg.run.name)
@@ -370,6 +398,8 @@ class Trainer:
                 log.row(row)
                 if time.time() - log.status_written > 10:  # keep the live view's "running" fresh
                     log.status("running", c.step, t.steps)
+            if every and self.is_boundary(c.step, every):
+                self.record_dynamics(c.step)
             bar.update(1)
             shown = {"loss": f"{fields['loss']:.3f}"} if "loss" in fields else {}
             if "query_acc" in fields:
@@ -379,10 +409,19 @@ class Trainer:
                 self.save()
                 log.status("running", c.step, t.steps)
         bar.close()
+        if every and main:
+            self.summarise_dynamics()
         self.export()
         log.status("finished", c.step, t.steps)
         if main:
             print(f"finished: {self.run_dir} (final model in {self.run_dir / 'final'})")
+
+    def summarise_dynamics(self) -> None:
+        """Phase read-out (printed and saved as phases.json) from the recorded dynamics rows."""
+        rows = load_rows(self.run_dir / DYNAMICS)
+        readout = phase_readout(rows, self.cfg.dynamics.smoothing)
+        write_json_atomic(self.run_dir / "phases.json", readout)
+        print(format_phase_readout(readout))
 
     def export(self) -> None:
         """Hugging Face export of the final model and tokenizer (atomically)."""
