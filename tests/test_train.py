@@ -66,19 +66,19 @@ def test_kill_and_resume_is_exact(tmp_path, corpus_dir, monkeypatch):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     assert train(tmp_path, corpus_dir, full) == 0
 
-    original = Trainer.ar_step
+    original = Trainer.train_step
 
     def dying(self, step):
         if step == 6:  # after the step-4 checkpoint and two more logged steps
             raise KeyboardInterrupt
         return original(self, step)
 
-    monkeypatch.setattr(Trainer, "ar_step", dying)
+    monkeypatch.setattr(Trainer, "train_step", dying)
     assert train(tmp_path, corpus_dir, resumed) == 130
     assert json.loads((resumed / "status.json").read_text())["state"] == "interrupted"
     assert not (resumed / "final").exists()
     assert max(r["step"] for r in read_jsonl(resumed / "metrics.jsonl")) == 6
-    monkeypatch.setattr(Trainer, "ar_step", original)
+    monkeypatch.setattr(Trainer, "train_step", original)
     assert train(tmp_path, corpus_dir, resumed) == 0
 
     assert deterministic(read_jsonl(full / "metrics.jsonl")) == deterministic(read_jsonl(resumed / "metrics.jsonl"))

@@ -2,43 +2,38 @@
 
 Recorded on a fixed probe batch every `dynamics.every` training steps (`DynamicsRecorder`) or
 after the fact from saved checkpoints (`analyse_run`); both produce the same rows.
+
+Names are imported lazily so that `metalm.config` (which needs only `DynamicsConfig`) does not
+pull in matplotlib and transformers.
 """
 
-from .attention_entropy import attention_entropy_by_layer, head_entropy
-from .config import ALL_GROUPS, DynamicsConfig, check_dynamics, probe_shape
-from .effective_rank import effective_rank, proportional_effective_rank
-from .phases import format_phase_readout, phase_readout
-from .plots import plot_overlay, plot_run
-from .posthoc import analyse_run, compare_runs, list_checkpoints, load_probe_batch, preferred_rows
-from .probe import dynamics_rows
-from .readout import Readout, write_readout
-from .recorder import DynamicsRecorder
-from .rows import append_rows, drop_rows_after, load_rows, write_rows
+from __future__ import annotations
 
-__all__ = [
-    "ALL_GROUPS",
-    "DynamicsConfig",
-    "DynamicsRecorder",
-    "Readout",
-    "analyse_run",
-    "append_rows",
-    "attention_entropy_by_layer",
-    "check_dynamics",
-    "compare_runs",
-    "drop_rows_after",
-    "dynamics_rows",
-    "effective_rank",
-    "format_phase_readout",
-    "head_entropy",
-    "list_checkpoints",
-    "load_probe_batch",
-    "load_rows",
-    "phase_readout",
-    "plot_overlay",
-    "plot_run",
-    "preferred_rows",
-    "probe_shape",
-    "proportional_effective_rank",
-    "write_readout",
-    "write_rows",
-]
+import importlib
+
+_EXPORTS = {
+    "attention_entropy": ["attention_entropy_by_layer", "head_entropy"],
+    "config": ["ALL_GROUPS", "DynamicsConfig", "check_dynamics", "probe_shape"],
+    "effective_rank": ["effective_rank", "proportional_effective_rank"],
+    "phases": ["format_phase_readout", "phase_readout"],
+    "plots": ["plot_overlay", "plot_run"],
+    "posthoc": ["analyse_run", "compare_runs", "list_checkpoints", "load_probe_batch", "preferred_rows"],
+    "probe": ["dynamics_rows"],
+    "readout": ["Readout", "write_readout"],
+    "recorder": ["DynamicsRecorder"],
+    "rows": ["append_rows", "drop_rows_after", "load_rows", "write_rows"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
