@@ -64,7 +64,8 @@ def test_finished_run_does_nothing(tmp_path, corpus_dir, capsys):
 
 def test_kill_and_resume_is_exact(tmp_path, corpus_dir, monkeypatch):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    assert train(tmp_path, corpus_dir, full) == 0
+    dyn = ("dynamics.every=2", "dynamics.groups=[activations, attention]")
+    assert train(tmp_path, corpus_dir, full, *dyn) == 0
 
     original = Trainer.train_step
 
@@ -74,14 +75,17 @@ def test_kill_and_resume_is_exact(tmp_path, corpus_dir, monkeypatch):
         return original(self, step)
 
     monkeypatch.setattr(Trainer, "train_step", dying)
-    assert train(tmp_path, corpus_dir, resumed) == 130
+    assert train(tmp_path, corpus_dir, resumed, *dyn) == 130
     assert json.loads((resumed / "status.json").read_text())["state"] == "interrupted"
     assert not (resumed / "final").exists()
     assert max(r["step"] for r in read_jsonl(resumed / "metrics.jsonl")) == 6
     monkeypatch.setattr(Trainer, "train_step", original)
-    assert train(tmp_path, corpus_dir, resumed) == 0
+    assert train(tmp_path, corpus_dir, resumed, *dyn) == 0
 
     assert deterministic(read_jsonl(full / "metrics.jsonl")) == deterministic(read_jsonl(resumed / "metrics.jsonl"))
+    dynamics = read_jsonl(full / "dynamics.jsonl")
+    assert sorted({r["step"] for r in dynamics}) == [0, 2, 4, 6, 8]
+    assert dynamics == read_jsonl(resumed / "dynamics.jsonl")
     a, b = load_file(full / "final" / "model.safetensors"), load_file(resumed / "final" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-identical on CPU
 

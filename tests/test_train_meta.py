@@ -94,3 +94,11 @@ def test_meta_ddp_two_processes_match_one(tmp_path, corpus_dir):
         assert a["tokens"] == b["tokens"] and a["flops"] == b["flops"]
     w1, w2 = load_file(one / "final" / "model.safetensors"), load_file(two / "final" / "model.safetensors")
     assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
+
+
+def test_hybrid_logging_shows_both_kinds(tmp_path, corpus_dir):
+    """With log_every 4 and every 4th step a meta step, boundary rows alone would all be meta rows;
+    the first step of each kind in an interval is logged too."""
+    assert run(tmp_path, corpus_dir, "h", **{"meta.hybrid": 0.25, "train.log_every": 4}) == 0
+    rows = read_jsonl(tmp_path / "h" / "metrics.jsonl")
+    assert [(r["step"], r.get("step_kind")) for r in rows] == [(0, None), (1, "ar"), (4, "meta"), (5, "ar"), (8, "meta")]

@@ -50,6 +50,7 @@ class Counters:
     work: Work = field(default_factory=Work)
     time: float = 0.0
     meta_steps: int = 0
+    kinds_logged: list[str] = field(default_factory=list)  # step kinds already logged in this log interval
 
 
 def resolve_device(name: str) -> torch.device:
@@ -225,7 +226,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         c = state["counters"]
         self.counters = Counters(step=int(c["step"]), work=Work(**{k: int(v) for k, v in c["work"].items()}),
-                                 time=float(c["time"]), meta_steps=int(c.get("meta_steps", 0)))
+                                 time=float(c["time"]), meta_steps=int(c.get("meta_steps", 0)),
+                                 kinds_logged=[str(k) for k in c.get("kinds_logged", [])])
         torch.set_rng_state(state["rng"]["torch"])
         if self.device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
@@ -244,7 +246,8 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         state = {"optimizer": self.optimizer.state_dict(), "rng": rng,
-                 "counters": {"step": c.step, "work": c.work.as_dict(), "time": c.time, "meta_steps": c.meta_steps}}
+                 "counters": {"step": c.step, "work": c.work.as_dict(), "time": c.time, "meta_steps": c.meta_steps,
+                              "kinds_logged": list(c.kinds_logged)}}
         extra = self.meta.state_dict() if self.meta is not None else None
         ckpt.save_checkpoint(self.run_dir, c.step, self.model, state, extra)
         ckpt.prune(self.run_dir, self.cfg.train.keep_checkpoints)
@@ -393,7 +396,12 @@ class Trainer:
             evaluate = self.is_boundary(c.step, t.eval_every)
             if evaluate:
                 row["val_loss"] = self.evaluate()
-            if evaluate or self.is_boundary(c.step, t.log_every):
+            # Log every log_every steps, and the first step of each kind (ar / meta) in an interval, so a
+            # hybrid run's rows show both losses whatever the schedule's phase relative to log_every.
+            boundary = self.is_boundary(c.step, t.log_every)
+            first_of_kind = self.meta is not None and kind not in c.kinds_logged
+            c.kinds_logged = [] if boundary else c.kinds_logged + ([kind] if first_of_kind else [])
+            if evaluate or boundary or first_of_kind:
                 row["tokens_per_s"] = work.tokens / elapsed if elapsed > 0 else None
                 log.row(row)
                 if time.time() - log.status_written > 10:  # keep the live view's "running" fresh
