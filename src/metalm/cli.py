@@ -5,6 +5,7 @@
     metalm eval fewshot RUN_OR_CHECKPOINT [--episodes N]
     metalm eval ner RUN_OR_CHECKPOINT --data DIR --train-lang L --test-lang L1,L2 [--mode finetune|probe]
     metalm tokenizer train --data PATH --vocab-size N --out DIR
+    metalm dynamics RUN_DIR [RUN_DIR2]
     metalm bench CONFIG.yaml [key.sub=value ...] [--json]
     metalm watch RUN_OR_EXPERIMENT_DIR [...] [--port P] [--host H]
 
@@ -106,6 +107,26 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dynamics(args: argparse.Namespace) -> int:
+    from .dynamics.config import ALL_GROUPS
+    from .dynamics.phases import format_phase_readout
+    from .dynamics.posthoc import analyse_run, compare_runs
+
+    groups = [g for g in args.groups.split(",") if g] if args.groups else list(ALL_GROUPS)
+    for run_dir in args.runs:
+        result = analyse_run(run_dir, groups=groups, overwrite=args.recompute, smoothing=args.smoothing,
+                             device=args.device, log=print)
+        print(f"{run_dir}: {len(result.computed_steps)} checkpoint(s) analysed, {len(result.skipped_steps)} already done; "
+              f"rows in {result.rows_path}")
+        if result.readout is not None:
+            print(format_phase_readout(result.readout.phases))
+    if len(args.runs) == 2:
+        labels = args.labels.split(",") if args.labels else None
+        for path in compare_runs(args.runs[0], args.runs[1], out_dir=args.out, labels=labels):
+            print(f"overlay: {path}")
+    return 0
+
+
 def _cmd_watch(args: argparse.Namespace) -> int:
     from .watch import serve
 
@@ -188,6 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON (the ratio is `meta_over_ar_ratio`)")
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("dynamics", help="learning dynamics over a run's saved checkpoints (post hoc); overlay two runs")
+    p.add_argument("runs", nargs="+", help="one run directory, or two to overlay (e.g. vanilla and meta)")
+    p.add_argument("--groups", default=None, help="comma-separated: activations,weights,gradients,attention (default: all)")
+    p.add_argument("--smoothing", type=int, default=None, help="moving-average window of the phase read-out")
+    p.add_argument("--recompute", action="store_true", help="recompute rows already written")
+    p.add_argument("--labels", default=None, help="labels of the two runs in overlays, e.g. vanilla,meta")
+    p.add_argument("--out", default=None, help="folder for overlay figures")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_dynamics)
 
     p = sub.add_parser("watch", help="live web view of runs or experiments (loopback only by default)")
     p.add_argument("paths", nargs="+", help="run or experiment directories")

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from .config_base import Section
 from .errors import ConfigError
-from .dynamics.config import DynamicsConfig
+from .dynamics.config import DynamicsConfig, check_dynamics
 from .meta.config import MetaConfig
 from .model import PRESETS
 
@@ -133,6 +133,10 @@ class Config(Section):
                 f"train.seq_len {self.train.seq_len} exceeds the model's context "
                 f"(max_position_embeddings {ctx}); lower train.seq_len or set model.max_position_embeddings"
             )
+        try:
+            check_dynamics(self.dynamics, self.train.seq_len, ctx)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
     def to_dict(self) -> dict[str, Any]:

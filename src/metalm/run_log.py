@@ -26,16 +26,20 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSON-lines file; a half-written last line is ignored."""
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Rows of a JSON-lines file ([] when missing); an undecodable line (the half-written last line
+    of a killed run) is skipped."""
+    path = Path(path)
     if not path.is_file():
         return []
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 

@@ -25,12 +25,13 @@ from .config import Config, save_config
 from .data import PackedSequences, TrainBatches, cache_root, evenly_spaced, prepare_corpus, validation_batches
 from .distributed import Dist, init_distributed, shutdown
 from .dynamics.config import probe_shape
-from .dynamics.phases import format_phase_readout, phase_readout
+from .dynamics.phases import format_phase_readout
 from .dynamics.probe import dynamics_rows
-from .dynamics.rows import append_rows, load_rows
+from .dynamics.readout import write_readout
+from .dynamics.rows import append_rows
 from .errors import ConfigError
 from .model import build_model, describe, forward_flops_per_token
-from .run_log import RunLog, read_status, truncate_after, write_json_atomic
+from .run_log import RunLog, read_jsonl, read_status, truncate_after, write_json_atomic
 from .schedule import lr_at
 from .tokenizer import load_tokenizer, special_token_ids
 
@@ -425,11 +426,11 @@ class Trainer:
             print(f"finished: {self.run_dir} (final model in {self.run_dir / 'final'})")
 
     def summarise_dynamics(self) -> None:
-        """Phase read-out (printed and saved as phases.json) from the recorded dynamics rows."""
-        rows = load_rows(self.run_dir / DYNAMICS)
-        readout = phase_readout(rows, self.cfg.dynamics.smoothing)
-        write_json_atomic(self.run_dir / "phases.json", readout)
-        print(format_phase_readout(readout))
+        """Phase read-out (printed, saved as phases.json) and plots from the recorded dynamics rows."""
+        readout = write_readout(self.run_dir, read_jsonl(self.run_dir / DYNAMICS), self.cfg.dynamics.smoothing,
+                                title=self.cfg.run.name)
+        print(format_phase_readout(readout.phases))
+        print(f"dynamics plots: {self.run_dir / 'plots'}")
 
     def export(self) -> None:
         """Hugging Face export of the final model and tokenizer (atomically)."""

@@ -1,7 +1,7 @@
 """Learning dynamics (DESIGN 2.7): effective rank, attention-head entropy, phase read-out, plots.
 
-Recorded on a fixed probe batch every `dynamics.every` training steps (`DynamicsRecorder`) or
-after the fact from saved checkpoints (`analyse_run`); both produce the same rows.
+Recorded on a fixed probe batch every `dynamics.every` training steps (`dynamics_rows`, appended
+by the trainer) or after the fact from saved checkpoints (`analyse_run`); both give the same rows.
 
 Names are imported lazily so that `metalm.config` (which needs only `DynamicsConfig`) does not
 pull in matplotlib and transformers.
@@ -20,8 +20,7 @@ _EXPORTS = {
     "posthoc": ["analyse_run", "compare_runs", "list_checkpoints", "load_probe_batch", "preferred_rows"],
     "probe": ["dynamics_rows"],
     "readout": ["Readout", "write_readout"],
-    "recorder": ["DynamicsRecorder"],
-    "rows": ["append_rows", "drop_rows_after", "load_rows", "write_rows"],
+    "rows": ["append_rows", "load_rows", "write_rows"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

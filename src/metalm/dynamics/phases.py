@@ -34,9 +34,11 @@ def moving_average(values: Sequence[float], window: int) -> list[float]:
 
 
 def curve_peak(steps: Sequence[int], values: Sequence[float], window: int) -> dict:
-    """Peak of the smoothed curve (the first one on ties) and the phase it implies."""
+    """Peak of the smoothed curve (the first one on ties) and the phase it implies; also the trough
+    (minimum), which shows an early collapse followed by renewed diversification."""
     smoothed = moving_average(values, window)
     peak = max(range(len(smoothed)), key=lambda i: (smoothed[i], -i))
+    trough = min(range(len(smoothed)), key=lambda i: (smoothed[i], i))
     spread = max(smoothed) - min(smoothed)
     if len(smoothed) == 1:
         phase = "single-step"
@@ -51,6 +53,8 @@ def curve_peak(steps: Sequence[int], values: Sequence[float], window: int) -> di
     return {
         "peak_step": steps[peak],
         "peak_value": smoothed[peak],
+        "trough_step": steps[trough],
+        "trough_value": smoothed[trough],
         "first_value": smoothed[0],
         "last_value": smoothed[-1],
         "n_steps": len(steps),
@@ -126,11 +130,11 @@ def _format_section(title: str, section: dict) -> list[str]:
     lines = [title + f" — {section['metric']}"]
     if not section["layers"]:
         return lines + ["  (no rows recorded)"]
-    lines.append(f"  {'layer':<11}{'first':>10}{'peak':>10}{'at step':>9}{'last':>10}  phase")
+    lines.append(f"  {'layer':<11}{'first':>9}{'peak':>9}{'at step':>9}{'min':>9}{'at step':>9}{'last':>9}  phase")
     for e in section["layers"]:
         lines.append(
-            f"  {e['name']:<11}{e['first_value']:>10.3f}{e['peak_value']:>10.3f}{e['peak_step']:>9}"
-            f"{e['last_value']:>10.3f}  {PHASE_TEXT[e['phase']]}"
+            f"  {e['name']:<11}{e['first_value']:>9.3f}{e['peak_value']:>9.3f}{e['peak_step']:>9}"
+            f"{e['trough_value']:>9.3f}{e['trough_step']:>9}{e['last_value']:>9.3f}  {PHASE_TEXT[e['phase']]}"
         )
     if section["timeline"]:
         order = " → ".join(f"{e['name']} ({e['peak_step']})" for e in section["timeline"])

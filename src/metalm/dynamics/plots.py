@@ -153,10 +153,12 @@ def plot_run(rows: Iterable[dict], out_dir: str | Path, title: str = "", entropy
         )
         if heads:
             fig = Figure(figsize=(12, 4.5), layout="constrained")
-            for ax, curves, ylabel in zip(fig.subplots(1, 2), (heads, heads_norm), ("nats", "entropy / log(t+1)")):
+            for ax, curves, ylabel, what in zip(
+                fig.subplots(1, 2), (heads, heads_norm), ("nats", "entropy / log(t+1)"), ("", "normalised ")
+            ):
                 for color, (head, (steps, values)) in zip(_colors(len(curves)), curves.items()):
                     ax.plot(steps, values, color=color, label=f"head {head}")
-                ax.set(xlabel="step", ylabel=ylabel, title=f"{prefix}layer {layer} head entropy")
+                ax.set(xlabel="step", ylabel=ylabel, title=f"{prefix}layer {layer} {what}head entropy")
                 ax.legend(fontsize="small", ncol=2 if len(curves) > 8 else 1)
             written.append(_save(fig, out / f"head_entropy_layer{layer}.png"))
     return written

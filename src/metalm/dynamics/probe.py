@@ -138,17 +138,14 @@ def dynamics_rows(
             trainable = [entry for entry in weight_matrices(model) if entry[2].requires_grad]
             want_gradients = "gradients" in groups and bool(trainable)
             gradients: list = []
-            if {"activations"} & groups or want_gradients:
-                activations, gradients = _forward(
-                    model, input_ids, trainable, "activations" in groups, want_gradients
-                )
+            if "activations" in groups or want_gradients:
+                activations, gradients = _forward(model, input_ids, trainable, "activations" in groups, want_gradients)
                 if "activations" in groups:
                     rows += _rank_rows(step, "activations", activations)
             if "weights" in groups:
                 rows += _rank_rows(step, "weights", [(l, c, p.detach()) for l, c, p in weight_matrices(model)])
             if "gradients" in groups:
                 rows += _rank_rows(step, "gradients", gradients)
-                del gradients
             if "attention" in groups:
                 for layer, (entropy, entropy_norm) in enumerate(attention_entropy_by_layer(model, input_ids)):
                     rows += [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def write_readout(
     run = Path(run_dir)
     phases = phase_readout(rows, smoothing)
     path = run / phases_name
-    path.write_text(json.dumps(phases, indent=2) + "\n", encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(phases, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # a reader never sees half a file
     plots = plot_run(rows, run / plots_dir, title=run.name if title is None else title)
     return Readout(phases, path, plots)

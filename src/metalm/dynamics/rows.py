@@ -7,26 +7,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-
-def load_rows(path: str | Path) -> list[dict]:
-    """All rows of a JSON-lines file; a missing file gives [], an undecodable line (a half-written
-    last line of a killed run) is skipped."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
+from ..run_log import read_jsonl as load_rows  # one tolerant JSON-lines reader for every run file
 
 
 def _lines(rows: Iterable[dict]) -> str:
@@ -54,12 +35,3 @@ def write_rows(path: str | Path, rows: Iterable[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(_lines(rows), encoding="utf-8")
     os.replace(tmp, path)
-
-
-def drop_rows_after(path: str | Path, step: int) -> int:
-    """Remove rows recorded after `step` (a resumed run recomputes them); returns how many."""
-    rows = load_rows(path)
-    kept = [row for row in rows if row.get("step", 0) <= step]
-    if len(kept) != len(rows):
-        write_rows(path, kept)
-    return len(rows) - len(kept)
