@@ -99,6 +99,23 @@ class RunLog:
         if self.wandb is not None:
             self.wandb.log(scalars, step=step)
 
+    def dynamics(self, rows: list[dict], history_path: Path) -> None:
+        """Mirror learning-dynamics rows to TensorBoard: a scalar per layer and component (per head
+        for attention), and the layer × step heatmaps of the whole run so far as images."""
+        if self.tb is None or not rows:
+            return
+        step = rows[0]["step"]
+        for r in rows:
+            if r["group"] == "attention":
+                self.tb.add_scalar(f"dynamics/attention_entropy/layer{r['layer']}/head{r['head']}", r["entropy"], step)
+            elif r.get("erank") is not None:
+                self.tb.add_scalar(f"dynamics/{r['group']}_erank/layer{r['layer']}/{r['component']}", r["erank"], step)
+        history = read_jsonl(history_path)
+        for group, key in (("activations", "erank"), ("attention", "entropy")):
+            image = heatmap_image(history, group, key)
+            if image is not None:
+                self.tb.add_image(f"dynamics/{group}_{key}_heatmap", image, step, dataformats="HWC")
+
     def status(self, state: str, step: int, total_steps: int, **extra: Any) -> None:
         if self.enabled:
             self.status_written = time.time()
@@ -113,6 +130,31 @@ class RunLog:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def heatmap_image(rows: list[dict], group: str, value_key: str):
+    """An RGB array of the layer × step heatmap (the live view's matrix), or None without rows."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .watch.heatmap import heatmap_matrix
+
+    layers, steps, matrix = heatmap_matrix(rows, group, value_key)
+    if not steps:
+        return None
+    fig = Figure(figsize=(6, 3), dpi=80)
+    ax = fig.add_subplot()
+    im = ax.imshow(matrix, aspect="auto", origin="lower", cmap="viridis",
+                   extent=(steps[0] - 0.5, steps[-1] + 0.5, -0.5, len(layers) - 0.5))
+    ax.set_yticks(range(len(layers)), [str(layer) for layer in layers])
+    ax.set_xlabel("step")
+    ax.set_ylabel("layer")
+    ax.set_title(f"{group} {value_key}")
+    fig.colorbar(im, ax=ax)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def read_status(run_dir: Path) -> dict | None:

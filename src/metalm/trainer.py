@@ -181,11 +181,12 @@ class Trainer:
         seqs = PackedSequences(self.corpus.validation, length - 1, "data.validation (dynamics probe)")
         return torch.from_numpy(seqs.gather(evenly_spaced(len(seqs), n)))
 
-    def record_dynamics(self, step: int) -> None:
+    def record_dynamics(self, step: int, log: RunLog) -> None:
         """Append the dynamics rows of the current weights (rank 0; not counted as training time)."""
         if self.dist.is_main:
             rows = dynamics_rows(self.model, self.probe, step, self.cfg.dynamics.groups)
             append_rows(self.run_dir / DYNAMICS, rows)
+            log.dynamics(rows, self.run_dir / DYNAMICS)
 
     def build_meta_task(self):
         """The meta-learning task of a meta run (None for vanilla); rank 0 builds the occurrence
@@ -374,7 +375,7 @@ class Trainer:
         if c.step == 0:
             log.row({"step": 0, **c.work.as_dict(), "time": 0.0, "val_loss": self.evaluate()})
             if every:
-                self.record_dynamics(0)
+                self.record_dynamics(0, log)
         self.model.train()
         bar = tqdm(total=t.steps, initial=c.step, unit="step", dynamic_ncols=True,
                    disable=not (main and cfg.run.progress), desc=cfg.run.name)
@@ -408,7 +409,7 @@ class Trainer:
                 if time.time() - log.status_written > 10:  # keep the live view's "running" fresh
                     log.status("running", c.step, t.steps)
             if every and self.is_boundary(c.step, every):
-                self.record_dynamics(c.step)
+                self.record_dynamics(c.step, log)
             bar.update(1)
             shown = {"loss": f"{fields['loss']:.3f}"} if "loss" in fields else {}
             if "query_acc" in fields:
