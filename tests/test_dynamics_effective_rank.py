@@ -62,7 +62,7 @@ def test_non_matrix_rejected():
 
 def test_config_defaults_and_bounds():
     cfg = DynamicsConfig()
-    assert (cfg.every, cfg.probe_sequences, cfg.probe_seq_len, cfg.smoothing) == (0, 8, None, 5)
+    assert (cfg.every, cfg.probe_sequences, cfg.probe_seq_len, cfg.smoothing) == (50, 8, None, 5)
     assert cfg.groups == ["activations", "weights", "gradients", "attention"]
     assert probe_shape(cfg, 128) == (8, 128)
     assert probe_shape(DynamicsConfig(probe_seq_len=64, probe_sequences=2), 128) == (2, 64)
