@@ -23,6 +23,18 @@ from pathlib import Path
 from .errors import MetalmError
 
 
+def _report(args: argparse.Namespace, result: dict, table: str, save) -> None:
+    """Print an evaluation (JSON or table) and save it into the run directory when there is one."""
+    from .checkpoint import resolve_model_dir
+
+    print(json.dumps(result, indent=1) if args.json else table)
+    run_dir = resolve_model_dir(args.checkpoint)[2]
+    if run_dir is not None:
+        saved = save(result, run_dir)
+        if not args.json:
+            print(f"saved {saved}")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .trainer import train
@@ -45,7 +57,6 @@ def _cmd_eval_perplexity(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_ner(args: argparse.Namespace) -> int:
-    from .checkpoint import resolve_model_dir
     from .evaluation.ner import format_ner_table, run_ner, save_result
 
     test_langs = [lang for lang in (args.test_lang or args.train_lang).split(",") if lang]
@@ -54,17 +65,11 @@ def _cmd_eval_ner(args: argparse.Namespace) -> int:
                      use_dev_for_train=args.use_dev_for_train, select_best_on_dev=args.select_best_on_dev,
                      device=args.device, max_train_sentences=args.max_train_sentences,
                      progress=not args.json, seed=args.seed)
-    print(json.dumps(result, indent=1) if args.json else format_ner_table(result))
-    run_dir = resolve_model_dir(args.checkpoint)[2]
-    if run_dir is not None:
-        saved = save_result(result, run_dir)
-        if not args.json:
-            print(f"saved {saved}")
+    _report(args, result, format_ner_table(result), save_result)
     return 0
 
 
 def _cmd_eval_fewshot(args: argparse.Namespace) -> int:
-    from .checkpoint import resolve_model_dir
     from .evaluation.fewshot import evaluate_fewshot, format_fewshot, save_fewshot
 
     result = evaluate_fewshot(args.checkpoint, episodes=args.episodes, data=args.data, variant=args.variant,
@@ -72,12 +77,7 @@ def _cmd_eval_fewshot(args: argparse.Namespace) -> int:
                               inner_lr=args.inner_lr, head_init=args.head_init, pool=args.pool, window_len=args.window_len,
                               band_min_count=args.band_min_count, band_skip_top=args.band_skip_top, seed=args.seed,
                               device=args.device)
-    print(json.dumps(result, indent=1) if args.json else format_fewshot(result))
-    run_dir = resolve_model_dir(args.checkpoint)[2]
-    if run_dir is not None:
-        saved = save_fewshot(result, run_dir)
-        if not args.json:
-            print(f"saved {saved}")
+    _report(args, result, format_fewshot(result), save_fewshot)
     return 0
 
 
