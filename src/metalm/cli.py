@@ -5,6 +5,8 @@
     metalm eval fewshot RUN_OR_CHECKPOINT [--episodes N]
     metalm eval ner RUN_OR_CHECKPOINT --data DIR --train-lang L --test-lang L1,L2 [--mode finetune|probe]
     metalm tokenizer train --data PATH --vocab-size N --out DIR
+    metalm experiment EXPERIMENT.yaml [key.sub=value ...]
+    metalm report EXPERIMENT_DIR | RUN_DIR ...
     metalm dynamics RUN_DIR [RUN_DIR2]
     metalm bench CONFIG.yaml [key.sub=value ...] [--json]
     metalm watch RUN_OR_EXPERIMENT_DIR [...] [--port P] [--host H]
@@ -127,6 +129,21 @@ def _cmd_dynamics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiment.runner import run_experiment
+
+    run_experiment(args.config, args.overrides)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .experiment.runner import report_from_dirs
+
+    report = report_from_dirs(args.paths, target_loss=args.target_loss, baseline=args.baseline)
+    print(f"report: {report} (also report.html, summary.json)")
+    return 0
+
+
 def _cmd_watch(args: argparse.Namespace) -> int:
     from .watch import serve
 
@@ -209,6 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON (the ratio is `meta_over_ar_ratio`)")
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("experiment", help="train and evaluate every arm × seed of an experiment, then write the report")
+    p.add_argument("config", help="experiment YAML (shared settings, arms, seeds, evaluations)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides of the shared settings")
+    p.set_defaults(func=_cmd_experiment)
+
+    p = sub.add_parser("report", help="compare runs: an experiment directory, or run directories as arms")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--target-loss", type=float, default=None, help="default: the baseline arm's final validation loss")
+    p.add_argument("--baseline", default=None, help="baseline arm (default: the experiment's, or the first run)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("dynamics", help="learning dynamics over a run's saved checkpoints (post hoc); overlay two runs")
     p.add_argument("runs", nargs="+", help="one run directory, or two to overlay (e.g. vanilla and meta)")

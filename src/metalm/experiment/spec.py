@@ -1,0 +1,107 @@
+"""The experiment file: shared run settings once, the arms that differ, seeds, evaluations.
+
+    run: {name: quickstart, dir: runs/quickstart}
+    model: {preset: micro}
+    data: {train: demo}
+    train: {steps: 200}
+    arms:
+      vanilla: {}
+      meta: {meta: {enabled: true, smlmt_variant: token}}
+    seeds: [0, 1]
+    baseline: vanilla          # the arm whose final validation loss is the default target
+    target_loss: null          # or a number
+    evaluations:
+      perplexity: true         # the run's validation set (or a list of paths)
+      fewshot: {episodes: 50}
+      ner: {data: demo, train_lang: en, test_langs: [en, xx], epochs: 2}
+
+Each arm × seed is an ordinary run directory `RUN_DIR/<arm>/seed-<seed>/`, configured as the shared
+settings overridden by the arm, with `run.seed` = the seed: arms with the same seed see the same
+batches, validation batches and probe batch.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import Config, from_dict, parse_overrides, _set_dotted
+from ..errors import ConfigError
+
+EXPERIMENT_KEYS = {"arms", "seeds", "baseline", "target_loss", "evaluations"}
+EVALUATIONS = {"perplexity", "fewshot", "ner"}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@dataclass
+class Experiment:
+    root: Path
+    shared: dict
+    arms: dict[str, dict]
+    seeds: list[int]
+    baseline: str
+    target_loss: float | None
+    evaluations: dict[str, Any] = field(default_factory=dict)
+
+    def run_dir(self, arm: str, seed: int) -> Path:
+        return self.root / arm / f"seed-{seed}"
+
+    def config(self, arm: str, seed: int) -> Config:
+        tree = _merge(self.shared, self.arms[arm])
+        tree.setdefault("run", {})
+        tree["run"] = {**tree["run"], "seed": seed, "dir": str(self.run_dir(arm, seed)), "name": f"{arm}-seed{seed}"}
+        try:
+            return from_dict(tree)
+        except ConfigError as exc:
+            raise ConfigError(f"arm {arm!r}: {exc}") from None
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: an experiment must be a mapping")
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(tree, key, value)
+    arms = tree.pop("arms", None)
+    if not isinstance(arms, dict) or not arms:
+        raise ConfigError(f"{path}: 'arms' must map at least one arm name to its overrides")
+    for name, over in arms.items():
+        if over is not None and not isinstance(over, dict):
+            raise ConfigError(f"arms.{name}: must be a mapping of config sections")
+    arms = {str(k): (v or {}) for k, v in arms.items()}
+    seeds = tree.pop("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ConfigError("seeds: a non-empty list of non-negative integers")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError("seeds: listed more than once")
+    baseline = tree.pop("baseline", "vanilla")
+    if baseline not in arms:
+        raise ConfigError(f"baseline: no arm named {baseline!r} (arms: {', '.join(arms)})")
+    target = tree.pop("target_loss", None)
+    if target is not None and not isinstance(target, (int, float)):
+        raise ConfigError("target_loss: a number (or null for the baseline's final validation loss)")
+    evaluations = tree.pop("evaluations", None) or {}
+    if not isinstance(evaluations, dict) or set(evaluations) - EVALUATIONS:
+        unknown = set(evaluations) - EVALUATIONS if isinstance(evaluations, dict) else evaluations
+        raise ConfigError(f"evaluations: unknown {sorted(unknown)}; choose from {sorted(EVALUATIONS)}")
+    root = Path((tree.get("run") or {}).get("dir", "runs/experiment"))
+    exp = Experiment(root, tree, arms, seeds, baseline, None if target is None else float(target), evaluations)
+    for arm in arms:  # validate every arm's config now, before anything runs
+        exp.config(arm, seeds[0])
+    return exp

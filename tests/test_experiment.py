@@ -1,0 +1,137 @@
+"""Experiments: DESIGN 2.6 measures on synthetic curves, and a two-arm, two-seed experiment end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import write_corpus
+from metalm.cli import main
+from metalm.experiment.compare import cost_to_target, loss_at, mean_ci, speedups, val_curve
+from metalm.run_log import read_jsonl
+
+
+def curve(losses, per_step=(100, 1000, 10.0)):
+    tokens, flops, secs = per_step
+    steps = [10 * i for i in range(len(losses))]
+    return {"step": steps, "tokens": [s * tokens for s in steps], "flops": [s * flops for s in steps],
+            "time": [s * secs for s in steps], "val_loss": list(losses)}
+
+
+def test_cost_to_target_interpolates_between_evaluations():
+    c = curve([5.0, 4.0, 3.0, 2.0])
+    cost = cost_to_target(c, 2.5)  # halfway between steps 20 (3.0) and 30 (2.0)
+    assert cost == {"step": 25.0, "tokens": 2500.0, "flops": 25000.0, "time": 250.0}
+    assert cost_to_target(c, 3.0)["step"] == 20  # reached exactly at an evaluation
+    assert cost_to_target(c, 1.9) is None  # never reached: no number
+    assert cost_to_target(c, 6.0)["step"] == 0  # reached at the first evaluation
+    assert loss_at(c, "tokens", 1500) == pytest.approx(3.5) and loss_at(c, "tokens", 1e9) is None
+
+
+def test_mean_ci_on_known_samples():
+    r = mean_ci([1.0, 2.0, 3.0])
+    # t(0.975, 2) = 4.302653; sem = 1/sqrt(3)
+    assert r["mean"] == 2.0 and r["ci"] == pytest.approx([2 - 4.302653 / np.sqrt(3), 2 + 4.302653 / np.sqrt(3)], rel=1e-6)
+    assert mean_ci([4.2])["ci"] is None and mean_ci([])["mean"] is None
+
+
+def test_speedups_per_seed_and_not_reached():
+    base = {0: {"step": 100, "tokens": 10, "flops": 50, "time": 8}, 1: {"step": 120, "tokens": 12, "flops": 60, "time": 9}}
+    arm = {0: {"step": 50, "tokens": 10, "flops": 25, "time": 4}, 1: None}
+    sp = speedups(base, arm)
+    assert sp["step"]["per_seed"] == {0: 2.0} and sp["step"]["not_reached"] == [1] and sp["step"]["ci"] is None
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("exp")
+    corpus = root / "corpus"
+    write_corpus(corpus / "train" / "t.txt", n_docs=40, seed=1)
+    write_corpus(corpus / "validation" / "v.txt", n_docs=6, seed=2)
+    spec = {
+        "run": {"dir": str(root / "exp"), "progress": False},
+        "model": {"preset": "nano"},
+        "data": {"train": str(corpus / "train"), "validation": str(corpus / "validation"), "vocab_size": 300},
+        "train": {"steps": 8, "batch_size": 4, "seq_len": 32, "lr": 0.003, "eval_every": 2, "eval_batches": 2,
+                  "save_every": 4, "log_every": 1},
+        "dynamics": {"every": 4, "groups": ["activations", "attention"]},
+        "arms": {"vanilla": {}, "meta": {"meta": {"enabled": True, "band_min_count": 5, "band_skip_top": 10,
+                                                  "window_len": 16, "n_way": 3, "k_shot": 2, "q_query": 2}}},
+        "seeds": [0, 1],
+        "evaluations": {"perplexity": True},
+    }
+    path = root / "exp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return root, path
+
+
+def test_two_arm_two_seed_experiment_end_to_end(experiment):
+    root, path = experiment
+    assert main(["experiment", str(path)]) == 0
+    exp = root / "exp"
+    summary = json.loads((exp / "summary.json").read_text())
+    # recompute the numbers from the runs' metrics.jsonl
+    finals = {a: [val_curve(read_jsonl(exp / a / f"seed-{s}" / "metrics.jsonl"))["val_loss"][-1] for s in (0, 1)]
+              for a in ("vanilla", "meta")}
+    target = float(np.mean(finals["vanilla"]))
+    assert summary["target_loss"] == pytest.approx(target)
+    for arm in ("vanilla", "meta"):
+        assert summary["arms"][arm]["final_val_loss"]["mean"] == pytest.approx(np.mean(finals[arm]))
+        for s in (0, 1):
+            c = val_curve(read_jsonl(exp / arm / f"seed-{s}" / "metrics.jsonl"))
+            assert summary["arms"][arm]["cost_to_target"][str(s)] == cost_to_target(c, target)
+    meta_costs = summary["arms"]["meta"]["cost_to_target"]
+    base_costs = summary["arms"]["vanilla"]["cost_to_target"]
+    sp = summary["arms"]["meta"]["speedup"]["flops"]
+    for s, ratio in sp["per_seed"].items():
+        assert ratio == pytest.approx(base_costs[s]["flops"] / meta_costs[s]["flops"])
+    assert summary["verdict"] and all("meta" in v for v in summary["verdict"])
+    md = (exp / "report.md").read_text()
+    assert "## Verdict" in md and summary["verdict"][0] in md
+    html = (exp / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "src='plots/" not in html
+    assert (exp / "vanilla" / "seed-1" / "eval" / "perplexity.json").is_file()
+
+
+def test_rerun_reuses_and_interrupted_experiment_finishes_identically(experiment):
+    root, path = experiment
+    exp = root / "exp"
+    before = json.loads((exp / "summary.json").read_text())
+    # an interrupted experiment: the last run lost everything after its step-4 checkpoint
+    last = exp / "meta" / "seed-1"
+    shutil.rmtree(last / "final")
+    shutil.rmtree(last / "checkpoints" / "step-00000008")
+    (last / "status.json").write_text('{"state": "interrupted"}')
+    assert main(["experiment", str(path)]) == 0
+    assert (last / "final").is_dir() and json.loads((last / "status.json").read_text())["state"] == "finished"
+    after = json.loads((exp / "summary.json").read_text())
+    strip = lambda s: {a: {k: v for k, v in e.items() if k != "evaluations"} for a, e in s["arms"].items()}
+    assert strip(after) == strip(before) and after["verdict"] == before["verdict"]
+    # standalone report over the same experiment gives the same numbers
+    assert main(["report", str(exp)]) == 0
+    assert strip(json.loads((exp / "summary.json").read_text())) == strip(before)
+
+
+def test_html_report_opens_in_chromium_without_missing_images(experiment, tmp_path):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    root, _ = experiment
+    report = root / "exp" / "report.html"
+    if not report.is_file():
+        pytest.skip("the end-to-end experiment test did not run")
+    js = ("<script>window.onload=()=>{const bad=[...document.images].filter(i=>!i.complete||i.naturalWidth==0);"
+          "document.title='images:'+document.images.length+':broken:'+bad.length}</script>")
+    page = tmp_path / "check.html"
+    page.write_text(report.read_text().replace("</body>", js + "</body>"))
+    out = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    title = out.stdout.split("<title>")[1].split("</title>")[0]
+    n_images, broken = int(title.split(":")[1]), int(title.split(":")[3])
+    assert n_images >= 3 and broken == 0
