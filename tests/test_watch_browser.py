@@ -1,4 +1,8 @@
-"""End to end: the live page in headless Chromium follows a run that is being written.
+"""End to end: the live page in headless Chromium follows runs that are being written.
+
+Two tests: `metalm watch` (the CLI, a subprocess) on a real `metalm train` process, and the server
+on two scripted writers, which checks the page's details (meta charts, heatmaps, phase read-out,
+config differences, axis switch) deterministically.
 
 Chromium is driven through the DevTools protocol over `--remote-debugging-pipe` (JSON messages
 separated by NUL bytes on fds 3 and 4), which needs neither a websocket library nor the network.
@@ -14,14 +18,17 @@ import json
 import math
 import os
 import queue
+import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import tiny_overrides
 from metalm.watch import make_server
 
 CHROMIUM = shutil.which("chromium")
@@ -260,3 +267,65 @@ def test_live_page_renders_and_follows_a_training_run(tmp_path):
         browser.close()
         server.shutdown()
         server.server_close()
+
+
+def _start(args: list[str], **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "metalm", *args], env=env, text=True, **kwargs)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_metalm_watch_follows_a_real_training_process(tmp_path, corpus_dir):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("{}")
+    run = tmp_path / "run"
+    overrides = tiny_overrides(corpus_dir, run, **{"train.steps": 100_000, "train.save_every": 100_000,
+                                                  "train.eval_every": 20, "dynamics.every": 20})
+    training = _start(["train", str(cfg), *overrides], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    watch = browser = None
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").is_file() or (run / "metrics.jsonl").stat().st_size == 0:
+            assert training.poll() is None, f"training exited early: {training.stderr.read()}"
+            assert time.monotonic() < deadline, "training wrote no metrics within 120 s"
+            time.sleep(0.2)
+        watch = _start(["watch", str(run)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        banner = watch.stdout.readline()
+        url = re.search(r"http://\S+", banner)
+        assert url, f"metalm watch printed no URL: {banner!r}"
+        browser = DevToolsPipe(CHROMIUM, tmp_path / "profile")
+        browser.page("Page.enable")
+        browser.page("Page.navigate", {"url": url.group(0)})
+        browser.wait_for("document.querySelectorAll('#chart-loss .scatterlayer .trace').length >= 1 && "
+                         "document.querySelectorAll('.dyn-run .heatmaplayer').length >= 1",
+                         timeout=60, what="the loss chart and the dynamics heatmaps of the real run")
+        browser.evaluate("window.__no_reload_marker = 7")
+        shown = int(browser.wait_for("Number(document.getElementById('latest-step').textContent)", 10, "a step"))
+        later = shown + 30
+        browser.wait_for(f"Number(document.getElementById('latest-step').textContent) >= {later}", timeout=60,
+                         what=f"step {later} (shown first: {shown}) to appear without reload")
+        assert training.poll() is None, "the run must still be training while the page follows it"
+        assert browser.evaluate("window.__no_reload_marker") == 7
+        row = browser.evaluate("document.querySelector('#status-table tbody tr').innerText")
+        assert "running" in row, row
+        written = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        drawn = browser.evaluate("Math.max(...document.getElementById('chart-loss').data.flatMap(t => t.x))")
+        assert drawn <= max(r["step"] for r in written)  # everything drawn was really written
+        screenshot = tmp_path / "watch-real.png"
+        browser.screenshot(screenshot)
+        assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        if browser is not None:
+            browser.close()
+        for proc in (watch, training):
+            if proc is not None:
+                _stop(proc)

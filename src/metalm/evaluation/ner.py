@@ -161,7 +161,8 @@ def finetune_epochs(
     for epoch in range(epochs):
         model.train()
         total, count = torch.zeros((), device=device), 0
-        bar = tqdm(length_batches(train.lengths, batch_size, generator), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False, file=sys.stderr)
+        bar = tqdm(length_batches(train.lengths, batch_size, generator), desc=f"epoch {epoch + 1}/{epochs}",
+                   disable=not (progress and sys.stderr.isatty()), leave=False, file=sys.stderr)  # no bar floods in logs
         for idx in bar:
             ids, mask, labels = collate(train, idx, pad_id, device)
             select = labels != IGNORE
