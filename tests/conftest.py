@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,17 @@ def tiny_overrides(corpus: Path, run_dir: Path, **extra) -> list[str]:
     }
     items.update(extra)
     return [f"{k}={v}" for k, v in items.items()]
+
+
+def train_one_and_two_processes(tmp_path: Path, corpus: Path, **common) -> tuple[Path, Path]:
+    """The same tiny run as 1 process and as 2 gloo processes under torchrun: (one, two) run dirs."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("{}")
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, "-m", "metalm", "train", str(cfg), *tiny_overrides(corpus, one, **common)],
+                   check=True, capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "metalm", "train", str(cfg), *tiny_overrides(corpus, two, **common)],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return one, two

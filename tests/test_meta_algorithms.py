@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_meta_episodes import make_docs
+from test_meta_episodes import make_docs, tokenized
 from torch.func import functional_call
 
 from metalm.errors import ConfigError
@@ -17,20 +16,13 @@ from metalm.meta import MetaConfig, MetaTask, reduce_stats, run_episode
 from metalm.meta.backbone import LayerSplit, inner_parameter_names
 from metalm.meta.heads import head_logits, proto_head
 from metalm.model import backbone_flops_per_token, build_model, head_flops
-from metalm.tokenizer import train_tokenizer
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def corpus():
-    docs = make_docs(1, n_docs=40)
-    tok = train_tokenizer(docs, 300)
-    ids, offsets = [], [0]
-    for d in docs:
-        ids += tok(d)["input_ids"] + [tok.eos_token_id]
-        offsets.append(len(ids))
-    return tok, np.asarray(ids, dtype=np.uint16), np.asarray(offsets, dtype=np.int64)
+    return tokenized(make_docs(1, n_docs=40))
 
 
 def new_model(tok, dtype=torch.float32):

@@ -35,15 +35,19 @@ def make_docs(seed: int, n_docs: int = 50) -> list[str]:
     return docs
 
 
-@pytest.fixture(scope="module")
-def corpus():
-    docs = make_docs(0)
-    tok = train_tokenizer(docs, 300)
+def tokenized(docs: list[str], vocab_size: int = 300):
+    """(tokenizer, token array, document offsets) in the token-store layout: EOS after each document."""
+    tok = train_tokenizer(docs, vocab_size)
     ids, offsets = [], [0]
     for d in docs:
         ids += tok(d)["input_ids"] + [tok.eos_token_id]
         offsets.append(len(ids))
     return tok, np.asarray(ids, dtype=np.uint16), np.asarray(offsets, dtype=np.int64)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return tokenized(make_docs(0))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides, write_corpus
+from conftest import tiny_overrides, train_one_and_two_processes, write_corpus
 from metalm.cli import main
 from metalm.run_log import read_jsonl
 from metalm.trainer import Trainer
@@ -171,16 +171,8 @@ def test_resume_with_a_different_config_is_refused(tmp_path, corpus_dir):
 
 def test_ddp_two_processes_match_one(tmp_path, corpus_dir):
     """torchrun with 2 CPU processes (gloo) follows the 1-process loss curve for the same global batch."""
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("{}")
-    one, two = tmp_path / "one", tmp_path / "two"
     common = {"train.steps": 6, "train.eval_every": 3, "train.grad_accum": 2}
-    subprocess.run([sys.executable, "-m", "metalm", "train", str(cfg), *tiny_overrides(corpus_dir, one, **common)],
-                   check=True, capture_output=True)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "metalm", "train", str(cfg), *tiny_overrides(corpus_dir, two, **common)],
-                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    one, two = train_one_and_two_processes(tmp_path, corpus_dir, **common)
     r1, r2 = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
     assert [r["step"] for r in r1] == [r["step"] for r in r2]
     for a, b in zip(r1, r2):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides
+from conftest import tiny_overrides, train_one_and_two_processes
 from metalm.cli import main
 from metalm.run_log import read_jsonl
 from metalm.trainer import Trainer
@@ -75,16 +75,8 @@ def test_weighted_hybrid_rows_are_mixed(tmp_path, corpus_dir):
 
 
 def test_meta_ddp_two_processes_match_one(tmp_path, corpus_dir):
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("{}")
     common = {**META, "meta.episodes_per_step": 2, "train.steps": 4, "train.eval_every": 2}
-    one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run([sys.executable, "-m", "metalm", "train", str(cfg), *tiny_overrides(corpus_dir, one, **common)],
-                   check=True, capture_output=True)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "metalm", "train", str(cfg), *tiny_overrides(corpus_dir, two, **common)],
-                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = train_one_and_two_processes(tmp_path, corpus_dir, **common)
     r1, r2 = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
     assert [r.get("step_kind") for r in r1] == [r.get("step_kind") for r in r2]
     for a, b in zip(r1, r2):

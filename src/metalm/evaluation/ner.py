@@ -27,7 +27,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,46 +138,53 @@ def predict_chunks(model: TokenClassifier, enc: Encoded, pad_id: int, device: to
     return out
 
 
-def finetune_epochs(
-    model: TokenClassifier,
-    train: Encoded,
+def train_epochs(
+    params: list[nn.Parameter],
+    lengths: torch.Tensor,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
     *,
     epochs: int,
     lr: float,
     batch_size: int,
     generator: torch.Generator,
-    pad_id: int,
-    device: torch.device,
     on_epoch: Any = None,
     progress: bool = False,
 ) -> list[float]:
-    """Train all weights; returns the mean training loss of each epoch. `on_epoch(epoch)` runs
-    after each epoch (dev evaluation for best-epoch selection)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """The one optimisation loop of both modes: AdamW with linear decay and clipping at 1.0 over
+    length-bucketed batches of chunks; `batch_loss(chunk_ids)` gives a batch's loss. Returns the mean
+    training loss of each epoch; `on_epoch(epoch)` runs after each (dev-based epoch selection)."""
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    steps_per_epoch = -(-len(train) // batch_size)
-    scheduler = linear_decay(optimizer, epochs * steps_per_epoch)
+    scheduler = linear_decay(optimizer, epochs * -(-len(lengths) // batch_size))
     losses = []
     for epoch in range(epochs):
-        model.train()
-        total, count = torch.zeros((), device=device), 0
-        bar = tqdm(length_batches(train.lengths, batch_size, generator), desc=f"epoch {epoch + 1}/{epochs}",
-                   disable=not (progress and sys.stderr.isatty()), leave=False, file=sys.stderr)  # no bar floods in logs
-        for idx in bar:
-            ids, mask, labels = collate(train, idx, pad_id, device)
-            select = labels != IGNORE
-            loss = nn.functional.cross_entropy(model(ids, mask, select), labels[select])
+        total, count = 0.0, 0
+        batches = tqdm(length_batches(lengths, batch_size, generator), desc=f"epoch {epoch + 1}/{epochs}",
+                       disable=not (progress and sys.stderr.isatty()), leave=False, file=sys.stderr)  # no bar floods in logs
+        for idx in batches:
+            loss = batch_loss(idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
-            total += loss.detach()
+            total = total + loss.detach()
             count += 1
         losses.append(float(total) / max(1, count))
         if on_epoch is not None:
             on_epoch(epoch)
     return losses
+
+
+def finetune_epochs(model: TokenClassifier, train: Encoded, *, pad_id: int, device: torch.device, **loop) -> list[float]:
+    """Train all weights of the token classifier (`loop`: the arguments of `train_epochs`)."""
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        model.train()
+        ids, mask, labels = collate(train, idx, pad_id, device)
+        select = labels != IGNORE
+        return nn.functional.cross_entropy(model(ids, mask, select), labels[select])
+
+    return train_epochs([p for p in model.parameters() if p.requires_grad], train.lengths, batch_loss, **loop)
 
 
 # ----------------------------------------------------------------------------- probe
@@ -208,40 +215,15 @@ def rows_of(offsets: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
     return base + torch.arange(int(counts.sum()))
 
 
-def probe_epochs(
-    head: nn.Linear,
-    feats: torch.Tensor,
-    labels: torch.Tensor,
-    offsets: torch.Tensor,
-    lengths: torch.Tensor,
-    *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    generator: torch.Generator,
-    on_epoch: Any = None,
-) -> list[float]:
+def probe_epochs(head: nn.Linear, feats: torch.Tensor, labels: torch.Tensor, offsets: torch.Tensor,
+                 lengths: torch.Tensor, **loop) -> list[float]:
     """Train the head on fixed features, batched by sentence chunks like `finetune_epochs`."""
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.0)
-    steps_per_epoch = -(-len(lengths) // batch_size)
-    scheduler = linear_decay(optimizer, epochs * steps_per_epoch)
-    losses = []
-    for epoch in range(epochs):
-        total, count = torch.zeros((), device=feats.device), 0
-        for idx in length_batches(lengths, batch_size, generator):
-            rows = rows_of(offsets, idx).to(feats.device)
-            loss = nn.functional.cross_entropy(head(feats[rows]), labels[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            total += loss.detach()
-            count += 1
-        losses.append(float(total) / max(1, count))
-        if on_epoch is not None:
-            on_epoch(epoch)
-    return losses
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        rows = rows_of(offsets, idx).to(feats.device)
+        return nn.functional.cross_entropy(head(feats[rows]), labels[rows])
+
+    return train_epochs(list(head.parameters()), lengths, batch_loss, **loop)
 
 
 @torch.no_grad()
