@@ -93,6 +93,15 @@ def test_two_arm_two_seed_experiment_end_to_end(experiment):
     assert summary["verdict"] and all("meta" in v for v in summary["verdict"])
     md = (exp / "report.md").read_text()
     assert "## Verdict" in md and summary["verdict"][0] in md
+    # the phase read-out side by side: each run's peak step per layer, as in its phases.json
+    section = md[md.index("## Phase read-out, activation effective rank"):]
+    header = section.splitlines()[2]
+    assert all(f"{a} seed {s}" in header for a in ("vanilla", "meta") for s in (0, 1))
+    for arm in ("vanilla", "meta"):
+        layer0 = next(x for x in json.loads((exp / arm / "seed-1" / "phases.json").read_text())["effective_rank"]["layers"]
+                      if x["name"] == "layer 0")
+        row = next(line for line in section.splitlines() if line.startswith("| layer 0 |"))
+        assert f"{layer0['peak_step']} ({layer0['phase']})" in row
     html = (exp / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "src='plots/" not in html
     assert (exp / "vanilla" / "seed-1" / "eval" / "perplexity.json").is_file()
@@ -115,6 +124,22 @@ def test_rerun_reuses_and_interrupted_experiment_finishes_identically(experiment
     # standalone report over the same experiment gives the same numbers
     assert main(["report", str(exp)]) == 0
     assert strip(json.loads((exp / "summary.json").read_text())) == strip(before)
+
+
+def test_evaluations_are_reused_only_with_unchanged_settings(experiment, tmp_path):
+    root, path = experiment
+    result = root / "exp" / "vanilla" / "seed-0" / "eval" / "perplexity.json"
+    marked = {**json.loads(result.read_text()), "marker": "kept"}
+    result.write_text(json.dumps(marked))
+    assert main(["experiment", str(path)]) == 0
+    assert json.loads(result.read_text()).get("marker") == "kept"  # same settings: reused
+    spec = yaml.safe_load(path.read_text())
+    spec["evaluations"]["perplexity"] = [spec["data"]["validation"]]
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(spec))
+    assert main(["experiment", str(changed)]) == 0
+    assert "marker" not in json.loads(result.read_text())  # other settings: evaluated again
+    assert json.loads((result.parent / "requested.json").read_text())["perplexity"] == [spec["data"]["validation"]]
 
 
 def test_html_report_opens_in_chromium_without_missing_images(experiment, tmp_path):

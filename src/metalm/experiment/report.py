@@ -184,16 +184,25 @@ def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                          f"{np.mean([a['query_acc_after']['mean'] for a in acc]):.3f}"])
     if rows:
         out.append(("Perplexity and few-shot accuracy (mean over seeds)", ["arm", "set", "value"], rows))
-    rows = []
-    for arm, e in summary["arms"].items():
-        for seed, ph in e["evaluations"].get("phases", {}).items():
-            for section in ("erank", "entropy"):
-                sec = ph.get(section) or {}
-                order = sec.get("timeline") or sec.get("order")
-                if order is not None:
-                    rows.append([arm, seed, section, json.dumps(order)[:120]])
-    if rows:
-        out.append(("Learning-dynamics phase read-out (peak order)", ["arm", "seed", "metric", "layers by peak step"], rows))
+    out.extend(phase_tables(summary))
+    return out
+
+
+def phase_tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The dynamics phase read-out side by side: per metric, one row per layer and one column per
+    arm × seed, each cell the smoothed peak step and the phase it implies."""
+    runs = [(arm, seed, ph) for arm, e in summary["arms"].items()
+            for seed, ph in sorted(e["evaluations"].get("phases", {}).items(), key=lambda kv: int(kv[0]))]
+    out = []
+    for key, title in (("effective_rank", "activation effective rank"), ("head_entropy", "head entropy")):
+        cells: dict[str, dict[int, str]] = {}
+        for i, (_, _, ph) in enumerate(runs):
+            for layer in (ph.get(key) or {}).get("layers", []):
+                cells.setdefault(layer["name"], {})[i] = f"{layer['peak_step']} ({layer['phase']})"
+        if cells:
+            rows = [[name] + [by_run.get(i, "–") for i in range(len(runs))] for name, by_run in cells.items()]
+            out.append((f"Phase read-out, {title}: smoothed peak step (phase)",
+                        ["layer"] + [f"{arm} seed {seed}" for arm, seed, _ in runs], rows))
     return out
 
 

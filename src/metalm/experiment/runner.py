@@ -1,11 +1,14 @@
 """`metalm experiment`: train every arm × seed, evaluate each finished run once, write the report.
 
 Re-running resumes unfinished runs (exactly, from their checkpoints) and reuses finished runs and
-evaluation results, so an interrupted experiment finishes with the same numbers.
+evaluation results, so an interrupted experiment finishes with the same numbers. An evaluation is
+reused only if it ran with the settings the experiment file now asks for (recorded in
+`RUN/eval/requested.json`); change them and that evaluation runs again.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -20,12 +23,33 @@ from .spec import Experiment, load_experiment
 SPEC_FILE = "experiment.yaml"
 
 
+class _Requested:
+    """Which settings each stored evaluation result of a run was computed with."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "requested.json"
+        self.done = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
+
+    def needed(self, name: str, result: Path, settings) -> bool:
+        if not result.is_file():
+            return True
+        if name in self.done and self.done[name] != settings:
+            print(f"  {name}: settings changed since {result} was written; evaluating again")
+            return True
+        return False
+
+    def record(self, name: str, settings) -> None:
+        self.done[name] = settings
+        write_json_atomic(self.path, self.done)
+
+
 def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
     cfg = exp.config(arm, seed)
     run_dir = exp.run_dir(arm, seed)
     out = run_dir / "eval"
     evals = exp.evaluations
-    if evals.get("perplexity") and not (out / "perplexity.json").is_file():
+    requested = _Requested(out)
+    if evals.get("perplexity") and requested.needed("perplexity", out / "perplexity.json", evals["perplexity"]):
         from ..evaluation.perplexity import evaluate_perplexity, save_perplexity
 
         sets = evals["perplexity"]
@@ -34,11 +58,13 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
             sets = [val if isinstance(val, str) else val[0]] if val is not None else []
         if sets:
             save_perplexity(evaluate_perplexity(run_dir, list(sets)), run_dir)
-    if evals.get("fewshot") and not (out / "fewshot.json").is_file():
+            requested.record("perplexity", evals["perplexity"])
+    if evals.get("fewshot") and requested.needed("fewshot", out / "fewshot.json", evals["fewshot"]):
         from ..evaluation.fewshot import evaluate_fewshot, save_fewshot
 
         settings = evals["fewshot"] if isinstance(evals["fewshot"], dict) else {}
         save_fewshot(evaluate_fewshot(run_dir, cache_dir=cfg.run.cache_dir, **settings), run_dir)
+        requested.record("fewshot", evals["fewshot"])
     ner = evals.get("ner")
     if ner:
         from ..evaluation.ner import result_path, run_ner, save_result
@@ -52,9 +78,11 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
         train_lang = settings.pop("train_lang", "en")
         test_langs = settings.pop("test_langs", [train_lang])
         probe = {"config": {"train_lang": train_lang, "mode": settings.get("mode", "finetune")}}
-        if not result_path(probe, run_dir).is_file():
+        path = result_path(probe, run_dir)
+        if requested.needed(path.stem, path, ner):
             result = run_ner(run_dir, data, train_lang, list(test_langs), progress=False, **settings)
             save_result(result, run_dir)
+            requested.record(path.stem, ner)
 
 
 def run_experiment(path: str | Path, overrides: list[str] | None = None) -> Path:
