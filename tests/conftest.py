@@ -76,9 +76,10 @@ def train_one_and_two_processes(tmp_path: Path, corpus: Path, **common) -> tuple
     cfg.write_text("{}")
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run([sys.executable, "-m", "metalm", "train", str(cfg), *tiny_overrides(corpus, one, **common)],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, timeout=600)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            "-m", "metalm", "train", str(cfg), *tiny_overrides(corpus, two, **common)],
-                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=600)  # a hung process group fails the test instead of stalling the suite
     assert proc.returncode == 0, proc.stderr[-3000:]
     return one, two

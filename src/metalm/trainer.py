@@ -9,6 +9,7 @@ exactly from the latest checkpoint.
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,6 +352,7 @@ class Trainer:
         log = RunLog(self.run_dir, cfg, enabled=self.dist.is_main)
         try:
             self._loop(log)
+            self.dist.barrier()  # every rank's collectives are done before the group is torn down
         except KeyboardInterrupt:
             log.status("interrupted", self.counters.step, t.steps)
             raise
@@ -359,8 +361,18 @@ class Trainer:
             raise
         finally:
             log.close()
+            self.release_ddp()
             shutdown(self.dist)
         return self.run_dir
+
+    def release_ddp(self) -> None:
+        """Free DDP's reducer while the process group is still registered. Otherwise the reducer
+        holds the group's last reference and destroys it holding the GIL, and gloo's worker threads,
+        which need the GIL to free their finished work's tensors, can never be joined: a hang at
+        exit (seen with torch 2.13 on CPU)."""
+        if self.ddp is not None:
+            self.ddp = None
+            gc.collect()
 
     def _loop(self, log: RunLog) -> None:
         cfg, t, c = self.cfg, self.cfg.train, self.counters
