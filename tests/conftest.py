@@ -50,9 +50,13 @@ def write_corpus(path: Path, n_docs: int = 40, words_per_doc: int = 300, seed: i
 
 @pytest.fixture
 def corpus_dir(tmp_path) -> Path:
-    root = tmp_path / "corpus"
+    return make_corpus(tmp_path / "corpus")
+
+
+def make_corpus(root: Path, val_docs: int = 4) -> Path:
+    """`root/train/` (40 documents) and `root/validation/` (`val_docs` documents), as tests train on."""
     write_corpus(root / "train" / "train-00.txt", n_docs=40, seed=1)
-    write_corpus(root / "validation" / "validation-00.txt", n_docs=4, seed=2)
+    write_corpus(root / "validation" / "validation-00.txt", n_docs=val_docs, seed=2)
     return root
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import write_corpus
+from conftest import make_corpus
 from metalm.cli import main
 from metalm.experiment.compare import cost_to_target, loss_at, mean_ci, speedups, val_curve
 from metalm.run_log import read_jsonl
@@ -51,8 +51,7 @@ def test_speedups_per_seed_and_not_reached():
 def experiment(tmp_path_factory):
     root = tmp_path_factory.mktemp("exp")
     corpus = root / "corpus"
-    write_corpus(corpus / "train" / "t.txt", n_docs=40, seed=1)
-    write_corpus(corpus / "validation" / "v.txt", n_docs=6, seed=2)
+    make_corpus(corpus, val_docs=6)
     spec = {
         "run": {"dir": str(root / "exp"), "progress": False},
         "model": {"preset": "nano"},

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import tiny_overrides
+from conftest import make_corpus, tiny_overrides
 from metalm.cli import main
 from metalm.errors import MetalmError
 from metalm.evaluation.fewshot import evaluate_fewshot
@@ -16,12 +16,9 @@ SMALL = dict(n_way=3, k_shot=2, q_query=2, window_len=16, band_min_count=4, band
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from conftest import write_corpus
-
     root = tmp_path_factory.mktemp("fewshot")
     corpus = root / "corpus"
-    write_corpus(corpus / "train" / "t.txt", n_docs=40, seed=1)
-    write_corpus(corpus / "validation" / "v.txt", n_docs=8, seed=2)
+    make_corpus(corpus, val_docs=8)
     cfg = root / "cfg.yaml"
     cfg.write_text("{}")
     assert main(["train", str(cfg), *tiny_overrides(corpus, root / "run", **{"train.steps": 2})]) == 0

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import tiny_overrides, write_corpus
+from conftest import make_corpus, tiny_overrides, write_corpus
 from metalm.cli import main
 from metalm.evaluation.perplexity import evaluate_perplexity, windows
 
@@ -19,8 +19,7 @@ from metalm.evaluation.perplexity import evaluate_perplexity, windows
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("ppl")
     corpus = root / "corpus"
-    write_corpus(corpus / "train" / "t.txt", n_docs=40, seed=1)
-    write_corpus(corpus / "validation" / "v.txt", n_docs=4, seed=2)
+    make_corpus(corpus)
     write_corpus(root / "other.txt", n_docs=3, seed=9, words_per_doc=120)
     cfg = root / "cfg.yaml"
     cfg.write_text("{}")
@@ -48,9 +47,9 @@ def independent_nll(run_dir, path, seq_len):
 
 def test_perplexity_matches_independent_computation(trained):
     run = trained / "run"
-    res = evaluate_perplexity(run, [str(trained / "corpus" / "validation" / "v.txt"), str(trained / "other.txt")])
+    res = evaluate_perplexity(run, [str(trained / "corpus" / "validation" / "validation-00.txt"), str(trained / "other.txt")])
     assert res["seq_len"] == 32  # the run's train.seq_len
-    for row, path in zip(res["sets"], [trained / "corpus" / "validation" / "v.txt", trained / "other.txt"]):
+    for row, path in zip(res["sets"], [trained / "corpus" / "validation" / "validation-00.txt", trained / "other.txt"]):
         total, count, n_tokens = independent_nll(run, path, 32)
         assert row["tokens"] == count == n_tokens - 1  # every token after the first predicted once
         assert row["loss"] == pytest.approx(total / count, rel=1e-5)
