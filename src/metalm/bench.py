@@ -59,8 +59,7 @@ def bench(cfg: Config, warmup: int = 2, repeats: int = 5) -> dict:
     model.train()
     episodes = [meta.episodes(step) for step in range(warmup + repeats)]
     tokens = episodes[0].n_tokens
-    width = episodes[0].episodes[0].support_ids.shape[1]
-    width -= 1 if cfg.meta.task == "lm" else 0
+    width = cfg.meta.window_len  # an episode row's tokens (LM-task rows carry one more, the last target)
     rows = tokens // width
     seqs = PackedSequences(trainer.corpus.train, width, "data.train")
     ar_batches = [torch.from_numpy(seqs.gather(np.arange(i * rows, (i + 1) * rows) % len(seqs))).to(device)

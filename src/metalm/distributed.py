@@ -31,6 +31,12 @@ class Dist:
         if self.enabled:
             dist.barrier()
 
+    def main_first(self, build):
+        """`build()` on rank 0 first (it fills the shared cache), then on the other ranks (they read it)."""
+        out = build() if self.is_main else None
+        self.barrier()
+        return out if self.is_main else build()
+
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.enabled:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)

@@ -29,15 +29,13 @@ from .dynamics.config import probe_shape
 from .dynamics.phases import format_phase_readout
 from .dynamics.probe import dynamics_rows
 from .dynamics.readout import write_readout
-from .dynamics.rows import append_rows
+from .dynamics.rows import DYNAMICS_FILE as DYNAMICS, PROBE_FILE, append_rows
 from .errors import ConfigError
 from .model import build_model, describe, forward_flops_per_token
 from .run_log import RunLog, read_jsonl, read_status, truncate_after, write_json_atomic
 from .schedule import lr_at
 from .tokenizer import load_tokenizer, special_token_ids
 
-DYNAMICS = "dynamics.jsonl"
-PROBE_BATCH = "probe_batch.safetensors"
 
 # Config keys that change how a run is executed or displayed, not what it computes.
 EXECUTION_KEYS = {("run", "progress"), ("run", "threads"), ("run", "cache_dir"), ("run", "tensorboard"),
@@ -138,11 +136,7 @@ class Trainer:
         saved_tok = self.run_dir / "tokenizer"
         tokenizer = load_tokenizer(saved_tok) if (saved_tok / "tokenizer.json").is_file() else None
         # Rank 0 tokenizes (and trains the tokenizer) into the cache; the others then read it.
-        if self.dist.is_main:
-            self.corpus = prepare_corpus(cfg.data, cfg.run.cache_dir, tokenizer)
-        self.dist.barrier()
-        if not self.dist.is_main:
-            self.corpus = prepare_corpus(cfg.data, cfg.run.cache_dir, tokenizer)
+        self.corpus = self.dist.main_first(lambda: prepare_corpus(cfg.data, cfg.run.cache_dir, tokenizer))
         self.tokenizer = self.corpus.tokenizer
         t = cfg.train
         self.train_seqs = PackedSequences(self.corpus.train, t.seq_len, "data.train")
@@ -200,9 +194,7 @@ class Trainer:
             return MetaTask(self.cfg.meta, self.corpus.train.tokens, self.corpus.train.doc_offsets, self.tokenizer,
                             self.model, seed=self.cfg.run.seed, cache_dir=cache_root(self.cfg.run.cache_dir) / "meta")
 
-        task = build() if self.dist.is_main else None
-        self.dist.barrier()
-        return task if task is not None else build()
+        return self.dist.main_first(build)
 
     def create_run_dir(self) -> None:
         """Write the run's fixed inputs (config, tokenizer, data description) once."""
@@ -213,8 +205,8 @@ class Trainer:
             save_config(self.cfg, self.run_dir / "config.yaml")
         if not (self.run_dir / "tokenizer" / "tokenizer.json").is_file():
             self.tokenizer.save_pretrained(self.run_dir / "tokenizer")
-        if not (self.run_dir / PROBE_BATCH).is_file():
-            save_file({"input_ids": self.probe.contiguous()}, str(self.run_dir / PROBE_BATCH))
+        if not (self.run_dir / PROBE_FILE).is_file():
+            save_file({"input_ids": self.probe.contiguous()}, str(self.run_dir / PROBE_FILE))
         write_json_atomic(self.run_dir / "data.json", self.corpus.info)
 
     def restore(self) -> None:

@@ -20,7 +20,7 @@ from .config import ALL_GROUPS
 from .plots import plot_overlay
 from .probe import dynamics_rows
 from .readout import Readout, write_readout
-from .rows import append_rows, load_rows, write_rows
+from .rows import DYNAMICS_FILE, PROBE_FILE, append_rows, load_rows, write_rows
 
 __all__ = [
     "PosthocResult",
@@ -32,7 +32,6 @@ __all__ = [
     "preferred_rows",
 ]
 
-PROBE_FILE = "probe_batch.safetensors"
 _CHECKPOINT = re.compile(r"^step-(\d+)$")
 
 
@@ -99,7 +98,7 @@ def recorded_on_the_fly(run_dir: str | Path) -> bool:
     every = _dynamics_cfg(run).get("every")
     if isinstance(every, int):
         return every > 0
-    return (run / "dynamics.jsonl").exists()
+    return (run / DYNAMICS_FILE).exists()
 
 
 def _load_model(path: Path, device: torch.device):
@@ -136,7 +135,7 @@ def analyse_run(
         raise MetalmError(f"{run}: no saved checkpoints (checkpoints/step-XXXXXXXX/ or final/) to analyse")
     probe = load_probe_batch(run, probe_input_ids)
     posthoc = recorded_on_the_fly(run)
-    rows_path = run / ("dynamics-posthoc.jsonl" if posthoc else "dynamics.jsonl")
+    rows_path = run / ("dynamics-posthoc.jsonl" if posthoc else DYNAMICS_FILE)
     if smoothing is None:
         configured = _dynamics_cfg(run).get("smoothing")
         smoothing = configured if isinstance(configured, int) and configured >= 1 else 5
@@ -180,7 +179,7 @@ def analyse_run(
 def preferred_rows(run_dir: str | Path) -> tuple[list[dict], Path]:
     """The run's densest rows: on-the-fly `dynamics.jsonl` if it has any, else the post-hoc file."""
     run = Path(run_dir)
-    for name in ("dynamics.jsonl", "dynamics-posthoc.jsonl"):
+    for name in (DYNAMICS_FILE, "dynamics-posthoc.jsonl"):
         rows = load_rows(run / name)
         if rows:
             return rows, run / name

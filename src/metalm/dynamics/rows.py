@@ -9,6 +9,9 @@ from pathlib import Path
 
 from ..run_log import read_jsonl as load_rows  # one tolerant JSON-lines reader for every run file
 
+DYNAMICS_FILE = "dynamics.jsonl"  # RUN/: rows recorded during training
+PROBE_FILE = "probe_batch.safetensors"  # RUN/: the fixed probe batch every row was measured on
+
 
 def _lines(rows: Iterable[dict]) -> str:
     return "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows)

@@ -25,6 +25,7 @@ from ..data.pipeline import read_documents
 from ..data.sources import resolve_files
 from ..errors import MetalmError
 from ..meta import MetaConfig, MetaTask
+from ..run_log import write_json_atomic
 from ..tokenizer import load_tokenizer
 
 KEYS = ("support_acc_before", "support_acc_after", "query_acc_before", "query_acc_after")
@@ -109,7 +110,5 @@ def format_fewshot(result: dict) -> str:
 def save_fewshot(result: dict, run_dir: Path) -> Path:
     out = run_dir / "eval" / "fewshot.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(".fewshot.json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    write_json_atomic(out, result)
     return out

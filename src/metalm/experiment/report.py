@@ -33,9 +33,16 @@ def _load_json(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def summarise(runs: dict[str, dict[int, Path]], baseline: str, target: float | None) -> dict:
-    curves = {a: {s: val_curve(read_jsonl(d / "metrics.jsonl")) for s, d in seeds.items()} for a, seeds in runs.items()}
-    base_final = [c["val_loss"][-1] for c in curves[baseline].values() if c["val_loss"]]
+def read_metrics(runs: dict[str, dict[int, Path]]) -> dict[str, dict[int, list[dict]]]:
+    """Every run's metrics.jsonl rows, read once for the whole report."""
+    return {a: {s: read_jsonl(d / "metrics.jsonl") for s, d in seeds.items()} for a, seeds in runs.items()}
+
+
+def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, list[dict]]], baseline: str,
+              target: float | None) -> dict:
+    curves = {a: {s: val_curve(rows) for s, rows in by_seed.items()} for a, by_seed in metrics.items()}
+    finals = {a: [c["val_loss"][-1] for c in cs.values() if c["val_loss"]] for a, cs in curves.items()}
+    base_final = finals[baseline]
     target_source = "given" if target is not None else f"mean final validation loss of the {baseline!r} arm"
     if target is None:
         target = float(np.mean(base_final)) if base_final else None
@@ -47,7 +54,7 @@ def summarise(runs: dict[str, dict[int, Path]], baseline: str, target: float | N
                for m in ("tokens", "flops")}
     for arm, seeds in runs.items():
         entry = {"runs": {str(s): str(d) for s, d in seeds.items()},
-                 "final_val_loss": mean_ci([c["val_loss"][-1] for c in curves[arm].values() if c["val_loss"]]),
+                 "final_val_loss": mean_ci(finals[arm]),
                  "cost_to_target": {str(s): c for s, c in costs[arm].items()},
                  "val_loss_at_equal": {m: {"budget": b, **mean_ci([v for v in (loss_at(c, m, b) for c in curves[arm].values())
                                                                   if v is not None])}
@@ -66,8 +73,8 @@ def summarise(runs: dict[str, dict[int, Path]], baseline: str, target: float | N
             if phases:
                 evals.setdefault("phases", {})[str(s)] = phases
         entry["evaluations"] = evals
-        entry["meta_query_acc_last"] = mean_ci([r["query_acc"] for d in seeds.values()
-                                                for r in read_jsonl(d / "metrics.jsonl")[-20:] if r.get("query_acc") is not None])
+        entry["meta_query_acc_last"] = mean_ci([r["query_acc"] for rows in metrics[arm].values()
+                                                for r in rows[-20:] if r.get("query_acc") is not None])
         summary["arms"][arm] = entry
     summary["verdict"] = verdict(summary)
     summary["versions"] = _versions()
@@ -108,15 +115,15 @@ def _png(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def loss_plot(runs: dict[str, dict[int, Path]], out: Path) -> Path:
+def loss_plot(metrics: dict[str, dict[int, list[dict]]], out: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(14, 3.6), dpi=90)
     axes = fig.subplots(1, 4)
     for color, (arm, seeds) in zip(("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown") * 4,
-                                   runs.items()):
-        curves = [val_curve(read_jsonl(d / "metrics.jsonl")) for d in seeds.values()]
+                                   metrics.items()):
+        curves = [val_curve(rows) for rows in seeds.values()]
         n = min(len(c["val_loss"]) for c in curves)
         for ax, m in zip(axes, MEASURES):
             xs = np.mean([c[m][:n] for c in curves], axis=0)
@@ -210,18 +217,19 @@ def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str,
     out_dir = Path(out_dir)
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    summary = summarise(runs, baseline, target)
+    metrics = read_metrics(runs)
+    summary = summarise(runs, metrics, baseline, target)
     images = [("Validation loss vs steps, tokens, FLOPs and seconds (mean over seeds; band: min–max)",
-               loss_plot(runs, plots / "loss.png"))]
+               loss_plot(metrics, plots / "loss.png"))]
     from ..dynamics.posthoc import compare_runs
 
+    base_dir = next(iter(runs[baseline].values()))
     for arm, seeds in runs.items():
         seed, d = next(iter(seeds.items()))
         for name, title in (("erank_heatmap.png", "effective rank"), ("entropy_heatmap.png", "head entropy")):
             if (d / "plots" / name).is_file():
                 images.append((f"{arm} (seed {seed}): {title}, layer × step", d / "plots" / name))
-        if arm != baseline and (d / "dynamics.jsonl").is_file() and (next(iter(runs[baseline].values())) / "dynamics.jsonl").is_file():
-            base_dir = next(iter(runs[baseline].values()))
+        if arm != baseline and (d / "dynamics.jsonl").is_file() and (base_dir / "dynamics.jsonl").is_file():
             for p in compare_runs(base_dir, d, out_dir=plots / f"overlay-{arm}", labels=[baseline, arm]):
                 images.append((f"{baseline} vs {arm}: {p.stem.replace('_', ' ')}", p))
     write_json_atomic(out_dir / "summary.json", summary)

@@ -71,15 +71,15 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
 
         settings = dict(ner)
         data = settings.pop("data", "demo")
-        if data == "demo":
-            from ..demo_world import ensure_demo_world
-
-            data = str(ensure_demo_world(cache_root(cfg.run.cache_dir)) / "ner")
         train_lang = settings.pop("train_lang", "en")
         test_langs = settings.pop("test_langs", [train_lang])
         probe = {"config": {"train_lang": train_lang, "mode": settings.get("mode", "finetune")}}
         path = result_path(probe, run_dir)
         if requested.needed(path.stem, path, ner):
+            if data == "demo":
+                from ..demo_world import ensure_demo_world
+
+                data = str(ensure_demo_world(cache_root(cfg.run.cache_dir)) / "ner")
             result = run_ner(run_dir, data, train_lang, list(test_langs), progress=False, **settings)
             save_result(result, run_dir)
             requested.record(path.stem, ner)

@@ -32,7 +32,6 @@ import yaml
 from ..config import Config, from_dict, parse_overrides, _set_dotted
 from ..errors import ConfigError
 
-EXPERIMENT_KEYS = {"arms", "seeds", "baseline", "target_loss", "evaluations"}
 EVALUATIONS = {"perplexity", "fewshot", "ner"}
 
 

@@ -93,7 +93,7 @@ class MetaTask:
         validate_meta(meta_cfg, model.config, self.vocab_stats)
         self.head = (LearnedHead.from_model(model)
                      if meta_cfg.task == "smlmt" and meta_cfg.resolved_head_init() == "learned" else None)
-        self._split = (id(model), make_split(model, meta_cfg))
+        self._split = make_split(model, meta_cfg)
 
     # -- episodes -------------------------------------------------------------------------------
     def episode(self, step: int, index: int = 0) -> Episode:
@@ -114,18 +114,9 @@ class MetaTask:
         indices = list(range(rank, total, world_size))
         return EpisodeBatch([self.episode(step, i) for i in indices], indices, total, world_size)
 
-    def episode_tokens(self) -> int:
-        """Tokens of one episode's rows (for matching an AR batch in benchmarks)."""
-        c = self.cfg
-        rows = c.k_shot + c.q_query if c.task == "lm" else c.n_way * (c.k_shot + c.q_query)
-        return rows * c.window_len
-
     # -- schedule -------------------------------------------------------------------------------
     def step_weights(self, step: int) -> tuple[float, float]:
         return step_weights(step, self.seed, self.cfg)
-
-    def is_meta_step(self, step: int) -> bool:
-        return is_meta_step(step, self.seed, self.cfg)
 
     # -- parameters and state -------------------------------------------------------------------
     def extra_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
@@ -157,9 +148,9 @@ class MetaTask:
         Pass the plain model (not a DDP wrapper): inner loops are local, and the caller averages
         the outer gradients of `model.parameters()` and `extra_parameters()` across ranks.
         Returns the mean statistics over this rank's episodes, `episodes`, and the summed `work`."""
-        if self._split[0] != id(model):
-            self._split = (id(model), make_split(model, self.cfg))
-        split = self._split[1]
+        if self._split.model is not model:
+            self._split = make_split(model, self.cfg)
+        split = self._split
         device = next(model.parameters()).device
         weight = loss_scale * batch.world_size / batch.global_count
         sums = dict.fromkeys(METRIC_KEYS, 0.0)
