@@ -159,3 +159,17 @@ def test_html_report_opens_in_chromium_without_missing_images(experiment, tmp_pa
     title = out.stdout.split("<title>")[1].split("</title>")[0]
     n_images, broken = int(title.split(":")[1]), int(title.split(":")[3])
     assert n_images >= 3 and broken == 0
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"arms: [", "is not valid YAML"),
+    (b"\xff\xfe", "not UTF-8 text"),
+    (b"- 1", "an experiment must be a mapping"),
+    (b"seeds: [0]\n", "'arms' must map at least one arm"),
+])
+def test_bad_experiment_files_exit_2_with_one_line(tmp_path, capsys, content, message):
+    path = tmp_path / "exp.yaml"
+    path.write_bytes(content)
+    assert main(["experiment", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

@@ -206,13 +206,14 @@ def from_dict(tree: dict[str, Any]) -> Config:
         raise ConfigError(_format_error(exc)) from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or start from the defaults), apply overrides, validate."""
+def load_tree(path: str | Path | None, overrides: list[str] | None = None, what: str = "a config") -> dict[str, Any]:
+    """The YAML mapping in `path` ({} for None) with the dotted overrides applied, not yet validated
+    (run configs and experiment files share it)."""
     tree: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+            raise ConfigError(f"{what.split()[-1]} file not found: {path}")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
@@ -224,11 +225,16 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config must be a mapping of sections (run, model, data, train, ...)")
+            raise ConfigError(f"{path}: {what} must be a mapping of sections (run, model, data, train, ...)")
         tree = loaded
     for key, value in parse_overrides(overrides or []):
         _set_dotted(tree, key, value)
-    return from_dict(tree)
+    return tree
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from the defaults), apply overrides, validate."""
+    return from_dict(load_tree(path, overrides))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .layers import COMPONENTS
-from .phases import layer_name
+from .phases import _num_layers, layer_name
 
 _RANK_GROUPS = ("activations", "weights", "gradients")
 
@@ -27,14 +27,6 @@ def _series(rows: Iterable[dict], keep, key_of, value_key: str) -> dict:
         key: (sorted(by_step), [float(np.mean(by_step[s])) for s in sorted(by_step)])
         for key, by_step in sorted(acc.items())
     }
-
-
-def _num_layers(rows: list[dict]) -> int | None:
-    heads = [r["layer"] for r in rows if r.get("group") == "attention"]
-    if heads:
-        return max(heads) + 1
-    final = [r["layer"] for r in rows if r.get("component") == "lm_head"]
-    return final[0] if final else None
 
 
 def _layer_curves(rows, group: str, value_key: str) -> dict:

@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from ..config import Config, from_dict, parse_overrides, _set_dotted
+from ..config import Config, from_dict, load_tree
 from ..errors import ConfigError
 
 EVALUATIONS = {"perplexity", "fewshot", "ner"}
@@ -67,16 +66,7 @@ class Experiment:
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"experiment file not found: {path}")
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: an experiment must be a mapping")
-    for key, value in parse_overrides(overrides or []):
-        _set_dotted(tree, key, value)
+    tree = load_tree(path, overrides, what="an experiment")
     arms = tree.pop("arms", None)
     if not isinstance(arms, dict) or not arms:
         raise ConfigError(f"{path}: 'arms' must map at least one arm name to its overrides")
