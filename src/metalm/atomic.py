@@ -1,0 +1,90 @@
+"""Atomic publication of files and directories: a reader (or a resumed run) sees the old version or
+the complete new one, never half of either.
+
+Every file metalm writes that something later reads goes through here. A file is written to a
+hidden temporary name beside its target, flushed and fsynced, then renamed over it; a directory is
+assembled under a temporary name and renamed into place (a rename within one file system is atomic).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with _ignore_missing():
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 1) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=indent))
+
+
+def write_jsonl_atomic(path: str | Path, rows: list[dict]) -> None:
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a fully written directory into place, replacing an older copy (the old copy is moved
+    aside first, so at every moment `final` is either the old or the new complete directory)."""
+    tmp, final = Path(tmp), Path(final)
+    if final.exists():
+        trash = final.with_name(f".old-{final.name}")
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+@contextmanager
+def publish_dir(final: str | Path, replace: bool = True) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside `final`; when the block ends without an error it
+    becomes `final` (replacing an older one when `replace`, else kept only if `final` is still
+    absent — another process may have published first); on an error it is removed."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if replace:
+        replace_dir(tmp, final)
+    else:
+        try:
+            os.replace(tmp, final)  # fails if another writer published a non-empty `final` meanwhile
+        except OSError:
+            if not final.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def _ignore_missing():
+    try:
+        yield
+    except FileNotFoundError:
+        pass
