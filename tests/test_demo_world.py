@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from metalm import demo_world as dw
+from metalm.data import demo
+from metalm.data.demo import generate as gen
+from metalm.data.demo import lexicon as lex
+from metalm.data.demo import tables
+from metalm.data.demo import text as txt
+from metalm.data.demo import world as wld
 
 TAGS = {"O"} | {f"{p}-{t}" for p in "BI" for t in ("PER", "LOC", "ORG")}
 WORD = re.compile(r"\b[^\W\d_]+\b")
@@ -21,7 +26,7 @@ WORD = re.compile(r"\b[^\W\d_]+\b")
 
 @pytest.fixture(scope="module")
 def world_dir(tmp_path_factory) -> Path:
-    return dw.generate_demo_world(tmp_path_factory.mktemp("demo") / "seed0", seed=0)
+    return gen.generate_demo_world(tmp_path_factory.mktemp("demo") / "seed0", seed=0)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -61,9 +66,9 @@ def _entities(sentence: dict) -> list[tuple[str, str]]:
 
 
 def test_same_seed_gives_identical_bytes_and_other_seed_differs(world_dir, tmp_path):
-    again = _files(dw.generate_demo_world(tmp_path / "again", seed=0))
+    again = _files(gen.generate_demo_world(tmp_path / "again", seed=0))
     assert again == _files(world_dir)
-    other = _files(dw.generate_demo_world(tmp_path / "other", seed=1))
+    other = _files(gen.generate_demo_world(tmp_path / "other", seed=1))
     assert other.keys() == again.keys()
     for name in ("corpus/train/train-00.txt", "ner/en/train.iob2", "ner/xx/test.iob2"):
         assert other[name] != again[name], name
@@ -84,7 +89,7 @@ def test_corpus_files_have_the_shared_format_and_sizes(world_dir):
 
 
 def test_validation_documents_are_about_held_out_entities(world_dir):
-    world = dw.build_world(0)
+    world = wld.build_world(0)
     split_of = {e.name: e.split for e in world.subjects()}
     for split in ("train", "validation"):
         text = (world_dir / "corpus" / split / f"{split}-00.txt").read_text(encoding="utf-8")
@@ -103,10 +108,10 @@ def test_word_frequencies_span_a_wide_band(world_dir):
     assert max(counts.values()) > 5000
 
 
-@pytest.mark.parametrize("lang", dw.LANGUAGES)
+@pytest.mark.parametrize("lang", gen.LANGUAGES)
 def test_ner_files_are_strict_iob2_with_all_entity_types(world_dir, lang):
     seen_texts = set()
-    for split, expected in dw.NER_SENTENCES.items():
+    for split, expected in txt.NER_SENTENCES.items():
         sentences = _read_iob2(world_dir / "ner" / lang / f"{split}.iob2")
         assert len(sentences) == expected
         assert len({s["id"] for s in sentences}) == expected
@@ -147,42 +152,42 @@ def test_xx_differs_in_common_words_but_shares_names(world_dir):
     xx_common, xx_names = vocab("xx")
     assert len(en_common & xx_common) <= 0.02 * len(en_common), en_common & xx_common
     assert len(en_names & xx_names) >= 0.5 * min(len(en_names), len(xx_names))
-    lexicon = dw.xx_lexicon()
+    lexicon = lex.xx_lexicon()
     assert en_common <= set(lexicon), en_common - set(lexicon)  # every common word has a translation
     assert xx_common <= set(lexicon.values())
     assert len(set(lexicon.values())) == len(lexicon) and not set(lexicon.values()) & set(lexicon)
 
 
 def test_xx_lexicon_does_not_depend_on_the_seed(world_dir, tmp_path):
-    before = dw.xx_lexicon()
-    dw._xx_lexicon.cache_clear()
-    dw._english_vocabulary.cache_clear()
-    assert dw.xx_lexicon() == before
+    before = lex.xx_lexicon()
+    lex._xx_lexicon.cache_clear()
+    lex.english_vocabulary.cache_clear()
+    assert lex.xx_lexicon() == before
 
 
 def test_corpus_holds_a_small_share_of_xx_documents(world_dir):
-    xx_words = set(dw.xx_lexicon().values())
+    xx_words = set(lex.xx_lexicon().values())
     text = (world_dir / "corpus" / "train" / "train-00.txt").read_text(encoding="utf-8")
     docs = text[:-1].split("\n\n")
     xx_docs = [d for d in docs if sum(w.lower() in xx_words for w in WORD.findall(d)) > 0.4 * len(WORD.findall(d))]
     assert 0.05 * len(docs) < len(xx_docs) < 0.2 * len(docs)
-    english = set(dw._english_vocabulary())
-    name_words = {w for e in dw.build_world(0).subjects() for w in e.name.split()}
+    english = set(lex.english_vocabulary())
+    name_words = {w for e in wld.build_world(0).subjects() for w in e.name.split()}
     leftover = {w for d in xx_docs for w in WORD.findall(d) if w.lower() in english}
     assert leftover <= name_words, leftover - name_words  # only names ("Steel" in "Norex Steel") stay
 
 
 def test_every_corpus_template_can_be_used(world_dir):
-    world = dw.build_world(0)
+    world = wld.build_world(0)
     usable = set()
-    for kind, pools in dw.POOLS.items():
-        facts = [dw.FACTS[kind](e) for e in world.of(kind)]
-        usable |= {t for pool in pools.values() for t in pool if any(dw._usable(t, f) for f in facts)}
-    for kind, events in dw.EVENTS.items():
-        facts = [{**dw._event_facts(random.Random(0), world, f), **f}
-                 for f in (dw.FACTS[kind](e) for e in world.of(kind))]
-        usable |= {t for e in events for pool in e.values() for t in pool if any(dw._usable(t, f) for f in facts)}
-    assert set(dw.corpus_templates()) <= usable, set(dw.corpus_templates()) - usable
+    for kind, pools in txt.POOLS.items():
+        facts = [wld.FACTS[kind](e) for e in world.of(kind)]
+        usable |= {t for pool in pools.values() for t in pool if any(txt._usable(t, f) for f in facts)}
+    for kind, events in tables.EVENTS.items():
+        facts = [{**txt._event_facts(random.Random(0), world, f), **f}
+                 for f in (wld.FACTS[kind](e) for e in world.of(kind))]
+        usable |= {t for e in events for pool in e.values() for t in pool if any(txt._usable(t, f) for f in facts)}
+    assert set(lex.corpus_templates()) <= usable, set(lex.corpus_templates()) - usable
 
 
 def test_readme_says_synthetic_and_reports_computed_sizes(world_dir):
@@ -193,10 +198,10 @@ def test_readme_says_synthetic_and_reports_computed_sizes(world_dir):
 
 
 def test_ensure_demo_world_generates_once_then_reuses(tmp_path, monkeypatch):
-    stale = tmp_path / ".demo-world-v1-seed0.tmp-killed"  # left by a generation killed long ago
+    stale = tmp_path / ".tmp-demo-world-v1-seed0.killed"  # left by a generation killed long ago
     (stale / "corpus").mkdir(parents=True)
-    os.utime(stale, (time.time() - 2 * dw.STALE_TMP_SECONDS,) * 2)
-    path = dw.ensure_demo_world(tmp_path, seed=0)
+    os.utime(stale, (time.time() - 2 * gen.STALE_TMP_SECONDS,) * 2)
+    path = gen.ensure_demo_world(tmp_path, seed=0)
     assert path == tmp_path / "demo-world-v1-seed0"
     assert (path / "corpus" / "train" / "train-00.txt").is_file()
     assert (path / "ner" / "xx" / "test.iob2").is_file() and (path / "README.md").is_file()
@@ -205,12 +210,12 @@ def test_ensure_demo_world_generates_once_then_reuses(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("regenerated although the cached world exists")
 
-    monkeypatch.setattr(dw, "generate_demo_world", fail)
-    assert dw.ensure_demo_world(tmp_path, seed=0) == path
+    monkeypatch.setattr(gen, "generate_demo_world", fail)
+    assert gen.ensure_demo_world(tmp_path, seed=0) == path
 
 
 def test_interrupted_generation_leaves_no_directory(tmp_path, monkeypatch):
-    real_write = dw._write
+    real_write = gen._write
     calls = []
 
     def write_then_die(path, text):
@@ -219,9 +224,20 @@ def test_interrupted_generation_leaves_no_directory(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         real_write(path, text)
 
-    monkeypatch.setattr(dw, "_write", write_then_die)
+    monkeypatch.setattr(gen, "_write", write_then_die)
     with pytest.raises(KeyboardInterrupt):
-        dw.ensure_demo_world(tmp_path, seed=0)
+        gen.ensure_demo_world(tmp_path, seed=0)
     assert len(calls) == 3
     assert list(tmp_path.iterdir()) == []
-    assert not dw.demo_world_dir(tmp_path, 0).exists()
+    assert not gen.demo_world_dir(tmp_path, 0).exists()
+
+
+def test_the_demo_spec_resolves_to_the_generated_files(tmp_path):
+    root = gen.demo_world_dir(tmp_path, 0)
+    root.mkdir()  # an existing copy is reused, not regenerated
+    train, val, is_demo = demo.resolve_corpus_specs("demo", None, tmp_path)
+    assert (train, val, is_demo) == (str(root / "corpus" / "train"), str(root / "corpus" / "validation"), True)
+    assert demo.resolve_corpus_specs("demo", "my/val.txt", tmp_path)[1] == "my/val.txt"
+    assert demo.resolve_corpus_specs(["a.txt"], None, tmp_path) == (["a.txt"], None, False)
+    assert demo.resolve_ner_data("demo", tmp_path) == str(root / "ner")
+    assert demo.resolve_ner_data("shared/data/uner", tmp_path) == "shared/data/uner"

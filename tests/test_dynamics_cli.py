@@ -6,7 +6,7 @@ import pytest
 
 from conftest import tiny_overrides
 from metalm.cli import main
-from metalm.run_log import read_jsonl
+from metalm.run_dir import read_jsonl
 
 
 def test_posthoc_rows_equal_training_rows(tmp_path, corpus_dir, capsys):

@@ -9,11 +9,10 @@ from safetensors.torch import save_file
 
 from metalm.dynamics.config import DynamicsConfig
 from metalm.dynamics.plots import plot_overlay, plot_run
-from metalm.dynamics.posthoc import analyse_run, compare_runs, list_checkpoints, load_probe_batch
+from metalm.dynamics.posthoc import analyse_run, compare_runs, load_probe_batch
 from metalm.dynamics.probe import dynamics_rows
 from metalm.dynamics.readout import write_readout
-from metalm.dynamics.rows import append_rows, load_rows
-from metalm.run_log import truncate_after
+from metalm.run_dir import RunDir, append_jsonl as append_rows, read_jsonl as load_rows
 from metalm.errors import DataError, MetalmError
 from metalm.model import build_model
 
@@ -86,7 +85,7 @@ def test_run_without_dynamics_gets_them_from_checkpoints(tmp_path):
     assert readout is None and not (run / "dynamics.jsonl").exists()
     model.save_pretrained(run / "final")
     (run / "status.json").write_text(json.dumps({"state": "finished", "step": 3, "total_steps": 3}))
-    assert [s for s, _ in list_checkpoints(run)] == [0, 1, 2, 3]  # final is step 3, already saved
+    assert [s for s, _ in RunDir(run).saved_models()] == [0, 1, 2, 3]  # final is step 3, already saved
     # A killed earlier analysis: step 0 complete, step 1 half-written.
     step0 = dynamics_rows(model.__class__.from_pretrained(run / "checkpoints" / "step-00000000"), probe, 0)
     append_rows(run / "dynamics.jsonl", step0 + dynamics_rows(model, probe, 1)[:3])
@@ -104,7 +103,7 @@ def test_run_without_dynamics_gets_them_from_checkpoints(tmp_path):
         for f in (run / "checkpoints" / f"step-{step:08d}").iterdir():
             f.unlink()
         (run / "checkpoints" / f"step-{step:08d}").rmdir()
-    assert [(s, p.name) for s, p in list_checkpoints(run)] == [(0, "step-00000000"), (3, "final")]
+    assert [(s, p.name) for s, p in RunDir(run).saved_models()] == [(0, "step-00000000"), (3, "final")]
 
 
 def test_probe_batch_source_and_errors(tmp_path):
@@ -126,7 +125,7 @@ def test_row_files_survive_a_killed_writer_and_resume(tmp_path):
     assert [r["step"] for r in load_rows(path)] == [0, 1, 2, 3, 4]
     append_rows(path, [{"step": 6, "group": "weights"}])  # starts a fresh line after the torn one
     assert [r["step"] for r in load_rows(path)] == [0, 1, 2, 3, 4, 6]
-    truncate_after(path, 2)  # what a resumed run does
+    RunDir(tmp_path).truncate_rows(2)  # what a resumed run does
     assert [r["step"] for r in load_rows(path)] == [0, 1, 2]
 
 

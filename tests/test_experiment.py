@@ -13,7 +13,7 @@ import yaml
 from conftest import make_corpus
 from metalm.cli import main
 from metalm.experiment.compare import cost_to_target, loss_at, mean_ci, speedups, val_curve
-from metalm.run_log import read_jsonl
+from metalm.run_dir import read_jsonl
 
 
 def curve(losses, per_step=(100, 1000, 10.0)):
@@ -138,7 +138,7 @@ def test_evaluations_are_reused_only_with_unchanged_settings(experiment, tmp_pat
     changed.write_text(yaml.safe_dump(spec))
     assert main(["experiment", str(changed)]) == 0
     assert "marker" not in json.loads(result.read_text())  # other settings: evaluated again
-    assert json.loads((result.parent / "requested.json").read_text())["perplexity"] == [spec["data"]["validation"]]
+    assert json.loads((result.parent / "requested.json").read_text())["perplexity"]["data"] == [spec["data"]["validation"]]
 
 
 def test_html_report_opens_in_chromium_without_missing_images(experiment, tmp_path):

@@ -11,7 +11,8 @@ from metalm.cli import main
 from metalm.errors import MetalmError
 from metalm.evaluation.fewshot import evaluate_fewshot
 
-SMALL = dict(n_way=3, k_shot=2, q_query=2, window_len=16, band_min_count=4, band_skip_top=5, inner_steps=5)
+SMALL = dict(n_way=3, k_shot=2, q_query=2, window_len=16, band_min_count=4, band_skip_top=5, inner_steps=5,
+             head_init="zero", pool="mask")
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,6 @@ def test_cli_saves_result_and_rejects_bad_input(run_dir, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert json.loads((run_dir / "eval" / "fewshot.json").read_text()) == printed
     assert main(["eval", "fewshot", str(run_dir), "--episodes", "0"]) == 2
-    assert "--episodes must be ≥ 1" in capsys.readouterr().err
+    assert "--episodes: Input should be greater than or equal to 1" in capsys.readouterr().err
     with pytest.raises(MetalmError, match="n_way: 500 exceeds"):
         evaluate_fewshot(run_dir, episodes=1, **{**SMALL, "n_way": 500})

@@ -12,8 +12,11 @@ from test_meta_episodes import make_docs, tokenized
 from torch.func import functional_call
 
 from metalm.errors import ConfigError
-from metalm.meta import MetaConfig, MetaTask, reduce_stats, run_episode
-from metalm.meta.backbone import LayerSplit, inner_parameter_names
+from metalm.meta import MetaConfig, MetaTask, reduce_stats
+from metalm.meta.backbone import LastLayersPartition, backbone_partition, inner_parameter_names
+from metalm.meta.flops import PassCosts, episode_work
+from metalm.meta.meta_step import METRIC_KEYS, EpisodeRows, run_episode
+from metalm.meta.outer import outer_rule
 from metalm.meta.heads import head_logits, proto_head
 from metalm.model import backbone_flops_per_token, build_model, head_flops
 
@@ -116,12 +119,12 @@ def query_loss_after_adaptation(model, theta, ep, cfg, create_graph=False):
 
 
 # ---- tests -------------------------------------------------------------------------------------
-def test_layer_split_reproduces_the_backbone(corpus):
+def test_last_layers_partition_reproduces_the_backbone(corpus):
     tok, _, _ = corpus
     model = new_model(tok)
     ids = torch.randint(0, len(tok), (3, 10))
-    split = LayerSplit(model, 1)
-    out = split.upper(split.parameters(), split.lower(ids))
+    partition = LastLayersPartition(model, 1)
+    out = partition.upper(partition.upper_parameters(), partition.lower(ids))
     torch.testing.assert_close(out, model.model(input_ids=ids).last_hidden_state)
 
 
@@ -202,7 +205,7 @@ def test_reptile_update_is_parameter_difference(corpus):
     with torch.no_grad():
         head.weight.add_(0.05 * torch.randn_like(head.weight))
     model.zero_grad()
-    run_episode(model, ep, cfg, head, loss_scale=1.0)
+    run_episode(model, ep, cfg, head, episode_weight=1.0)
     got = grads(model, task.extra_named_parameters())
 
     theta = {n: p.detach() for n, p in model.named_parameters()}
@@ -332,6 +335,61 @@ def test_accounting_matches_hand_computation(corpus):
                                                   steps * n * k * w + n * q * w)
 
 
+# (tokens, fwd_tokens, bwd_tokens, flops) of one episode of the `nano` model (cfg_of: 3-way 2-shot 2 queries,
+# 12-token windows, 3 inner steps; LM tasks: 2 + 2 rows of 16 tokens), as the accounting inside the episode
+# runner produced them before it moved to `meta.flops`. None: evaluation (no outer gradient).
+WORK = {
+    ("sentence/proto", "head"): {"fomaml": (144, 144, 144, 107801856), "maml": (144, 144, 144, 107843328),
+                                 None: (144, 144, 0, 35949312)},
+    ("sentence/proto", "head+last_n_layers"): {"fomaml": (144, 576, 360, 197657856), "maml": (144, 576, 792, 359440128),
+                                               "reptile": (144, 576, 216, 125805312), None: (144, 576, 216, 125805312)},
+    ("sentence/proto", "all"): {"fomaml": (144, 432, 360, 287421696), "maml": (144, 432, 792, 610778880),
+                                "reptile": (144, 432, 216, 215569152), None: (144, 432, 216, 215569152)},
+    ("sentence/zero", "head"): {"fomaml": (144, 144, 72, 71877888), "maml": (144, 144, 144, 107843328),
+                                None: (144, 144, 0, 35949312)},
+    ("sentence/zero", "head+last_n_layers"): {"fomaml": (144, 504, 288, 152748288), "maml": (144, 504, 792, 332483328),
+                                              "reptile": (144, 504, 216, 116819712), None: (144, 504, 216, 116819712)},
+    ("sentence/zero", "all"): {"fomaml": (144, 360, 288, 233535744), "maml": (144, 360, 720, 556892928),
+                               "reptile": (144, 360, 216, 197607168), None: (144, 360, 216, 197607168)},
+    ("token/learned", "head"): {"fomaml": (144, 144, 72, 71877888), "maml": (144, 144, 144, 107843328),
+                                "reptile": (144, 144, 0, 35949312), None: (144, 144, 0, 35949312)},
+    ("token/learned", "head+last_n_layers"): {"fomaml": (144, 504, 288, 152748288), "maml": (144, 504, 792, 332483328),
+                                              "reptile": (144, 504, 216, 116819712), None: (144, 504, 216, 116819712)},
+    ("token/learned", "all"): {"fomaml": (144, 360, 288, 233535744), "maml": (144, 360, 720, 556892928),
+                               "reptile": (144, 360, 216, 197607168), None: (144, 360, 216, 197607168)},
+    ("lm", "head"): {"fomaml": (64, 64, 32, 48037888), "maml": (64, 64, 64, 86188032),
+                     "reptile": (64, 64, 0, 29548544), None: (64, 64, 0, 29548544)},
+    ("lm", "head+last_n_layers"): {"fomaml": (64, 224, 128, 84127744), "maml": (64, 224, 352, 186437632),
+                                   "reptile": (64, 224, 96, 65638400), None: (64, 224, 96, 65638400)},
+    ("lm", "all"): {"fomaml": (64, 160, 128, 120180736), "maml": (64, 160, 320, 286584832),
+                    "reptile": (64, 160, 96, 101691392), None: (64, 160, 96, 101691392)},
+}
+
+
+@pytest.mark.parametrize("kind,inner_params", list(WORK))
+def test_episode_work_from_shape_matches_recorded_accounting(corpus, kind, inner_params):
+    """`episode_work` reproduces the recorded numbers from the episode's shape alone, and a run
+    episode reports the same."""
+    tok, tokens, offsets = corpus
+    model = new_model(tok)
+    if kind == "lm":
+        cfg = MetaConfig(enabled=True, task="lm", k_shot=2, q_query=2, window_len=16, inner_steps=3, inner_lr=0.05,
+                         inner_params=inner_params)
+    else:
+        variant, head_init = kind.split("/")
+        cfg = cfg_of(smlmt_variant=variant, head_init=head_init, inner_params=inner_params)
+    task = MetaTask(cfg, tokens, offsets, tok, model, seed=0)
+    ep = task.episode(0)
+    shape = EpisodeRows(model, ep).shape
+    costs = PassCosts.of(backbone_partition(model, cfg), shape)
+    for algorithm, expected in WORK[kind, inner_params].items():
+        rule = outer_rule(algorithm or "fomaml", outer_gradient=algorithm is not None)
+        work = episode_work(shape, costs, cfg.inner_steps, rule, cfg.resolved_head_init())
+        assert (work.tokens, work.fwd_tokens, work.bwd_tokens, work.flops) == expected, algorithm
+    ran = run_episode(model, ep, cfg.model_copy(update={"algorithm": "maml"}), task.head)["work"]
+    assert (ran.tokens, ran.fwd_tokens, ran.bwd_tokens, ran.flops) == WORK[kind, inner_params]["maml"]
+
+
 def test_rank_split_equals_single_process(corpus):
     tok, tokens, offsets = corpus
     cfg = cfg_of(smlmt_variant="token", inner_params="head+last_n_layers", episodes_per_step=4)
@@ -349,28 +407,28 @@ def test_rank_split_equals_single_process(corpus):
     assert_grads_close(single, averaged, rtol=1e-4, atol=1e-7)
 
     def fake_all_reduce(tensor):  # sum over the two simulated ranks
-        other = torch.tensor([rank_stats[1][k] * rank_stats[1]["episodes"] for k in keys] + [rank_stats[1]["episodes"]],
-                             dtype=tensor.dtype) if tensor.dtype == torch.float64 else torch.tensor(
-            [getattr(rank_stats[1]["work"], f) for f in ("tokens", "fwd_tokens", "bwd_tokens", "flops")])
-        tensor += other
+        other, n = rank_stats[1], rank_stats[1]["episodes"]
+        if tensor.dtype == torch.float64:
+            tensor += torch.tensor([other[k] * n for k in METRIC_KEYS] + [n], dtype=tensor.dtype)
+        else:
+            tensor += torch.tensor([getattr(other["work"], f) for f in ("tokens", "fwd_tokens", "bwd_tokens", "flops")])
 
-    from metalm.meta import METRIC_KEYS as keys
     merged = reduce_stats(rank_stats[0], fake_all_reduce)
     assert merged["episodes"] == 4 and merged["work"] == stats["work"]
-    for key in keys:
+    for key in METRIC_KEYS:
         assert merged[key] == pytest.approx(stats[key], rel=1e-5)
 
 
-def test_loss_scale_scales_the_outer_gradient(corpus):
+def test_episode_weight_scales_the_outer_gradient(corpus):
     tok, tokens, offsets = corpus
     cfg = cfg_of(head_init="proto")
     model = new_model(tok)
     task = MetaTask(cfg, tokens, offsets, tok, model, seed=0)
     ep = task.episode(0)
-    run_episode(model, ep, cfg, loss_scale=1.0)
+    run_episode(model, ep, cfg, episode_weight=1.0)
     full = grads(model)
     model.zero_grad()
-    run_episode(model, ep, cfg, loss_scale=0.25)
+    run_episode(model, ep, cfg, episode_weight=0.25)
     assert_grads_close({n: g / 4 for n, g in full.items()}, grads(model), rtol=1e-5, atol=1e-9)
 
 

@@ -9,7 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from metalm.errors import ConfigError
-from metalm.meta import MetaConfig, VocabStats, is_meta_step, step_weights, validate_meta
+from metalm.meta.config import MetaConfig, VocabStats, validate_meta
+from metalm.meta.schedule import is_meta_step, step_weights
 from metalm.model import llama_config
 
 

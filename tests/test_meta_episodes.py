@@ -159,7 +159,7 @@ def test_sentence_episode(corpus, model, pool):
     task = MetaTask(cfg, tokens, offsets, tok, model, seed=3)
     ep = task.episode(step=7, index=0)
     check_common(ep, cfg)
-    words = [task.index.text(int(c), tokens, tok) for c in ep.class_ids]
+    words = [task.sampler.occurrences.text(int(c), tokens, tok) for c in ep.class_ids]
     mask = tok.mask_token_id
     for part in ("support", "query"):
         ids, target, labels = getattr(ep, f"{part}_ids"), getattr(ep, f"{part}_target"), getattr(ep, f"{part}_labels")
@@ -194,7 +194,7 @@ def test_token_episode(corpus, model):
     ep = task.episode(step=2, index=1)
     check_common(ep, cfg)
     mask = tok.mask_token_id
-    assert set(ep.class_ids.tolist()) <= set(task.index.keys.tolist())
+    assert set(ep.class_ids.tolist()) <= set(task.sampler.occurrences.keys.tolist())
     for part in ("support", "query"):
         ids, target, labels = getattr(ep, f"{part}_ids"), getattr(ep, f"{part}_target"), getattr(ep, f"{part}_labels")
         origin, source, pos = getattr(ep, f"{part}_origin"), getattr(ep, f"{part}_source"), getattr(ep, f"{part}_pos")
@@ -256,7 +256,7 @@ def test_lm_task_episode(corpus, model):
             assert row.tolist() == tokens[s:e].astype(np.int64).tolist()
         spans.sort()
         assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:]))  # support ∩ query = ∅
-    assert task.vocab_stats.unit == "documents" and task.vocab_stats.n_candidates > 0
+    assert task.sampler.vocab_stats.unit == "documents" and task.sampler.vocab_stats.n_candidates > 0
 
 
 def test_lm_task_groups():

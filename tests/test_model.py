@@ -59,3 +59,32 @@ def test_tied_embeddings_override():
     model = build_model("nano", vocab_size=300, tie_word_embeddings=True)
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
     assert parameter_counts(model)["total"] == parameter_counts(build_model("nano", vocab_size=300))["total"] - 300 * 64
+
+
+def test_flops_formula_against_torch_flop_counter():
+    """DESIGN 2.5 against `torch.utils.flop_counter.FlopCounterMode` on a nano model: the linear
+    layers and LM head are counted exactly (2 × matmul parameters × tokens; the formula's
+    "non-embedding parameters" also holds the RMSNorm gains, 2 × 320 FLOPs per token here); the
+    attention term 2 × layers × seq × d is the causal half of the full L × L score and value
+    products that a dense kernel executes; and backward = 2 × forward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model("nano", vocab_size=512, attn_implementation="eager")
+    batch, seq = 2, 32
+    tokens = batch * seq
+    ids = torch.randint(0, 512, (batch, seq), generator=torch.Generator().manual_seed(0))
+    with FlopCounterMode(display=False) as forward:
+        model(input_ids=ids).logits.sum()
+    counts = {str(op): n for op, n in forward.get_flop_counts()["Global"].items()}
+    cfg = model.config
+    d, layers, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
+    norm = sum(p.numel() for name, p in model.named_parameters() if "norm" in name)
+    assert norm == (2 * layers + 1) * d
+    matmul_params = parameter_counts(model)["non_embedding"] - norm
+    assert counts["aten.mm"] == (2 * matmul_params + 2 * d * vocab) * tokens
+    causal_attention = 2 * layers * seq * d * tokens
+    assert counts["aten.bmm"] == 2 * causal_attention
+    assert forward_flops_per_token(model, seq) * tokens == forward.get_total_flops() - causal_attention + 2 * norm * tokens
+    with FlopCounterMode(display=False) as both:
+        model(input_ids=ids).logits.sum().backward()
+    assert both.get_total_flops() == 3 * forward.get_total_flops()

@@ -1,6 +1,7 @@
 """End-to-end `run_ner` on a nano checkpoint and synthetic IOB2 data; the slow real-data check."""
 
 import json
+import logging
 import random
 import time
 from pathlib import Path
@@ -129,13 +130,14 @@ def test_finetune_learns_on_synthetic_data(setup):
     assert short[0]["runs"][0]["train_loss"] == short[1]["runs"][0]["train_loss"]  # seeded: reproducible
 
 
-def test_language_without_train_file_uses_dev(setup, capsys):
+def test_language_without_train_file_uses_dev(setup, caplog):
     run, data = setup
-    res = run_ner(run / "final", data, "bb", ["bb"], epochs=1, progress=True)
+    with caplog.at_level(logging.INFO, logger="metalm"):
+        res = run_ner(run / "final", data, "bb", ["bb"], epochs=1, progress=True)
     assert res["config"]["train_split"] == "dev"
     assert any("no train.iob2" in n for n in res["notes"])
-    err = capsys.readouterr().err
-    assert "has no train.iob2: training on dev.iob2" in err and "seed 0" in err  # said, not silent
+    said = caplog.text
+    assert "has no train.iob2: training on dev.iob2" in said and "seed 0" in said  # said, not silent
     with pytest.raises(ConfigError, match="select_best_on_dev"):
         run_ner(run, data, "bb", ["bb"], epochs=1, progress=False, select_best_on_dev=True)
 

@@ -8,15 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides, train_one_and_two_processes, write_corpus
+from conftest import tiny_overrides, train_one_and_two_processes
 from metalm.cli import main
-from metalm.run_log import read_jsonl
+from metalm.run_dir import read_jsonl
 from metalm.trainer import Trainer
 
 TIME_KEYS = {"time", "tokens_per_s"}
@@ -35,7 +34,7 @@ def train(tmp_path, corpus, run, *extra, config_text="{}"):
 def test_run_directory_contents_and_metrics(tmp_path, corpus_dir, capsys):
     run = tmp_path / "run"
     assert train(tmp_path, corpus_dir, run) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "M parameters" in out and "non-embedding" in out and "MFLOPs/token" in out
     for name in ("config.yaml", "metrics.jsonl", "status.json", "data.json", "tokenizer/tokenizer.json",
                  "checkpoints/step-00000004/model.safetensors", "checkpoints/step-00000008/state.pt",
@@ -58,7 +57,7 @@ def test_finished_run_does_nothing(tmp_path, corpus_dir, capsys):
     before = (run / "metrics.jsonl").read_text()
     capsys.readouterr()
     assert train(tmp_path, corpus_dir, run) == 0
-    assert "already finished" in capsys.readouterr().out
+    assert "already finished" in capsys.readouterr().err
     assert (run / "metrics.jsonl").read_text() == before
 
 

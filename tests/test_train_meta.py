@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,7 +9,7 @@ from safetensors.torch import load_file
 
 from conftest import tiny_overrides, train_one_and_two_processes
 from metalm.cli import main
-from metalm.run_log import read_jsonl
+from metalm.run_dir import read_jsonl
 from metalm.trainer import Trainer
 
 META = {"meta.enabled": "true", "meta.band_min_count": 5, "meta.band_skip_top": 10, "meta.window_len": 16, "meta.n_way": 3,

@@ -18,7 +18,7 @@ from metalm.watch.phases import phase_table
 from metalm.watch.run_state import Cursor, DynamicsSelection, RunState
 from metalm.watch.store import MetricsStore
 from metalm.watch.tail import FileSnapshot, JsonlTail, parse_json
-from metalm.watch.watcher import Watcher, config_differences
+from metalm.watch.watcher import Watcher, differences_table
 
 
 def _line(row: dict) -> str:
@@ -295,18 +295,25 @@ def test_dynamics_view_in_update(tmp_path):
     assert view["entropy"]["layers"] == ["0"] and view["components"] == ["output"]
 
 
-def test_phase_table_reads_several_layouts():
-    assert phase_table({"erank": {"0": 150, "1": 300}, "entropy": {"0": 80, "1": 90}, "smoothing": 5}) == {
-        "columns": ["layer", "erank", "entropy"], "rows": [[0, 150, 80], [1, 300, 90]]}
-    table = phase_table({"layers": [{"layer": 0, "erank_peak_step": 120}, {"layer": 1, "entropy_peak_step": 40}]})
-    assert table == {"columns": ["layer", "erank_peak_step", "entropy_peak_step"], "rows": [[0, 120, None], [1, None, 40]]}
-    assert phase_table({"erank": {"peak_steps": [10, 20]}})["rows"] == [[0, 10], [1, 20]]
+def test_phase_table_lays_out_the_saved_readout():
+    from metalm.dynamics.phases import phase_readout
+
+    rows = [{"step": s, "group": "activations", "layer": layer, "component": "output", "erank": v}
+            for s, vals in ((0, (5.0, 5.0)), (10, (7.0, 6.0)), (20, (6.0, 8.0))) for layer, v in enumerate(vals)]
+    rows += [{"step": s, "group": "attention", "layer": 0, "head": 0, "entropy": v} for s, v in ((0, 1.0), (10, 2.0), (20, 1.5))]
+    table = phase_table(phase_readout(rows, smoothing=1))
+    assert table["columns"] == ["layer", "effective rank: phase", "effective rank: peak at step",
+                                "head entropy: phase", "head entropy: peak at step"]
+    assert [r[0] for r in table["rows"]] == ["layer 0", "final norm"]  # one decoder layer: index 1 is its output norm
+    assert table["rows"][0][2] == 10 and table["rows"][1][2] == 20 and table["rows"][0][4] == 10
+    assert table["rows"][1][3:] == [None, None]  # the final norm has no attention
     assert phase_table({"note": "no layers here"}) is None and phase_table([1, 2]) is None
+    assert phase_table(phase_readout([], smoothing=1)) is None
 
 
-def test_config_differences_lists_only_differing_keys():
+def test_differences_table_lists_only_differing_keys():
     configs = {"a": {"model": {"preset": "nano"}, "meta": {"enabled": False}, "seed": 1},
                "b": {"model": {"preset": "nano"}, "meta": {"enabled": True}}, "c": None}
-    assert config_differences(configs) == {"keys": ["meta.enabled", "seed"],
+    assert differences_table(configs) == {"keys": ["meta.enabled", "seed"],
                                            "values": {"a": [False, 1], "b": [True, None]}}
-    assert config_differences({"a": {"x": 1}}) == {"keys": [], "values": {}}
+    assert differences_table({"a": {"x": 1}}) == {"keys": [], "values": {}}

@@ -8,10 +8,12 @@ assembled under a temporary name and renamed into place (a rename within one fil
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -58,6 +60,10 @@ def replace_dir(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
+def _temp_prefix(final: Path) -> str:
+    return f".tmp-{final.name}."
+
+
 @contextmanager
 def publish_dir(final: str | Path, replace: bool = True) -> Iterator[Path]:
     """Yield a fresh temporary directory beside `final`; when the block ends without an error it
@@ -65,21 +71,32 @@ def publish_dir(final: str | Path, replace: bool = True) -> Iterator[Path]:
     absent — another process may have published first); on an error it is removed."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}.", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), dir=final.parent))
     try:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if replace:
-        replace_dir(tmp, final)
-    else:
-        try:
-            os.replace(tmp, final)  # fails if another writer published a non-empty `final` meanwhile
-        except OSError:
-            if not final.is_dir():
-                raise
+        if replace:
+            replace_dir(tmp, final)
+        else:
+            try:
+                os.replace(tmp, final)  # fails if another writer published a non-empty `final` meanwhile
+            except OSError:
+                if not final.is_dir():
+                    raise
+    finally:
+        if tmp.exists():  # an error, or another writer's copy kept
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temps(final: str | Path, max_age_s: float) -> None:
+    """Remove `publish_dir` temporary directories of `final` not modified for `max_age_s` seconds:
+    left by writers that were killed (a live writer's directory is younger)."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        return
+    for stale in final.parent.glob(glob.escape(_temp_prefix(final)) + "*"):
+        with _ignore_missing():
+            if time.time() - stale.stat().st_mtime > max_age_s:
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 @contextmanager

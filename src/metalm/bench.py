@@ -18,7 +18,9 @@ import torch
 
 from .config import Config
 from .data import PackedSequences
-from .trainer import Trainer, autocast_context, next_token_loss
+from .device import autocast_context
+from .trainer import Trainer
+from .training.losses import next_token_loss
 
 
 def _sync(device: torch.device) -> None:
@@ -66,7 +68,7 @@ def bench(cfg: Config, warmup: int = 2, repeats: int = 5) -> dict:
                   for i in range(warmup + repeats)]
 
     def ar(i: int) -> None:
-        with autocast_context(cfg, device):
+        with autocast_context(cfg.run.precision, device):
             loss = next_token_loss(model, ar_batches[i])
         loss.backward()
 

@@ -1,6 +1,7 @@
 """The `metalm` command line.
 
     metalm train CONFIG.yaml [key.sub=value ...]
+    metalm config CONFIG.yaml [key.sub=value ...]      (print the resolved config as YAML)
     metalm eval perplexity RUN_OR_CHECKPOINT --data PATH [--data PATH ...]
     metalm eval fewshot RUN_OR_CHECKPOINT [--episodes N]
     metalm eval ner RUN_OR_CHECKPOINT --data DIR --train-lang L --test-lang L1,L2 [--mode finetune|probe]
@@ -11,7 +12,11 @@
     metalm bench CONFIG.yaml [key.sub=value ...] [--json]
     metalm watch RUN_OR_EXPERIMENT_DIR [...] [--port P] [--host H]
 
+A command's result (a table, JSON, YAML, `report: PATH`) goes to stdout; messages (progress,
+"saved X", warnings) go to stderr as `metalm: …` (`--quiet`: warnings only, `--verbose`: more).
 Bad input (config, data, paths) prints one line `metalm: error: …` and exits with status 2.
+`metalm train --help` lists every config key; the `eval` flags are the evaluation settings of
+`metalm.evaluation.settings`, which experiment files use under `evaluations:`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import sys
 from pathlib import Path
 
 from .errors import MetalmError
+from .log import logger, setup_logging
 
 
 def _report(args: argparse.Namespace, result: dict, table: str, save) -> None:
@@ -32,9 +38,7 @@ def _report(args: argparse.Namespace, result: dict, table: str, save) -> None:
     print(json.dumps(result, indent=1) if args.json else table)
     run_dir = resolve_model_dir(args.checkpoint)[2]
     if run_dir is not None:
-        saved = save(result, run_dir)
-        if not args.json:
-            print(f"saved {saved}")
+        logger.info(f"saved {save(result, run_dir)}")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -46,54 +50,73 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval_perplexity(args: argparse.Namespace) -> int:
-    from .evaluation.perplexity import evaluate_perplexity, format_perplexity_table, save_perplexity
+def _cmd_config(args: argparse.Namespace) -> int:
+    import yaml
 
-    result = evaluate_perplexity(args.checkpoint, args.data, seq_len=args.seq_len, batch_size=args.batch_size,
-                                 max_tokens=args.max_tokens, device=args.device, text_field=args.text_field)
+    from .config import load_tree
+
+    tree = load_tree(args.config, args.overrides)
+    if "arms" in tree:  # an experiment: each arm's resolved config (first seed)
+        from .experiment.spec import load_experiment
+
+        exp = load_experiment(args.config, args.overrides)
+        resolved = {arm: exp.config(arm, exp.seeds[0]).to_dict() for arm in exp.arms}
+    else:
+        from .config import from_dict
+
+        resolved = from_dict(tree).to_dict()
+    print(yaml.safe_dump(resolved, sort_keys=False), end="")
+    return 0
+
+
+def _cmd_eval_perplexity(args: argparse.Namespace) -> int:
+    from .config_base import section_from_arguments
+    from .evaluation.perplexity import evaluate_perplexity, format_perplexity_table, save_perplexity
+    from .evaluation.settings import PerplexitySettings
+
+    result = evaluate_perplexity(args.checkpoint, settings=section_from_arguments(PerplexitySettings, args))
     saved = save_perplexity(result, args.checkpoint)
     print(json.dumps(result, indent=1) if args.json else format_perplexity_table(result))
-    if saved and not args.json:
-        print(f"saved {saved}")
+    if saved:
+        logger.info(f"saved {saved}")
     return 0
 
 
 def _cmd_eval_ner(args: argparse.Namespace) -> int:
+    from .config_base import section_from_arguments
+    from .data import cache_root
+    from .data.demo import resolve_ner_data
     from .evaluation.ner import format_ner_table, run_ner, save_result
+    from .evaluation.settings import NerSettings
 
-    test_langs = [lang for lang in (args.test_lang or args.train_lang).split(",") if lang]
-    result = run_ner(args.checkpoint, args.data, args.train_lang, test_langs, mode=args.mode, seeds=args.seeds,
-                     epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                     use_dev_for_train=args.use_dev_for_train, select_best_on_dev=args.select_best_on_dev,
-                     device=args.device, max_train_sentences=args.max_train_sentences,
-                     progress=not args.json, seed=args.seed)
+    settings = section_from_arguments(NerSettings, args)
+    result = run_ner(args.checkpoint, resolve_ner_data(settings.data, cache_root()), settings=settings,
+                     progress=not args.json)
     _report(args, result, format_ner_table(result), save_result)
     return 0
 
 
 def _cmd_eval_fewshot(args: argparse.Namespace) -> int:
+    from .config_base import section_from_arguments
     from .evaluation.fewshot import evaluate_fewshot, format_fewshot, save_fewshot
+    from .evaluation.settings import FewshotSettings
 
-    result = evaluate_fewshot(args.checkpoint, episodes=args.episodes, data=args.data, variant=args.variant,
-                              n_way=args.n_way, k_shot=args.k_shot, q_query=args.q_query, inner_steps=args.inner_steps,
-                              inner_lr=args.inner_lr, head_init=args.head_init, pool=args.pool, window_len=args.window_len,
-                              band_min_count=args.band_min_count, band_skip_top=args.band_skip_top, seed=args.seed,
-                              device=args.device)
+    result = evaluate_fewshot(args.checkpoint, section_from_arguments(FewshotSettings, args))
     _report(args, result, format_fewshot(result), save_fewshot)
     return 0
 
 
 def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
-    from .data.pipeline import _tokenizer_sample, read_documents
-    from .data.sources import resolve_files
     from .config import DataConfig
+    from .data.pipeline import read_documents, tokenizer_sample
+    from .data.sources import resolve_files
     from .tokenizer import train_tokenizer
 
-    data_cfg = DataConfig.model_construct(text_field=args.text_field, txt_documents="blank_line")
+    data_cfg = DataConfig(text_field=args.text_field, txt_documents="blank_line")
     docs = read_documents(resolve_files(args.data), data_cfg, "train")
-    tok = train_tokenizer(_tokenizer_sample(docs, args.sample_bytes), args.vocab_size)
+    tok = train_tokenizer(tokenizer_sample(docs, args.sample_bytes), args.vocab_size)
     tok.save_pretrained(args.out)
-    print(f"tokenizer with {len(tok)} tokens saved to {args.out}")
+    logger.info(f"tokenizer with {len(tok)} tokens saved to {args.out}")
     return 0
 
 
@@ -117,9 +140,9 @@ def _cmd_dynamics(args: argparse.Namespace) -> int:
     groups = [g for g in args.groups.split(",") if g] if args.groups else list(ALL_GROUPS)
     for run_dir in args.runs:
         result = analyse_run(run_dir, groups=groups, overwrite=args.recompute, smoothing=args.smoothing,
-                             device=args.device, log=print)
-        print(f"{run_dir}: {len(result.computed_steps)} checkpoint(s) analysed, {len(result.skipped_steps)} already done; "
-              f"rows in {result.rows_path}")
+                             device=args.device, log=logger.info)
+        logger.info(f"{run_dir}: {len(result.computed_steps)} checkpoint(s) analysed, "
+                    f"{len(result.skipped_steps)} already done; rows in {result.rows_path}")
         if result.readout is not None:
             print(format_phase_readout(result.readout.phases))
     if len(args.runs) == 2:
@@ -151,74 +174,120 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("metalm")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that adds its costly parts (those that import the config: key listings,
+    evaluation flags) only when it is used, so `metalm --version` and `metalm --help` stay fast."""
+
+    def __init__(self, *args, setup=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._setup = setup
+
+    def _ready(self) -> None:
+        if self._setup is not None:
+            setup, self._setup = self._setup, None
+            setup(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._ready()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._ready()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._ready()
+        return super().format_help()
+
+
+def _config_help(parser: argparse.ArgumentParser) -> None:
+    from .config import describe_config
+
+    parser.epilog = ("config keys (set in the YAML file, or on the command line as key.sub=value):\n"
+                     + describe_config())
+
+
+def _experiment_help(parser: argparse.ArgumentParser) -> None:
+    from .config_base import describe_fields
+    from .evaluation.settings import SETTINGS
+
+    _config_help(parser)
+    evaluations = "\n".join(describe_fields(cls, f"evaluations.{name}.") for name, cls in SETTINGS.items())
+    parser.epilog = ("experiment keys: arms (name → overrides), seeds (list), baseline (arm), target_loss (number or "
+                     "null),\nevaluations (each true, a mapping of its settings, or for perplexity a list of held-out "
+                     "sets):\n" + evaluations + "\n\nshared " + parser.epilog)
+
+
+def _settings_flags(name: str):
+    """Adds the flags of evaluation `name`'s settings (`metalm.evaluation.settings`)."""
+
+    def setup(parser: argparse.ArgumentParser) -> None:
+        from .config_base import add_section_arguments
+        from .evaluation.settings import SETTINGS
+
+        add_section_arguments(parser, SETTINGS[name])
+
+    return setup
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="metalm", description="Meta-learned vs vanilla pretraining of small LMs.")
+    from .device import DEVICE_HELP
+
+    verbosity = argparse.ArgumentParser(add_help=False)
+    group = verbosity.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=argparse.SUPPRESS,
+                       help="print warnings and errors only")
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=argparse.SUPPRESS,
+                       help="print debug messages too")
+    parser = _Parser(prog="metalm", description="Meta-learned vs vanilla pretraining of small LMs.",
+                     parents=[verbosity])
+    parser.add_argument("--version", action="version", version=f"metalm {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train one run (resumes an existing run directory)")
+    def command(subparsers, name: str, help: str, **kwargs) -> argparse.ArgumentParser:
+        return subparsers.add_parser(name, help=help, description=help, parents=[verbosity], **kwargs)
+
+    listing = {"formatter_class": argparse.RawDescriptionHelpFormatter}
+    p = command(sub, "train", "train one run (resumes an existing run directory)", setup=_config_help, **listing)
     p.add_argument("config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=500 run.dir=runs/x")
     p.set_defaults(func=_cmd_train)
 
-    ev = sub.add_parser("eval", help="evaluate a run or checkpoint").add_subparsers(dest="what", required=True)
-    p = ev.add_parser("perplexity", help="loss and perplexity per held-out set")
-    p.add_argument("checkpoint", help="run directory (uses RUN/final) or a save_pretrained checkpoint directory")
-    p.add_argument("--data", action="append", required=True, help="a held-out set (file, dir, glob, hf:NAME); repeat for several domains")
-    p.add_argument("--seq-len", type=int, default=None, help="window length (default: the run's train.seq_len or the model context)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-tokens", type=int, default=None, help="evaluate at most this many tokens per set")
-    p.add_argument("--text-field", default="text")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=_cmd_eval_perplexity)
+    p = command(sub, "config", "print the resolved config (file + overrides + defaults) as YAML",
+                setup=_config_help, **listing)
+    p.add_argument("config", help="YAML config file (an experiment file: each arm's config, first seed)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3")
+    p.set_defaults(func=_cmd_config)
 
-    p = ev.add_parser("ner", help="Universal NER fine-tuning / probing, per language and zero-shot cross-lingual")
-    p.add_argument("checkpoint", help="run directory (uses RUN/final) or a save_pretrained checkpoint directory")
-    p.add_argument("--data", required=True, help="folder with one sub-folder of IOB2 files per language, or hf:universalner/universal_ner")
-    p.add_argument("--train-lang", required=True, help="language to train the NER head on")
-    p.add_argument("--test-lang", default=None, help="comma-separated test languages (default: the train language)")
-    p.add_argument("--mode", choices=["finetune", "probe"], default="finetune", help="finetune all weights (the paper) or probe a frozen backbone")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds (mean ± std)")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=None, help="default 3e-5 (finetune) / 1e-2 (probe)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--use-dev-for-train", action="store_true", help="train on dev (automatic when a language has no train file)")
-    p.add_argument("--select-best-on-dev", action="store_true", help="keep the epoch with the best dev F1 (off: the paper tests the final weights)")
-    p.add_argument("--max-train-sentences", type=int, default=None)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=_cmd_eval_ner)
+    ev = command(sub, "eval", "evaluate a run or checkpoint").add_subparsers(dest="what", required=True)
+    for name, help, func in (
+        ("perplexity", "loss and perplexity per held-out set", _cmd_eval_perplexity),
+        ("ner", "Universal NER fine-tuning / probing, per language and zero-shot cross-lingual", _cmd_eval_ner),
+        ("fewshot", "accuracy on held-out SMLMT episodes before/after k head-adaptation steps", _cmd_eval_fewshot),
+    ):
+        p = command(ev, name, help, setup=_settings_flags(name))
+        p.add_argument("checkpoint", help="run directory (uses RUN/final) or a save_pretrained checkpoint directory")
+        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        p.set_defaults(func=func)
 
-    p = ev.add_parser("fewshot", help="accuracy on held-out SMLMT episodes before/after k head-adaptation steps")
-    p.add_argument("checkpoint", help="run directory (uses RUN/final) or a save_pretrained checkpoint directory")
-    p.add_argument("--episodes", type=int, default=100)
-    p.add_argument("--data", action="append", default=None, help="held-out text (default: the run's validation set)")
-    p.add_argument("--variant", choices=["sentence", "token"], default="sentence")
-    p.add_argument("--n-way", type=int, default=5)
-    p.add_argument("--k-shot", type=int, default=4)
-    p.add_argument("--q-query", type=int, default=4)
-    p.add_argument("--inner-steps", type=int, default=10)
-    p.add_argument("--inner-lr", type=float, default=0.5)
-    p.add_argument("--head-init", choices=["zero", "proto", "learned"], default="zero")
-    p.add_argument("--pool", choices=["mask", "last"], default="mask", help="sentence variant: read the window at the mask or the last position")
-    p.add_argument("--window-len", type=int, default=64)
-    p.add_argument("--band-min-count", type=int, default=8)
-    p.add_argument("--band-skip-top", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0, help="episode seed (keep it fixed to compare checkpoints)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_eval_fewshot)
-
-    tk = sub.add_parser("tokenizer", help="tokenizer utilities").add_subparsers(dest="what", required=True)
-    p = tk.add_parser("train", help="train a byte-level BPE tokenizer")
+    tk = command(sub, "tokenizer", "tokenizer utilities").add_subparsers(dest="what", required=True)
+    p = command(tk, "train", "train a byte-level BPE tokenizer")
     p.add_argument("--data", action="append", required=True, help="training text (file, dir, glob, hf:NAME)")
     p.add_argument("--vocab-size", type=int, default=8192)
     p.add_argument("--sample-bytes", type=int, default=20_000_000)
     p.add_argument("--text-field", default="text")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_tokenizer_train)
-    p = sub.add_parser("bench", help="time an AR step and a meta step side by side (meta/AR cost ratio)")
+    p = command(sub, "bench", "time an AR step and a meta step side by side (meta/AR cost ratio)")
     p.add_argument("config", help="YAML config file (its meta section defines the meta step)")
     p.add_argument("overrides", nargs="*", help="dotted overrides")
     p.add_argument("--warmup", type=int, default=2)
@@ -227,28 +296,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("experiment", help="train and evaluate every arm × seed of an experiment, then write the report")
+    p = command(sub, "experiment", "train and evaluate every arm × seed of an experiment, then write the report",
+                setup=_experiment_help, **listing)
     p.add_argument("config", help="experiment YAML (shared settings, arms, seeds, evaluations)")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the shared settings")
     p.set_defaults(func=_cmd_experiment)
 
-    p = sub.add_parser("report", help="compare runs: an experiment directory, or run directories as arms")
+    p = command(sub, "report", "compare runs: an experiment directory, or run directories as arms")
     p.add_argument("paths", nargs="+")
     p.add_argument("--target-loss", type=float, default=None, help="default: the baseline arm's final validation loss")
     p.add_argument("--baseline", default=None, help="baseline arm (default: the experiment's, or the first run)")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("dynamics", help="learning dynamics over a run's saved checkpoints (post hoc); overlay two runs")
+    p = command(sub, "dynamics", "learning dynamics over a run's saved checkpoints (post hoc); overlay two runs")
     p.add_argument("runs", nargs="+", help="one run directory, or two to overlay (e.g. vanilla and meta)")
     p.add_argument("--groups", default=None, help="comma-separated: activations,weights,gradients,attention (default: all)")
     p.add_argument("--smoothing", type=int, default=None, help="moving-average window of the phase read-out")
     p.add_argument("--recompute", action="store_true", help="recompute rows already written")
     p.add_argument("--labels", default=None, help="labels of the two runs in overlays, e.g. vanilla,meta")
     p.add_argument("--out", default=None, help="folder for overlay figures")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help=f"device: {DEVICE_HELP} (default: auto)")
     p.set_defaults(func=_cmd_dynamics)
 
-    p = sub.add_parser("watch", help="live web view of runs or experiments (loopback only by default)")
+    p = command(sub, "watch", "live web view of runs or experiments (loopback only by default)")
     p.add_argument("paths", nargs="+", help="run or experiment directories")
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -261,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_logging(getattr(args, "verbosity", 0))  # -q/-v before or after the command
     try:
         return args.func(args)
     except MetalmError as exc:

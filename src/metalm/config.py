@@ -7,16 +7,16 @@ out-of-range values and incompatible options raise `ConfigError` naming the key.
 
 from __future__ import annotations
 
-import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from .config_base import Section
-from .errors import ConfigError
+from .config_base import Section, describe_fields, format_validation_error
 from .dynamics.config import DynamicsConfig, check_dynamics
+from .errors import ConfigError
 from .meta.config import MetaConfig
 from .model import PRESETS
 
@@ -24,32 +24,32 @@ from .model import PRESETS
 class RunConfig(Section):
     """Where the run lives and how it is executed."""
 
-    name: str = "run"
-    dir: str = "runs/run"
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    threads: int | None = Field(None, ge=1)  # torch intra-op threads on CPU (None: torch's default)
-    cache_dir: str | None = None  # token/tokenizer cache (None: $METALM_CACHE or ~/.cache/metalm)
-    progress: bool = True
-    tensorboard: bool = False
-    wandb: bool = False  # offline mode: nothing leaves the machine
+    name: str = Field("run", description="run name (shown in logs and reports)")
+    dir: str = Field("runs/run", description="run directory: config, metrics, checkpoints (an existing run resumes)")
+    seed: int = Field(0, ge=0, description="seed of initialisation, data order and episodes")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU (null: torch's default)")
+    cache_dir: str | None = Field(None, description="token/tokenizer cache (null: $METALM_CACHE or ~/.cache/metalm)")
+    progress: bool = Field(True, description="show a progress bar")
+    tensorboard: bool = Field(False, description="also write TensorBoard event files")
+    wandb: bool = Field(False, description="also log to Weights & Biases, offline mode: nothing leaves the machine")
 
 
 class ModelConfig(Section):
     """A named preset plus overrides of its LlamaConfig fields, or any transformers config."""
 
-    preset: str = "micro"
-    hf_config: str | None = None  # path or Hub name of a transformers causal-LM config
-    hidden_size: int | None = Field(None, gt=0)
-    num_hidden_layers: int | None = Field(None, gt=0)
-    num_attention_heads: int | None = Field(None, gt=0)
-    num_key_value_heads: int | None = Field(None, gt=0)
-    intermediate_size: int | None = Field(None, gt=0)
-    max_position_embeddings: int | None = Field(None, gt=0)
-    rope_theta: float | None = Field(None, gt=0)
-    tie_word_embeddings: bool | None = None
-    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    preset: str = Field("micro", description=f"named model size: {', '.join(PRESETS)}")
+    hf_config: str | None = Field(None, description="path or Hub name of a transformers causal-LM config (replaces preset)")
+    hidden_size: int | None = Field(None, gt=0, description="override of the preset's d_model")
+    num_hidden_layers: int | None = Field(None, gt=0, description="override of the preset's layer count")
+    num_attention_heads: int | None = Field(None, gt=0, description="override of the preset's attention heads")
+    num_key_value_heads: int | None = Field(None, gt=0, description="override of the preset's key/value heads (GQA)")
+    intermediate_size: int | None = Field(None, gt=0, description="override of the preset's FFN width")
+    max_position_embeddings: int | None = Field(None, gt=0, description="override of the preset's context length")
+    rope_theta: float | None = Field(None, gt=0, description="override of the preset's RoPE base")
+    tie_word_embeddings: bool | None = Field(None, description="override: share input and output embeddings")
+    attn_implementation: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel of transformers")
 
     @model_validator(mode="after")
     def _known_preset(self) -> "ModelConfig":
@@ -76,37 +76,37 @@ class DataConfig(Section):
     Without `validation`, `val_fraction` of the training documents is held out.
     """
 
-    train: str | list[str] = "demo"
-    validation: str | list[str] | None = None
-    val_fraction: float = Field(0.02, gt=0, lt=1)
-    text_field: str = "text"
-    txt_documents: Literal["blank_line", "file"] = "blank_line"
-    tokenizer: str | None = None  # local dir or Hub name; None: train a byte-level BPE on `train`
-    vocab_size: int = Field(8192, ge=260)
-    tokenizer_sample_bytes: int = Field(20_000_000, gt=0)
+    train: str | list[str] = Field("demo", description="training text: path, dir, glob, hf:NAME[:CONFIG][@SPLIT] or demo (or a list)")
+    validation: str | list[str] | None = Field(None, description="validation text, as train (null: hold out val_fraction)")
+    val_fraction: float = Field(0.02, gt=0, lt=1, description="share of training documents held out without validation")
+    text_field: str = Field("text", description="the text column of .jsonl/.parquet files and Hub datasets")
+    txt_documents: Literal["blank_line", "file"] = Field("blank_line", description="a .txt document ends at a blank line, or is the whole file")
+    tokenizer: str | None = Field(None, description="local dir or Hub name (null: train a byte-level BPE on train)")
+    vocab_size: int = Field(8192, ge=260, description="vocabulary of a trained tokenizer")
+    tokenizer_sample_bytes: int = Field(20_000_000, gt=0, description="bytes of training text a tokenizer is trained on")
 
 
 class TrainConfig(Section):
     """The optimisation loop shared by vanilla and meta runs (the outer loop for meta steps)."""
 
-    steps: int = Field(200, ge=1)
-    batch_size: int = Field(16, ge=1)  # global sequences per optimizer step (all ranks, all micro-batches)
-    seq_len: int = Field(128, ge=2)
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    warmup_steps: int = Field(0, ge=0)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    weight_decay: float = Field(0.1, ge=0)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.95, ge=0, lt=1)
-    eps: float = Field(1e-8, gt=0)
-    grad_clip: float = Field(1.0, ge=0)  # 0: no clipping
-    eval_every: int = Field(50, ge=0)  # 0: evaluate only before the first and after the last step
-    eval_batches: int = Field(4, ge=1)
-    save_every: int = Field(100, ge=0)  # 0: checkpoint only at the end
-    keep_checkpoints: int = Field(0, ge=0)  # 0: keep all (post-hoc dynamics reads every checkpoint)
-    log_every: int = Field(10, ge=1)
+    steps: int = Field(200, ge=1, description="optimizer steps")
+    batch_size: int = Field(16, ge=1, description="global sequences per optimizer step (all ranks, all micro-batches)")
+    seq_len: int = Field(128, ge=2, description="tokens per training sequence")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW)")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final learning rate as a share of lr")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="decay after warm-up")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW decoupled weight decay")
+    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1")
+    beta2: float = Field(0.95, ge=0, lt=1, description="AdamW beta2")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
+    grad_clip: float = Field(1.0, ge=0, description="gradient-norm clipping (0: no clipping)")
+    eval_every: int = Field(50, ge=0, description="validation every N steps (0: only before the first and after the last step)")
+    eval_batches: int = Field(4, ge=1, description="validation batches per evaluation")
+    save_every: int = Field(100, ge=0, description="checkpoint every N steps (0: only at the end)")
+    keep_checkpoints: int = Field(0, ge=0, description="checkpoints kept (0: all; post-hoc dynamics reads every checkpoint)")
+    log_every: int = Field(10, ge=1, description="metrics line every N steps")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
@@ -118,12 +118,14 @@ class TrainConfig(Section):
 
 
 class Config(Section):
-    run: RunConfig = Field(default_factory=RunConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    meta: MetaConfig = Field(default_factory=MetaConfig)
-    dynamics: DynamicsConfig = Field(default_factory=DynamicsConfig)
+    """A whole run: every section, every key (`describe_config()` lists them)."""
+
+    run: RunConfig = Field(default_factory=RunConfig, description=RunConfig.__doc__)
+    model: ModelConfig = Field(default_factory=ModelConfig, description=ModelConfig.__doc__)
+    data: DataConfig = Field(default_factory=DataConfig, description=DataConfig.__doc__)
+    train: TrainConfig = Field(default_factory=TrainConfig, description=TrainConfig.__doc__)
+    meta: MetaConfig = Field(default_factory=MetaConfig, description=MetaConfig.__doc__)
+    dynamics: DynamicsConfig = Field(default_factory=DynamicsConfig, description=DynamicsConfig.__doc__)
 
     @model_validator(mode="after")
     def _cross_section(self) -> "Config":
@@ -147,28 +149,9 @@ def default_config() -> Config:
     return Config.model_validate({})
 
 
-def _known_keys(model_cls: type[Section], prefix: str = "") -> list[str]:
-    keys = []
-    for name, field in model_cls.model_fields.items():
-        sub = field.annotation
-        if isinstance(sub, type) and issubclass(sub, Section):
-            keys += _known_keys(sub, f"{prefix}{name}.")
-        else:
-            keys.append(prefix + name)
-    return keys
-
-
-def _format_error(exc: ValidationError, prefix: str = "") -> str:
-    err = exc.errors()[0]
-    loc = prefix + ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
-        suggestion = difflib.get_close_matches(loc, _known_keys(Config), n=1)
-        hint = f" (did you mean {suggestion[0]!r}?)" if suggestion else ""
-        return f"unknown config key {loc!r}{hint}"
-    msg = err["msg"].removeprefix("Value error, ")
-    value = err.get("input")
-    shown = "" if isinstance(value, dict) or err["type"] == "value_error" else f" (got {value!r})"
-    return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"
+def describe_config() -> str:
+    """Every config key with its type, default and description, one per line (`metalm train --help`)."""
+    return describe_fields(Config)
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -184,6 +167,21 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-3` as a float (YAML 1.2) rather than as a string (YAML 1.1)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: safe
+
+
 def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     """`key.sub=value` strings → (key, YAML-parsed value)."""
     out = []
@@ -192,7 +190,7 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
         if not sep or not key or any(not p for p in key.split(".")):
             raise ConfigError(f"override {item!r} is not of the form key.sub=value")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = _yaml_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         out.append((key.strip(), value))
@@ -203,7 +201,7 @@ def from_dict(tree: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc)) from None
+        raise ConfigError(format_validation_error(exc, Config)) from None
 
 
 def load_tree(path: str | Path | None, overrides: list[str] | None = None, what: str = "a config") -> dict[str, Any]:
@@ -215,7 +213,7 @@ def load_tree(path: str | Path | None, overrides: list[str] | None = None, what:
         if not path.is_file():
             raise ConfigError(f"{what.split()[-1]} file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = _yaml_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""

@@ -1,8 +1,9 @@
-"""What a run writes as it goes: `metrics.jsonl` (always), `status.json`, and optional
-TensorBoard / W&B (offline) loggers receiving the same rows.
+"""The metrics rows of a run: always appended to the run's metrics file (`RunDir.metrics_path`),
+mirrored to the optional TensorBoard and W&B loggers, and the status heartbeat.
 
-Files are append-only JSON lines, so readers (the live view, reports) can follow them; on resume
-the rows after the restored checkpoint are dropped so the file reads as if never interrupted.
+Rows are append-only JSON lines, so readers (the live view, reports) can follow them; on resume
+the rows after the restored checkpoint are dropped (`RunDir.truncate_rows`) so the file reads as
+if never interrupted.
 """
 
 from __future__ import annotations
@@ -11,46 +12,14 @@ import json
 import math
 import os
 import time
-from pathlib import Path
+import uuid
 from typing import Any
 
+from .atomic import write_text_atomic
 from .errors import ConfigError
+from .run_dir import RunDir
 
-METRICS = "metrics.jsonl"
-STATUS = "status.json"
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Rows of a JSON-lines file ([] when missing); an undecodable line (the half-written last line
-    of a killed run) is skipped."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
-def truncate_after(path: Path, step: int) -> None:
-    """Keep only complete rows with `step` ≤ the restored checkpoint's step (atomically)."""
-    if not path.is_file():
-        return
-    keep = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-    os.replace(tmp, path)
+STATUS_HEARTBEAT_S = 10.0  # how often a running run refreshes its status (the live view's "running")
 
 
 def _clean(value: Any) -> Any:
@@ -59,31 +28,55 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def wandb_run_id(run: RunDir) -> str:
+    """A W&B run id unique to this run directory, created once and kept in it (so a resumed run —
+    even one whose directory moved — continues the same W&B run, and two experiments whose arms
+    share a name never write into one)."""
+    path = run.path / "wandb" / "metalm-run-id"
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run_id = f"{run.path.name}-{uuid.uuid4().hex[:12]}"
+    write_text_atomic(path, run_id)
+    return run_id
+
+
+def check_loggers(cfg) -> None:
+    """Refuse an optional logger whose package is missing before anything is written."""
+    import importlib.util
+
+    for key, package, extra in (("tensorboard", "tensorboard", "tensorboard"), ("wandb", "wandb", "wandb")):
+        if getattr(cfg.run, key) and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"run.{key}: the {package} package is not installed (pip install 'metalm[{extra}]')")
+
+
 class RunLog:
     """Appends metrics rows and mirrors scalars to the optional loggers (rank 0 only)."""
 
-    def __init__(self, run_dir: Path, cfg, enabled: bool = True):
-        self.run_dir = run_dir
+    def __init__(self, run: RunDir, cfg, enabled: bool = True):
+        self.run = run
         self.enabled = enabled
         self.tb = None
         self.wandb = None
+        self.total_steps = cfg.train.steps
         self.status_written = 0.0
         if not enabled:
             return
-        self.file = open(run_dir / METRICS, "a", encoding="utf-8")
         if cfg.run.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 raise ConfigError("run.tensorboard: the tensorboard package is not installed (pip install 'metalm[tensorboard]')") from None
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            self.tb = SummaryWriter(str(run.tensorboard_dir))
         if cfg.run.wandb:
             try:
                 import wandb
             except ImportError:
                 raise ConfigError("run.wandb: the wandb package is not installed (pip install 'metalm[wandb]')") from None
-            self.wandb = wandb.init(project="metalm", name=cfg.run.name, dir=str(run_dir), mode="offline",
-                                    config=cfg.to_dict(), resume="allow", id=cfg.run.name)
+            # Online or offline as the environment says (WANDB_MODE); nothing is forced here.
+            self.wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "metalm"), name=cfg.run.name,
+                                    dir=str(run.path), config=cfg.to_dict(), resume="allow", id=wandb_run_id(run))
+        self.file = open(run.metrics_path, "a", encoding="utf-8")
 
     def row(self, row: dict[str, Any]) -> None:
         if not self.enabled:
@@ -99,7 +92,7 @@ class RunLog:
         if self.wandb is not None:
             self.wandb.log(scalars, step=step)
 
-    def dynamics(self, rows: list[dict], history_path: Path) -> None:
+    def dynamics(self, rows: list[dict]) -> None:
         """Mirror learning-dynamics rows to TensorBoard: a scalar per layer and component (per head
         for attention), and the layer × step heatmaps of the whole run so far as images."""
         if self.tb is None or not rows:
@@ -110,17 +103,22 @@ class RunLog:
                 self.tb.add_scalar(f"dynamics/attention_entropy/layer{r['layer']}/head{r['head']}", r["entropy"], step)
             elif r.get("erank") is not None:
                 self.tb.add_scalar(f"dynamics/{r['group']}_erank/layer{r['layer']}/{r['component']}", r["erank"], step)
-        history = read_jsonl(history_path)
+        history = self.run.read_dynamics()
         for group, key in (("activations", "erank"), ("attention", "entropy")):
             image = heatmap_image(history, group, key)
             if image is not None:
                 self.tb.add_image(f"dynamics/{group}_{key}_heatmap", image, step, dataformats="HWC")
 
-    def status(self, state: str, step: int, total_steps: int, **extra: Any) -> None:
+    def status(self, state: str, step: int, **extra: Any) -> None:
         if self.enabled:
             self.status_written = time.time()
-            write_json_atomic(self.run_dir / STATUS, {"state": state, "step": step, "total_steps": total_steps,
-                                                     "updated": time.time(), "pid": os.getpid(), **extra})
+            self.run.write_status({"state": state, "step": step, "total_steps": self.total_steps,
+                                   "updated": self.status_written, "pid": os.getpid(), **extra})
+
+    def heartbeat(self, step: int) -> None:
+        """Refresh "running" every few seconds, so the live view can tell a killed run from a slow one."""
+        if time.time() - self.status_written > STATUS_HEARTBEAT_S:
+            self.status("running", step)
 
     def close(self) -> None:
         if not self.enabled:
@@ -155,11 +153,3 @@ def heatmap_image(rows: list[dict], group: str, value_key: str):
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
-def read_status(run_dir: Path) -> dict | None:
-    path = run_dir / STATUS
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None

@@ -65,9 +65,6 @@ class TrainBatches:
         """int64 [batch_size, seq_len + 1] token windows of optimizer step `step` (0-based)."""
         return self.seqs.gather(self.chunk_ids(step))
 
-    def epochs_at(self, step: int) -> float:
-        return step * self.batch_size / len(self.seqs)
-
 
 def evenly_spaced(n: int, count: int) -> np.ndarray:
     """`count` distinct indices spread evenly over range(n) (all of them when count ≥ n)."""

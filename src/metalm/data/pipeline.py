@@ -10,21 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from transformers import PreTrainedTokenizerBase
 
+from ..atomic import publish_dir
 from ..errors import DataError
 from ..tokenizer import load_tokenizer, train_tokenizer
 from . import token_store
+from .demo import resolve_corpus_specs
 from .sources import HubDataset, fingerprint, iter_documents, resolve_files
 from .token_store import TokenArray
-
-DEMO = "demo"
 
 
 def cache_root(configured: str | None = None) -> Path:
@@ -44,16 +41,7 @@ class Corpus:
 
 def resolve_specs(data_cfg, cache: Path) -> tuple[str | list[str], str | list[str] | None, bool]:
     """(train spec, validation spec, is_demo) with `demo` expanded to the generated demo set."""
-    train, val = data_cfg.train, data_cfg.validation
-    if train == DEMO:
-        from ..demo_world import ensure_demo_world
-
-        root = ensure_demo_world(cache)
-        train = str(root / "corpus" / "train")
-        if val is None:
-            val = str(root / "corpus" / "validation")
-        return train, val, True
-    return train, val, False
+    return resolve_corpus_specs(data_cfg.train, data_cfg.validation, cache)
 
 
 def read_documents(sources: list[Path | HubDataset], data_cfg, what: str) -> list[str]:
@@ -64,7 +52,9 @@ def read_documents(sources: list[Path | HubDataset], data_cfg, what: str) -> lis
     return docs
 
 
-def _tokenizer_sample(docs: list[str], max_bytes: int) -> list[str]:
+def tokenizer_sample(docs: list[str], max_bytes: int) -> list[str]:
+    """Every k-th document, k chosen so the sample holds at most about `max_bytes` characters:
+    what a tokenizer is trained on."""
     total = sum(len(d) for d in docs)
     step = max(1, -(-total // max_bytes))
     return docs[::step]
@@ -80,14 +70,9 @@ def obtain_tokenizer(data_cfg, train_docs_fn, train_fp: str, cache: Path) -> Pre
     directory = cache / "tokenizers" / key
     if (directory / "tokenizer.json").is_file():
         return load_tokenizer(directory)
-    tok = train_tokenizer(_tokenizer_sample(train_docs_fn(), data_cfg.tokenizer_sample_bytes), data_cfg.vocab_size)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=directory.parent))
-    tok.save_pretrained(tmp)
-    try:
-        os.replace(tmp, directory)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    tok = train_tokenizer(tokenizer_sample(train_docs_fn(), data_cfg.tokenizer_sample_bytes), data_cfg.vocab_size)
+    with publish_dir(directory, replace=False) as tmp:  # if another process published first, keep its copy
+        tok.save_pretrained(tmp)
     return load_tokenizer(directory)
 
 
@@ -132,11 +117,3 @@ def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrained
     if arrays["validation"].tokens.size == 0:
         raise DataError("data.validation: the validation set holds no tokens")
     return Corpus(tokenizer, arrays["train"], arrays["validation"], info)
-
-
-def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:
-    """Entropy (nats) of the empirical unigram token distribution: the loss of the best
-    context-free model, a floor a trained LM must go well below."""
-    counts = np.bincount(np.asarray(tokens, dtype=np.int64), minlength=vocab_size).astype(np.float64)
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
+from ..atomic import publish_dir
 from ..errors import DataError
 
 FORMAT_VERSION = 1
@@ -102,10 +100,9 @@ def holdout_split(docs: list[np.ndarray], fraction: float) -> tuple[list[np.ndar
 
 
 def save(arrays: dict[str, TokenArray], info: dict, directory: Path) -> None:
-    """Write token arrays into `directory` atomically (temp dir + rename)."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    """Write token arrays into `directory` atomically (temp dir + rename); if another process
+    published it first, its copy is kept."""
+    with publish_dir(directory, replace=False) as tmp:
         for name, arr in arrays.items():
             arr.tokens.tofile(tmp / f"{name}.bin")
             np.save(tmp / f"{name}_docs.npy", arr.doc_offsets)
@@ -113,13 +110,6 @@ def save(arrays: dict[str, TokenArray], info: dict, directory: Path) -> None:
                 "dtype": str(next(iter(arrays.values())).tokens.dtype),
                 "splits": {n: {"tokens": len(a), "documents": a.n_docs} for n, a in arrays.items()}}
         (tmp / "info.json").write_text(json.dumps(info, indent=1))
-        try:
-            os.replace(tmp, directory)
-        except OSError:  # another process won the race: keep its copy
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load(directory: Path) -> tuple[dict[str, TokenArray], dict] | None:

@@ -17,10 +17,10 @@ _EXPORTS = {
     "effective_rank": ["effective_rank", "proportional_effective_rank"],
     "phases": ["format_phase_readout", "phase_readout"],
     "plots": ["plot_overlay", "plot_run"],
-    "posthoc": ["analyse_run", "compare_runs", "list_checkpoints", "load_probe_batch", "preferred_rows"],
+    "posthoc": ["analyse_run", "compare_runs", "load_probe_batch", "preferred_rows"],
     "probe": ["dynamics_rows"],
+    "recorder": ["DynamicsRecorder"],
     "readout": ["Readout", "write_readout"],
-    "rows": ["append_rows", "load_rows", "write_rows"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

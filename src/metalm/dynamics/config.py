@@ -20,11 +20,13 @@ class DynamicsConfig(Section):
     same rows afterwards from the saved checkpoints.
     """
 
-    every: int = Field(50, ge=0)  # the default cadence: ~2.5% of training time on the micro preset (benchmarks/)
-    probe_sequences: int = Field(8, gt=0)
-    probe_seq_len: int | None = Field(None, ge=2)  # None: the training seq_len
-    groups: list[Group] = Field(default_factory=lambda: list(ALL_GROUPS), min_length=1)
-    smoothing: int = Field(5, ge=1)  # centered moving-average window of the phase read-out
+    every: int = Field(50, ge=0, description="record every N optimizer steps (0: none during training; "
+                                             "50: ~2.5% of training time on the micro preset, see benchmarks/)")
+    probe_sequences: int = Field(8, gt=0, description="sequences in the fixed probe batch")
+    probe_seq_len: int | None = Field(None, ge=2, description="tokens per probe sequence (null: train.seq_len)")
+    groups: list[Group] = Field(default_factory=lambda: list(ALL_GROUPS), min_length=1,
+                                description=f"statistics recorded: {', '.join(ALL_GROUPS)}")
+    smoothing: int = Field(5, ge=1, description="centered moving-average window of the phase read-out")
 
     @field_validator("groups")
     @classmethod

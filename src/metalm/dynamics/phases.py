@@ -126,6 +126,10 @@ def phase_readout(rows: Iterable[dict], smoothing: int = 5) -> dict:
     }
 
 
+# The read-out's per-metric sections and their titles (the live view lays its table out from these).
+SECTIONS = {"effective_rank": "effective rank", "head_entropy": "head entropy"}
+
+
 def _format_section(title: str, section: dict) -> list[str]:
     lines = [title + f" — {section['metric']}"]
     if not section["layers"]:

@@ -1,38 +1,33 @@
 """Post-hoc dynamics: the same rows as during training, computed from every saved checkpoint.
 
 A run trained with `dynamics.every: 0` is analysed entirely after the fact; a run that recorded
-rows on the fly gets a separate `dynamics-posthoc.jsonl` (its own `phases-posthoc.json` and
-`plots/posthoc/`) so the two never mix. Reruns resume: steps already in the file are skipped.
+rows on the fly gets a separate post-hoc rows file (with its own phase read-out and
+`plots/posthoc/`; see `RunDir`) so the two never mix. Reruns resume: steps already in the file are skipped.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 
+from ..device import resolve_device
 from ..errors import DataError, MetalmError
+from ..run_dir import RunDir
 from .config import ALL_GROUPS
 from .plots import plot_overlay
 from .probe import dynamics_rows
 from .readout import Readout, write_readout
-from .rows import DYNAMICS_FILE, PROBE_FILE, append_rows, load_rows, write_rows
 
 __all__ = [
     "PosthocResult",
     "analyse_run",
     "compare_runs",
-    "list_checkpoints",
     "load_probe_batch",
-    "load_rows",
     "preferred_rows",
 ]
-
-_CHECKPOINT = re.compile(r"^step-(\d+)$")
 
 
 @dataclass
@@ -44,41 +39,10 @@ class PosthocResult:
     readout: Readout | None = None
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _dynamics_cfg(run: Path) -> dict:
-    section = _read_yaml(run / "config.yaml").get("dynamics")
-    return section if isinstance(section, dict) else {}
-
-
-def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, directory) of every saved model, by step: `RUN/checkpoints/step-XXXXXXXX/`, plus
-    `RUN/final/` at the step of `RUN/status.json` when no checkpoint has that step."""
-    run = Path(run_dir)
-    found: dict[int, Path] = {}
-    directory = run / "checkpoints"
-    if directory.is_dir():
-        for child in directory.iterdir():
-            match = _CHECKPOINT.match(child.name)
-            if match and (child / "config.json").exists():
-                found[int(match.group(1))] = child
-    final = run / "final"
-    step = _read_yaml(run / "status.json").get("step")  # JSON is YAML
-    if (final / "config.json").exists() and isinstance(step, int) and step not in found:
-        found[step] = final
-    return sorted(found.items())
-
-
 def load_probe_batch(run_dir: str | Path, probe_input_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """The run's probe batch: `RUN/probe_batch.safetensors` (key `input_ids`) if present, else the
+    """The run's probe batch: `RunDir.probe_path` (key `input_ids`) if present, else the
     given tensor; the same batch the run recorded its on-the-fly rows with."""
-    path = Path(run_dir) / PROBE_FILE
+    path = RunDir(run_dir).probe_path
     if path.exists():
         from safetensors.torch import load_file
 
@@ -93,12 +57,12 @@ def load_probe_batch(run_dir: str | Path, probe_input_ids: torch.Tensor | None =
 
 def recorded_on_the_fly(run_dir: str | Path) -> bool:
     """Whether the trainer recorded dynamics rows (the run's `dynamics.every` > 0); without a
-    config file, whether `RUN/dynamics.jsonl` exists."""
-    run = Path(run_dir)
-    every = _dynamics_cfg(run).get("every")
+    config file, whether its dynamics rows file exists."""
+    run = RunDir(run_dir)
+    every = run.config_section("dynamics").get("every")
     if isinstance(every, int):
         return every > 0
-    return (run / DYNAMICS_FILE).exists()
+    return run.dynamics_path().exists()
 
 
 def _load_model(path: Path, device: torch.device):
@@ -122,68 +86,66 @@ def analyse_run(
     readout: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> PosthocResult:
-    """Dynamics rows of every checkpoint of `run_dir` → `RUN/dynamics-posthoc.jsonl` (or
-    `RUN/dynamics.jsonl` when the run recorded none), then the phase read-out and figures
-    (`phases[-posthoc].json`, `plots[/posthoc]/`). Steps already in the file with every requested
+    """Dynamics rows of every checkpoint of `run_dir` → the run's post-hoc rows file (or its
+    ordinary dynamics file when the run recorded none), then the phase read-out and figures
+    (post-hoc ones beside the run's own). Steps already in the file with every requested
     group are kept unless `overwrite`. `smoothing` defaults to the run's `dynamics.smoothing` (5)."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise MetalmError(f"{run}: not a run directory")
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise MetalmError(f"{run.path}: not a run directory")
     groups = list(groups)
-    checkpoints = list_checkpoints(run)
+    checkpoints = run.saved_models()
     if not checkpoints:
-        raise MetalmError(f"{run}: no saved checkpoints (checkpoints/step-XXXXXXXX/ or final/) to analyse")
-    probe = load_probe_batch(run, probe_input_ids)
-    posthoc = recorded_on_the_fly(run)
-    rows_path = run / ("dynamics-posthoc.jsonl" if posthoc else DYNAMICS_FILE)
+        raise MetalmError(f"{run.path}: no saved checkpoints (checkpoints/step-XXXXXXXX/ or final/) to analyse")
+    probe = load_probe_batch(run.path, probe_input_ids)
+    posthoc = recorded_on_the_fly(run.path)
+    rows_path = run.dynamics_path(posthoc)
     if smoothing is None:
-        configured = _dynamics_cfg(run).get("smoothing")
+        configured = run.config_section("dynamics").get("smoothing")
         smoothing = configured if isinstance(configured, int) and configured >= 1 else 5
 
-    kept: list[dict] = [] if overwrite else load_rows(rows_path)
+    kept: list[dict] = [] if overwrite else run.read_dynamics(posthoc)
     present: dict[int, set[str]] = {}
     for row in kept:
         present.setdefault(row["step"], set()).add(row["group"])
     done = {step for step, found in present.items() if set(groups) <= found}
     kept = [row for row in kept if row["step"] in done]  # partial steps are recomputed
-    write_rows(rows_path, kept)
+    run.write_dynamics(kept, posthoc)
 
     result = PosthocResult(rows_path, kept)
-    device = torch.device(device)
+    device = resolve_device(device)
     for step, path in checkpoints:
         if step in done:
             result.skipped_steps.append(step)
             continue
         if log:
-            log(f"dynamics: step {step} ({path.relative_to(run)})")
+            log(f"dynamics: step {step} ({path.relative_to(run.path)})")
         model = _load_model(path, device)
         rows = dynamics_rows(model, probe, step, groups)
         del model
-        append_rows(rows_path, rows)
+        run.append_dynamics(rows, posthoc)
         result.rows.extend(rows)
         result.computed_steps.append(step)
     result.rows.sort(key=lambda row: row["step"])
     if readout:
-        suffix = "-posthoc" if posthoc else ""
         result.readout = write_readout(
             run,
             result.rows,
             smoothing,
-            phases_name=f"phases{suffix}.json",
-            plots_dir="plots/posthoc" if posthoc else "plots",
-            title=f"{run.name} (post hoc)" if posthoc else run.name,
+            posthoc=posthoc,
+            title=f"{run.path.name} (post hoc)" if posthoc else run.path.name,
         )
     return result
 
 
 def preferred_rows(run_dir: str | Path) -> tuple[list[dict], Path]:
-    """The run's densest rows: on-the-fly `dynamics.jsonl` if it has any, else the post-hoc file."""
-    run = Path(run_dir)
-    for name in (DYNAMICS_FILE, "dynamics-posthoc.jsonl"):
-        rows = load_rows(run / name)
+    """The run's densest rows: those recorded on the fly if it has any, else the post-hoc ones."""
+    run = RunDir(run_dir)
+    for posthoc in (False, True):
+        rows = run.read_dynamics(posthoc)
         if rows:
-            return rows, run / name
-    raise MetalmError(f"{run}: no dynamics rows (run `metalm dynamics {run}` to compute them from checkpoints)")
+            return rows, run.dynamics_path(posthoc)
+    raise MetalmError(f"{run.path}: no dynamics rows (run `metalm dynamics {run}` to compute them from checkpoints)")
 
 
 def compare_runs(
@@ -199,5 +161,5 @@ def compare_runs(
     labels = list(labels) if labels else [run_a.name, run_b.name]
     if labels[0] == labels[1]:
         labels = [str(run_a), str(run_b)]
-    out = Path(out_dir) if out_dir else run_a / "plots" / f"overlay-{run_b.name}"
+    out = Path(out_dir) if out_dir else RunDir(run_a).plots_dir() / f"overlay-{run_b.name}"
     return plot_overlay(rows_a, rows_b, labels, out)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..run_dir import RunDir
 from .phases import phase_readout
 from .plots import plot_run
 
@@ -20,21 +19,12 @@ class Readout:
     plots: list[Path] = field(default_factory=list)
 
 
-def write_readout(
-    run_dir: str | Path,
-    rows: list[dict],
-    smoothing: int = 5,
-    *,
-    phases_name: str = "phases.json",
-    plots_dir: str = "plots",
-    title: str | None = None,
-) -> Readout:
-    """Write `RUN/<phases_name>` (the phase read-out) and the figures into `RUN/<plots_dir>/`."""
-    run = Path(run_dir)
+def write_readout(run_dir: str | Path | RunDir, rows: list[dict], smoothing: int = 5, *, posthoc: bool = False,
+                  title: str | None = None) -> Readout:
+    """Write the phase read-out (`RunDir.write_phases`) and the figures (`plots/`, or `plots/posthoc/`)
+    of a run."""
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     phases = phase_readout(rows, smoothing)
-    path = run / phases_name
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(phases, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)  # a reader never sees half a file
-    plots = plot_run(rows, run / plots_dir, title=run.name if title is None else title)
+    path = run.write_phases(phases, posthoc)
+    plots = plot_run(rows, run.plots_dir(posthoc), title=run.path.name if title is None else title)
     return Readout(phases, path, plots)

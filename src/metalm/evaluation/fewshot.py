@@ -9,54 +9,58 @@ two checkpoints are evaluated on the same episodes. The backbone is frozen (head
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from ..checkpoint import latest_checkpoint, load_extra, resolve_model_dir
+from ..checkpoint import load_extra, resolve_model_dir
 from ..config import DataConfig
 from ..data import cache_root
 from ..data import token_store
 from ..data.pipeline import read_documents
 from ..data.sources import resolve_files
+from ..device import resolve_device
 from ..errors import MetalmError
 from ..meta import MetaConfig, MetaTask
-from ..run_log import write_json_atomic
+from ..meta.meta_step import MetaStep
+from ..run_dir import RunDir
 from ..tokenizer import load_tokenizer
+from .settings import FewshotSettings
 
 KEYS = ("support_acc_before", "support_acc_after", "query_acc_before", "query_acc_after")
 
 
 def _held_out_tokens(run_dir: Path | None, data: list[str] | None, tokenizer) -> token_store.TokenArray:
     if data:
-        data_cfg = DataConfig.model_construct(text_field="text", txt_documents="blank_line")
+        data_cfg = DataConfig(text_field="text", txt_documents="blank_line")
         docs = read_documents([f for spec in data for f in resolve_files(spec)], data_cfg, "eval")
         return token_store.concat(token_store.tokenize_documents(docs, tokenizer), np.uint32)
-    info_path = run_dir / "data.json" if run_dir else None
-    if info_path is None or not info_path.is_file():
+    info = RunDir(run_dir).read_data_info() if run_dir else None
+    if info is None:
         raise MetalmError("few-shot evaluation needs held-out text: pass --data (or a run directory)")
-    loaded = token_store.load(Path(json.loads(info_path.read_text())["cache"]))
+    loaded = token_store.load(Path(info["cache"]))
     if loaded is None:
         raise MetalmError(f"{run_dir}: its token cache is gone; pass --data with the held-out text")
     return loaded[0]["validation"]
 
 
-def evaluate_fewshot(checkpoint: str | Path, episodes: int = 100, data: list[str] | None = None,
-                     variant: str = "sentence", n_way: int = 5, k_shot: int = 4, q_query: int = 4,
-                     inner_steps: int = 10, inner_lr: float = 0.5, head_init: str = "zero", pool: str | None = "mask",
-                     window_len: int = 64,
-                     band_min_count: int = 8, band_skip_top: int = 100, seed: int = 0, device: str = "cpu",
-                     cache_dir: str | None = None) -> dict:
-    """Mean (± std over episodes) support and query accuracy before/after adaptation."""
-    if episodes < 1:
-        raise MetalmError(f"--episodes must be ≥ 1 (got {episodes})")
+def evaluate_fewshot(checkpoint: str | Path, settings: FewshotSettings | None = None, *,
+                     cache_dir: str | None = None, **options: Any) -> dict:
+    """Mean (± std over episodes) support and query accuracy before/after adaptation. `settings`
+    (default: `FewshotSettings()`, whose SMLMT defaults are `MetaConfig`'s) with keyword `options`
+    replacing some of its fields."""
+    s = FewshotSettings.resolve(settings, **options)
+    episodes, data, variant, seed = s.episodes, s.data, s.variant, s.seed
+    n_way, k_shot, q_query, inner_steps, inner_lr = s.n_way, s.k_shot, s.q_query, s.inner_steps, s.inner_lr
+    head_init, pool, window_len = s.head_init, s.pool, s.window_len
+    band_min_count, band_skip_top = s.band_min_count, s.band_skip_top
     model_dir, tok_dir, run_dir = resolve_model_dir(checkpoint)
     tokenizer = load_tokenizer(tok_dir)
-    dev = torch.device(device)
+    dev = resolve_device(s.device)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(dev)
     model.train()  # no dropout in metalm models; train mode keeps autograd paths identical to training
     try:
@@ -70,18 +74,17 @@ def evaluate_fewshot(checkpoint: str | Path, episodes: int = 100, data: list[str
     task = MetaTask(cfg, held_out.tokens, held_out.doc_offsets, tokenizer, model, seed=seed,
                     cache_dir=cache_root(cache_dir) / "meta")
     if task.head is not None and run_dir is not None:  # a meta run's learned head, if it kept one
-        latest = latest_checkpoint(run_dir)
+        latest = RunDir(run_dir).latest_checkpoint()
         extra = load_extra(latest[1]) if latest else {}
         if set(extra) == set(task.state_dict()):
             task.load_state_dict(extra)
-    frozen = cfg.model_copy(update={"inner_lr": 0.0})  # the initial head, read on the same episode
+    # the initial head, read on the same episode: a meta step whose inner loop does not move
+    unadapted = MetaStep(cfg.model_copy(update={"inner_lr": 0.0}), model, task.head)
     samples = {k: [] for k in KEYS}
     for i in range(episodes):
         batch = task.episodes(i)
         after = task.meta_step(model, batch, outer_gradient=False)
-        task.cfg = frozen
-        before = task.meta_step(model, batch, outer_gradient=False)
-        task.cfg = cfg
+        before = unadapted.run(model, batch, outer_gradient=False)
         samples["support_acc_before"].append(after["support_acc_before"])
         samples["support_acc_after"].append(after["support_acc_after"])
         samples["query_acc_before"].append(before["query_acc"])
@@ -108,7 +111,4 @@ def format_fewshot(result: dict) -> str:
 
 
 def save_fewshot(result: dict, run_dir: Path) -> Path:
-    out = run_dir / "eval" / "fewshot.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, result)
-    return out
+    return RunDir(run_dir).write_eval("fewshot", result)

@@ -23,8 +23,6 @@ word-initial positions; nothing iterates over tokens in Python during training o
 from __future__ import annotations
 
 import copy
-import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -38,13 +36,16 @@ from transformers import AutoModelForCausalLM
 
 from ..errors import ConfigError, DataError
 from ..checkpoint import resolve_model_dir
+from ..device import resolve_device
+from ..log import logger
+from ..run_dir import RunDir
 from ..tokenizer import load_tokenizer
 from .iob2 import Sentence, count_entities, entity_type, load_language, training_split
 from .ner_alignment import IGNORE, Encoded, WordPieces, encode_sentences, stitch
 from .ner_scoring import aggregate, format_ner_table, score_ner
+from .settings import NerSettings
 from .uner_hub import hub_name, hub_training_split, is_hub, load_hub_language
 
-MODES = ("finetune", "probe")
 DEFAULT_LR = {"finetune": 3e-5, "probe": 1e-2}
 EVAL_BATCH = 64
 SHUFFLE_WINDOW = 50  # batches per length-sorted group when shuffling
@@ -271,43 +272,35 @@ def _tags(sentences: Sequence[Sentence], label_names: Sequence[str], predictions
 
 def run_ner(
     checkpoint: str | Path,
-    data_dir: str | Path,
-    train_lang: str,
+    data_dir: str | Path | None = None,
+    train_lang: str | None = None,
     test_langs: Sequence[str] | None = None,
-    mode: str = "finetune",
-    seeds: int = 1,
-    epochs: int = 10,
-    lr: float | None = None,
-    batch_size: int = 16,
-    use_dev_for_train: bool = False,
-    select_best_on_dev: bool = False,
-    device: str = "cpu",
-    max_train_sentences: int | None = None,
+    settings: NerSettings | None = None,
+    *,
     progress: bool = True,
-    seed: int = 0,
     max_length: int | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Train a token head on `train_lang` and score it on the test split of each test language.
 
-    `data_dir`: a folder of `LANG/{train,dev,test}.iob2`, or `hf:universalner/universal_ner`
-    (languages are then Hub configs such as `en_ewt`). A language without a training file trains
-    on dev (said in `notes`). `lr=None` takes `DEFAULT_LR[mode]`. `seeds` runs use seeds
-    `seed, seed+1, ...`. `max_length` caps the chunk length below the model's context (tests).
-    Returns a JSON-able dict: `config`, `notes`, `warnings`, `data` (sizes), `runs` (per seed:
-    losses, timings, scores per language), `summary` (mean/std per language) and
-    `baseline_all_o` (F1 of predicting `O` everywhere: 0)."""
-    if mode not in MODES:
-        raise ConfigError(f"ner.mode: {mode!r} is not one of {', '.join(MODES)}")
-    for key, value, low in (("seeds", seeds, 1), ("epochs", epochs, 1), ("batch_size", batch_size, 1)):
-        if not isinstance(value, int) or value < low:
-            raise ConfigError(f"ner.{key}: must be an integer >= {low}, got {value!r}")
-    if max_train_sentences is not None and max_train_sentences < 1:
-        raise ConfigError(f"ner.max_train_sentences: must be >= 1, got {max_train_sentences}")
-    lr = DEFAULT_LR[mode] if lr is None else float(lr)
-    if not lr > 0:
-        raise ConfigError(f"ner.lr: must be > 0, got {lr}")
-    test_langs = list(test_langs or [train_lang])
-    dev = torch.device(device)
+    `settings` (default: `NerSettings()`) with `data_dir`, `train_lang`, `test_langs` (when given)
+    and keyword `options` replacing some of its fields; a bad value is a ConfigError naming
+    `ner.<key>`. `data_dir`: a folder of `LANG/{train,dev,test}.iob2`, or
+    `hf:universalner/universal_ner` (languages are then Hub configs such as `en_ewt`). A language
+    without a training file trains on dev (said in `notes`). `lr=None` takes `DEFAULT_LR[mode]`.
+    `seeds` runs use seeds `seed, seed+1, ...`. `max_length` caps the chunk length below the
+    model's context (tests). Returns a JSON-able dict: `config`, `notes`, `warnings`, `data`
+    (sizes), `runs` (per seed: losses, timings, scores per language), `summary` (mean/std per
+    language) and `baseline_all_o` (F1 of predicting `O` everywhere: 0)."""
+    given = {"data": None if data_dir is None else str(data_dir), "train_lang": train_lang,
+             "test_langs": None if test_langs is None else list(test_langs)}
+    s = NerSettings.resolve(settings, **{k: v for k, v in given.items() if v is not None}, **options)
+    data_dir, train_lang, mode, seeds, seed, epochs = s.data, s.train_lang, s.mode, s.seeds, s.seed, s.epochs
+    batch_size, use_dev_for_train, select_best_on_dev = s.batch_size, s.use_dev_for_train, s.select_best_on_dev
+    max_train_sentences, device = s.max_train_sentences, s.device
+    lr = DEFAULT_LR[mode] if s.lr is None else s.lr
+    test_langs = list(s.test_langs or [train_lang])
+    dev = resolve_device(device)
     t0 = time.perf_counter()
 
     data = _Data(data_dir if is_hub(data_dir) else Path(data_dir))
@@ -323,7 +316,7 @@ def run_ner(
     dev_sents = data.load(train_lang, "dev") if select_best_on_dev else None
     if progress:
         for n in notes:
-            print(f"ner: {n}", file=sys.stderr)
+            logger.info(f"ner: {n}")
 
     loaded = [(train_lang, train_split, train_sents)] + [(lang, "test", s) for lang, s in sets.items()]
     if dev_sents is not None:
@@ -434,7 +427,7 @@ def run_ner(
         )
         if progress:
             line = ", ".join(f"{lang} F1 {100 * sc['f1']:.1f}" for lang, sc in scores.items())
-            print(f"ner: seed {run_seed}: final loss {losses[-1]:.4f}, {line} ({train_time:.0f}s training)", file=sys.stderr)
+            logger.info(f"ner: seed {run_seed}: final loss {losses[-1]:.4f}, {line} ({train_time:.0f}s training)")
 
     baseline = {lang: score_ner([x.tags for x in sents], [["O"] * len(x) for x in sents])["f1"] for lang, sents in sets.items()}
     return {
@@ -453,7 +446,7 @@ def run_ner(
             "batch_size": batch_size,
             "select_best_on_dev": select_best_on_dev,
             "max_train_sentences": max_train_sentences,
-            "device": device,
+            "device": str(dev),
             "max_length": max_len,
             "labels": names,
             "context_prefix": tokenizer.convert_ids_to_tokens(prefix),
@@ -468,18 +461,13 @@ def run_ner(
     }
 
 
-def result_path(result: dict[str, Any], run_dir: str | Path) -> Path:
-    """`RUN/eval/ner-<train_lang>.json` (finetune) or `ner-<train_lang>-probe.json`."""
+def result_name(result: dict[str, Any]) -> str:
+    """`ner-<train_lang>` (finetune) or `ner-<train_lang>-probe`: the result's name among a run's evaluations."""
     cfg = result["config"]
     suffix = "" if cfg["mode"] == "finetune" else f"-{cfg['mode']}"
-    return Path(run_dir) / "eval" / f"ner-{cfg['train_lang']}{suffix}.json"
+    return f"ner-{cfg['train_lang']}{suffix}"
 
 
 def save_result(result: dict[str, Any], run_dir: str | Path) -> Path:
     """Write the result as JSON into the run directory (atomically); returns the path."""
-    path = result_path(result, run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return RunDir(run_dir).write_eval(result_name(result), result)

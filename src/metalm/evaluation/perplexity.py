@@ -6,9 +6,9 @@ windows of seq_len + 1 tokens that overlap by one token, the last window possibl
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,8 +20,11 @@ from ..config import DataConfig
 from ..data.pipeline import read_documents
 from ..data.sources import resolve_files
 from ..data.token_store import concat, tokenize_documents
+from ..device import resolve_device
 from ..errors import DataError, MetalmError
+from ..run_dir import RunDir
 from ..tokenizer import load_tokenizer
+from .settings import PerplexitySettings
 
 
 def windows(tokens: np.ndarray, seq_len: int) -> list[np.ndarray]:
@@ -45,21 +48,27 @@ def stream_nll(model, tokens: np.ndarray, seq_len: int, batch_size: int, device:
     return total, count
 
 
-def evaluate_perplexity(checkpoint: str | Path, data: list[str], seq_len: int | None = None, batch_size: int = 16,
-                        max_tokens: int | None = None, device: str = "auto", text_field: str = "text") -> dict:
+def evaluate_perplexity(checkpoint: str | Path, data: list[str] | None = None,
+                        settings: PerplexitySettings | None = None, **options: Any) -> dict:
+    """Loss and perplexity of each held-out set in `data` (or `settings.data`). `settings` (default:
+    `PerplexitySettings()`) with keyword `options` replacing some of its fields."""
+    if data is not None:
+        options["data"] = [str(spec) for spec in data]
+    s = PerplexitySettings.resolve(settings, **options)
+    if not s.data:
+        raise MetalmError("perplexity: no held-out set to evaluate (pass --data)")
+    data, seq_len, batch_size, max_tokens = s.data, s.seq_len, s.batch_size, s.max_tokens
     model_dir, tok_dir, run_dir = resolve_model_dir(checkpoint)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = resolve_device(s.device)
     tokenizer = load_tokenizer(tok_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).to(dev).eval()
     if seq_len is None:
         seq_len = model.config.max_position_embeddings
-        if run_dir is not None and (run_dir / "config.yaml").is_file():
-            import yaml
-
-            seq_len = int((yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("train", {}).get("seq_len", seq_len))
+        if run_dir is not None:
+            seq_len = int(RunDir(run_dir).config_section("train").get("seq_len", seq_len))
     if seq_len < 1 or seq_len > model.config.max_position_embeddings:
         raise MetalmError(f"--seq-len {seq_len} is outside 1…{model.config.max_position_embeddings} (the model's context)")
-    data_cfg = DataConfig.model_construct(text_field=text_field, txt_documents="blank_line")
+    data_cfg = DataConfig(text_field=s.text_field, txt_documents="blank_line")
     rows = []
     for spec in data:
         docs = read_documents(resolve_files(spec), data_cfg, "eval")
@@ -86,7 +95,4 @@ def save_perplexity(result: dict, checkpoint: str | Path) -> Path | None:
     _, _, run_dir = resolve_model_dir(checkpoint)
     if run_dir is None:
         return None
-    out = run_dir / "eval" / "perplexity.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    return out
+    return RunDir(run_dir).write_eval("perplexity", result)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import platform
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from ..run_log import read_jsonl, write_json_atomic
+from ..atomic import write_json_atomic, write_text_atomic
+from ..run_dir import RunDir
 from .compare import MEASURES, cost_to_target, loss_at, mean_ci, speedups, val_curve
 
 LABELS = {"step": "optimizer steps", "tokens": "training tokens", "flops": "FLOPs", "time": "seconds (training)"}
@@ -29,13 +29,9 @@ def _versions() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def _load_json(path: Path):
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def read_metrics(runs: dict[str, dict[int, Path]]) -> dict[str, dict[int, list[dict]]]:
-    """Every run's metrics.jsonl rows, read once for the whole report."""
-    return {a: {s: read_jsonl(d / "metrics.jsonl") for s, d in seeds.items()} for a, seeds in runs.items()}
+    """Every run's metrics rows, read once for the whole report."""
+    return {a: {s: RunDir(d).read_metrics() for s, d in seeds.items()} for a, seeds in runs.items()}
 
 
 def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, list[dict]]], baseline: str,
@@ -63,13 +59,16 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
             entry["speedup"] = speedups(costs[baseline], costs[arm])
         evals = {}
         for s, d in seeds.items():
+            run = RunDir(d)
             for name in ("perplexity", "fewshot"):
-                res = _load_json(d / "eval" / f"{name}.json")
+                res = run.read_eval(name)
                 if res:
                     evals.setdefault(name, {})[str(s)] = res
-            for f in sorted((d / "eval").glob("ner-*.json")) if (d / "eval").is_dir() else []:
-                evals.setdefault("ner", {}).setdefault(f.stem, {})[str(s)] = json.loads(f.read_text())["summary"]
-            phases = _load_json(d / "phases.json")
+            for name in run.eval_names("ner-"):
+                res = run.read_eval(name)
+                if isinstance(res, dict) and "summary" in res:
+                    evals.setdefault("ner", {}).setdefault(name, {})[str(s)] = res["summary"]
+            phases = run.read_phases()
             if phases:
                 evals.setdefault("phases", {})[str(s)] = phases
         entry["evaluations"] = evals
@@ -78,7 +77,7 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
         summary["arms"][arm] = entry
     summary["verdict"] = verdict(summary)
     summary["versions"] = _versions()
-    summary["configs"] = {a: {s: yaml.safe_load((d / "config.yaml").read_text()) for s, d in seeds.items()}
+    summary["configs"] = {a: {s: RunDir(d).read_config() for s, d in seeds.items()}
                           for a, seeds in runs.items()}
     return summary
 
@@ -227,9 +226,9 @@ def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str,
     for arm, seeds in runs.items():
         seed, d = next(iter(seeds.items()))
         for name, title in (("erank_heatmap.png", "effective rank"), ("entropy_heatmap.png", "head entropy")):
-            if (d / "plots" / name).is_file():
-                images.append((f"{arm} (seed {seed}): {title}, layer × step", d / "plots" / name))
-        if arm != baseline and (d / "dynamics.jsonl").is_file() and (base_dir / "dynamics.jsonl").is_file():
+            if (RunDir(d).plots_dir() / name).is_file():
+                images.append((f"{arm} (seed {seed}): {title}, layer × step", RunDir(d).plots_dir() / name))
+        if arm != baseline and RunDir(d).dynamics_path().is_file() and RunDir(base_dir).dynamics_path().is_file():
             for p in compare_runs(base_dir, d, out_dir=plots / f"overlay-{arm}", labels=[baseline, arm]):
                 images.append((f"{baseline} vs {arm}: {p.stem.replace('_', ' ')}", p))
     write_json_atomic(out_dir / "summary.json", summary)
@@ -252,10 +251,11 @@ def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str,
     versions = yaml.safe_dump(summary["versions"], sort_keys=False)
     md += ["## Software", "", "```", versions, "```", "", "## Configs", "", "```yaml", configs, "```"]
     body += ["<h2>Software</h2><pre>", html.escape(versions), "</pre><h2>Configs</h2><pre>", html.escape(configs), "</pre>"]
-    (out_dir / "report.md").write_text("\n".join(md), encoding="utf-8")
+    write_text_atomic(out_dir / "report.md", "\n".join(md))
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}img{max-width:100%}figure{margin:1em 0}")
-    (out_dir / "report.html").write_text(
+    write_text_atomic(
+        out_dir / "report.html",
         f"<!doctype html><html><head><meta charset='utf-8'><title>metalm report</title><style>{style}</style></head>"
-        f"<body>{''.join(body)}</body></html>", encoding="utf-8")
+        f"<body>{''.join(body)}</body></html>")
     return out_dir / "report.md"

@@ -8,81 +8,75 @@ reused only if it ran with the settings the experiment file now asks for (record
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
-
-import yaml
 
 from ..data import cache_root
 from ..data.pipeline import resolve_specs
-from ..run_log import write_json_atomic
+from ..errors import MetalmError
+from ..run_dir import REPORT_DIR, ExperimentDir, RunDir, read_requested, write_requested
 from ..trainer import train
 from .report import write_report
 from .spec import Experiment, load_experiment
 
-SPEC_FILE = "experiment.yaml"
+log = logging.getLogger(__name__)
 
 
 class _Requested:
     """Which settings each stored evaluation result of a run was computed with."""
 
-    def __init__(self, out: Path) -> None:
-        self.path = out / "requested.json"
-        self.done = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self.done = read_requested(run)
 
-    def needed(self, name: str, result: Path, settings) -> bool:
-        if not result.is_file():
+    def needed(self, name: str, settings) -> bool:
+        """Whether evaluation `name` must run: no stored result, or one computed with other settings."""
+        if not self.run.eval_path(name).is_file():
             return True
         if name in self.done and self.done[name] != settings:
-            print(f"  {name}: settings changed since {result} was written; evaluating again")
+            log.info("  %s: settings changed since %s was written; evaluating again", name, self.run.eval_path(name))
             return True
         return False
 
     def record(self, name: str, settings) -> None:
         self.done[name] = settings
-        write_json_atomic(self.path, self.done)
+        write_requested(self.run, self.done)
 
 
 def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
+    """Run each evaluation the experiment asks for (`exp.settings`, validated when it was loaded) whose
+    result is missing or was computed with other settings (the settings are recorded in full)."""
     cfg = exp.config(arm, seed)
     run_dir = exp.run_dir(arm, seed)
-    out = run_dir / "eval"
-    evals = exp.evaluations
-    requested = _Requested(out)
-    if evals.get("perplexity") and requested.needed("perplexity", out / "perplexity.json", evals["perplexity"]):
+    requested = _Requested(RunDir(run_dir))
+    perplexity = exp.settings.get("perplexity")
+    if perplexity is not None and requested.needed("perplexity", perplexity.model_dump(mode="json")):
         from ..evaluation.perplexity import evaluate_perplexity, save_perplexity
 
-        sets = evals["perplexity"]
-        if sets is True:
+        sets = perplexity.data
+        if sets is None:  # the run's validation set
             _, val, _ = resolve_specs(cfg.data, cache_root(cfg.run.cache_dir))
             sets = [val if isinstance(val, str) else val[0]] if val is not None else []
         if sets:
-            save_perplexity(evaluate_perplexity(run_dir, list(sets)), run_dir)
-            requested.record("perplexity", evals["perplexity"])
-    if evals.get("fewshot") and requested.needed("fewshot", out / "fewshot.json", evals["fewshot"]):
+            save_perplexity(evaluate_perplexity(run_dir, sets, perplexity), run_dir)
+            requested.record("perplexity", perplexity.model_dump(mode="json"))
+    fewshot = exp.settings.get("fewshot")
+    if fewshot is not None and requested.needed("fewshot", fewshot.model_dump(mode="json")):
         from ..evaluation.fewshot import evaluate_fewshot, save_fewshot
 
-        settings = evals["fewshot"] if isinstance(evals["fewshot"], dict) else {}
-        save_fewshot(evaluate_fewshot(run_dir, cache_dir=cfg.run.cache_dir, **settings), run_dir)
-        requested.record("fewshot", evals["fewshot"])
-    ner = evals.get("ner")
-    if ner:
-        from ..evaluation.ner import result_path, run_ner, save_result
+        save_fewshot(evaluate_fewshot(run_dir, fewshot, cache_dir=cfg.run.cache_dir), run_dir)
+        requested.record("fewshot", fewshot.model_dump(mode="json"))
+    ner = exp.settings.get("ner")
+    if ner is not None:
+        from ..data.demo import resolve_ner_data
+        from ..evaluation.ner import result_name, run_ner, save_result
 
-        settings = dict(ner)
-        data = settings.pop("data", "demo")
-        train_lang = settings.pop("train_lang", "en")
-        test_langs = settings.pop("test_langs", [train_lang])
-        probe = {"config": {"train_lang": train_lang, "mode": settings.get("mode", "finetune")}}
-        path = result_path(probe, run_dir)
-        if requested.needed(path.stem, path, ner):
-            if data == "demo":
-                from ..demo_world import ensure_demo_world
-
-                data = str(ensure_demo_world(cache_root(cfg.run.cache_dir)) / "ner")
-            result = run_ner(run_dir, data, train_lang, list(test_langs), progress=False, **settings)
+        name = result_name({"config": {"train_lang": ner.train_lang, "mode": ner.mode}})
+        if requested.needed(name, ner.model_dump(mode="json")):
+            data = resolve_ner_data(ner.data, cache_root(cfg.run.cache_dir))
+            result = run_ner(run_dir, data, settings=ner, progress=False)
             save_result(result, run_dir)
-            requested.record(path.stem, ner)
+            requested.record(name, ner.model_dump(mode="json"))
 
 
 def run_experiment(path: str | Path, overrides: list[str] | None = None) -> Path:
@@ -90,15 +84,15 @@ def run_experiment(path: str | Path, overrides: list[str] | None = None) -> Path
     exp.root.mkdir(parents=True, exist_ok=True)
     spec = {**exp.shared, "arms": exp.arms, "seeds": exp.seeds, "baseline": exp.baseline,
             "target_loss": exp.target_loss, "evaluations": exp.evaluations}
-    (exp.root / SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    ExperimentDir(exp.root).write_spec(spec)
     total = len(exp.arms) * len(exp.seeds)
     for i, (seed, arm) in enumerate(((s, a) for s in exp.seeds for a in exp.arms), 1):
-        print(f"[{i}/{total}] arm {arm}, seed {seed}: {exp.run_dir(arm, seed)}")
+        log.info("[%d/%d] arm %s, seed %d: %s", i, total, arm, seed, exp.run_dir(arm, seed))
         train(exp.config(arm, seed))
         _evaluate(exp, arm, seed)
     report = write_report(exp.root, {a: {s: exp.run_dir(a, s) for s in exp.seeds} for a in exp.arms},
                           exp.baseline, exp.target_loss)
-    write_json_atomic(exp.root / "status.json", {"state": "finished", "report": str(report)})
+    ExperimentDir(exp.root).write_status({"state": "finished", "report": str(report)})
     print(f"report: {report} (also report.html, summary.json)")
     return report
 
@@ -106,20 +100,18 @@ def run_experiment(path: str | Path, overrides: list[str] | None = None) -> Path
 def report_from_dirs(paths: list[str | Path], target_loss: float | None = None, baseline: str | None = None) -> Path:
     """`metalm report`: an experiment directory (its saved spec), or run directories compared as arms."""
     paths = [Path(p) for p in paths]
-    if len(paths) == 1 and (paths[0] / SPEC_FILE).is_file():
-        exp = load_experiment(paths[0] / SPEC_FILE)
+    if len(paths) == 1 and ExperimentDir(paths[0]).is_experiment():
+        exp = load_experiment(ExperimentDir(paths[0]).spec_path)
         exp.root = paths[0]
         runs = {a: {s: exp.run_dir(a, s) for s in exp.seeds if exp.run_dir(a, s).is_dir()} for a in exp.arms}
         return write_report(exp.root, runs, baseline or exp.baseline,
                             target_loss if target_loss is not None else exp.target_loss)
-    from ..errors import MetalmError
-
     runs: dict[str, dict[int, Path]] = {}
     for p in paths:
-        if not (p / "metrics.jsonl").is_file():
-            raise MetalmError(f"{p}: not a run directory (no metrics.jsonl) nor an experiment directory")
-        cfg = yaml.safe_load((p / "config.yaml").read_text()) or {}
-        runs.setdefault(p.name, {})[int(cfg.get("run", {}).get("seed", 0))] = p
-    out = paths[0].parent / "report"
+        run = RunDir(p)
+        if not run.metrics_path.is_file():
+            raise MetalmError(f"{p}: neither a run directory with metrics nor an experiment directory")
+        runs.setdefault(p.name, {})[int(run.config_section("run").get("seed", 0))] = p
+    out = paths[0].parent / REPORT_DIR
     out.mkdir(exist_ok=True)
     return write_report(out, runs, baseline or next(iter(runs)), target_loss)

@@ -11,9 +11,13 @@
     baseline: vanilla          # the arm whose final validation loss is the default target
     target_loss: null          # or a number
     evaluations:
-      perplexity: true         # the run's validation set (or a list of paths)
+      perplexity: true         # the run's validation set (or a list of paths, or its settings)
       fewshot: {episodes: 50}
       ner: {data: demo, train_lang: en, test_langs: [en, xx], epochs: 2}
+
+Evaluation settings are typed (`metalm.evaluation.settings`: the same settings, with the same
+defaults, as the flags of `metalm eval perplexity|fewshot|ner`) and validated when the file is
+loaded, so a misspelt key fails before anything trains.
 
 Each arm × seed is an ordinary run directory `RUN_DIR/<arm>/seed-<seed>/`, configured as the shared
 settings overridden by the arm, with `run.seed` = the seed: arms with the same seed see the same
@@ -27,11 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from ..config import Config, from_dict, load_tree
 from ..errors import ConfigError
-
-EVALUATIONS = {"perplexity", "fewshot", "ner"}
+from ..evaluation.settings import EvaluationSettings, experiment_settings
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -49,7 +51,8 @@ class Experiment:
     seeds: list[int]
     baseline: str
     target_loss: float | None
-    evaluations: dict[str, Any] = field(default_factory=dict)
+    evaluations: dict[str, Any] = field(default_factory=dict)  # as written in the file
+    settings: dict[str, EvaluationSettings] = field(default_factory=dict)  # validated, of those to run
 
     def run_dir(self, arm: str, seed: int) -> Path:
         return self.root / arm / f"seed-{seed}"
@@ -86,11 +89,9 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     if target is not None and not isinstance(target, (int, float)):
         raise ConfigError("target_loss: a number (or null for the baseline's final validation loss)")
     evaluations = tree.pop("evaluations", None) or {}
-    if not isinstance(evaluations, dict) or set(evaluations) - EVALUATIONS:
-        unknown = set(evaluations) - EVALUATIONS if isinstance(evaluations, dict) else evaluations
-        raise ConfigError(f"evaluations: unknown {sorted(unknown)}; choose from {sorted(EVALUATIONS)}")
+    settings = experiment_settings(evaluations)
     root = Path((tree.get("run") or {}).get("dir", "runs/experiment"))
-    exp = Experiment(root, tree, arms, seeds, baseline, None if target is None else float(target), evaluations)
+    exp = Experiment(root, tree, arms, seeds, baseline, None if target is None else float(target), evaluations, settings)
     for arm in arms:  # validate every arm's config now, before anything runs
         exp.config(arm, seeds[0])
     return exp

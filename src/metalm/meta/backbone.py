@@ -1,4 +1,4 @@
-"""Which parameters the inner loop adapts, and how to run the backbone so frozen parts run once.
+"""The backbone cut into a frozen lower part and an adapted upper part, so frozen layers run once.
 
 The backbone is cut into a *lower* part, frozen during adaptation and run once per episode, and an
 *upper* part whose parameters are adapted and which is re-run (functionally, with fast weights) on
@@ -21,8 +21,7 @@ from torch.func import functional_call
 
 from ..errors import ConfigError
 from ..model import backbone_flops_per_token
-
-Params = dict[str, torch.Tensor]
+from .inner import Params
 
 
 def _base(model: nn.Module) -> tuple[nn.Module, str]:
@@ -44,16 +43,7 @@ def inner_parameter_names(model: nn.Module, meta_cfg) -> list[str]:
     """Model parameters adapted in the inner loop (the SMLMT episode head is not a model parameter).
 
     LM tasks also adapt the model's LM head (their 'head')."""
-    base, prefix = _base(model)
-    if meta_cfg.inner_params == "head":
-        names: list[str] = []
-    elif meta_cfg.inner_params == "all":
-        names = [prefix + n for n, _ in base.named_parameters()]
-    else:
-        layers = base.layers
-        first = len(layers) - meta_cfg.inner_n_layers
-        names = [f"{prefix}layers.{i}.{n}" for i in range(first, len(layers)) for n, _ in layers[i].named_parameters()]
-        names += [f"{prefix}norm.{n}" for n, _ in base.norm.named_parameters()]
+    names = list(backbone_partition(model, meta_cfg).upper_names)
     if meta_cfg.task == "lm":
         names += [n for n in head_parameter_names(model) if n not in names]
     return names
@@ -63,10 +53,12 @@ def _layer_flops_per_token(layer: nn.Module, seq_len: int, d_model: int) -> int:
     return 2 * sum(p.numel() for p in layer.parameters()) + 2 * seq_len * d_model
 
 
-class Split:
+class BackbonePartition:
     """Lower (run once, frozen) and upper (re-run with fast weights) parts of the backbone.
 
     `upper_names` are full model parameter names; `upper(params, x)` takes a dict keyed by them.
+    `flops_per_token` and the `*_has_layers` flags tell the episode accounting (`meta.flops`) what
+    each part costs.
     """
 
     upper_names: list[str]
@@ -76,7 +68,8 @@ class Split:
         self.base, self.prefix = _base(model)
         self.d_model = model.config.hidden_size
 
-    def parameters(self) -> Params:
+    def upper_parameters(self) -> Params:
+        """The model parameters of the upper part (the adapted backbone parameters), by full name."""
         named = dict(self.model.named_parameters())
         return {n: named[n] for n in self.upper_names}
 
@@ -99,7 +92,7 @@ class Split:
         return True
 
 
-class HeadSplit(Split):
+class HeadOnlyPartition(BackbonePartition):
     """ANIL: the whole backbone is frozen during adaptation; features are computed once."""
 
     upper_names: list[str] = []
@@ -118,7 +111,7 @@ class HeadSplit(Split):
         return False
 
 
-class FullSplit(Split):
+class FullPartition(BackbonePartition):
     """`all`: every backbone parameter is adapted; the backbone runs functionally every inner step."""
 
     def __init__(self, model):
@@ -140,7 +133,7 @@ class FullSplit(Split):
         return False
 
 
-class LayerSplit(Split):
+class LastLayersPartition(BackbonePartition):
     """`head+last_n_layers` on a Llama-style decoder: the first L−n layers run once; the last n and
     the final norm re-run on their cached output with fast weights."""
 
@@ -196,9 +189,9 @@ class LayerSplit(Split):
         return self.first > 0
 
 
-def make_split(model: nn.Module, meta_cfg) -> Split:
+def backbone_partition(model: nn.Module, meta_cfg) -> BackbonePartition:
     if meta_cfg.inner_params == "head":
-        return HeadSplit(model)
+        return HeadOnlyPartition(model)
     if meta_cfg.inner_params == "all":
-        return FullSplit(model)
-    return LayerSplit(model, meta_cfg.inner_n_layers)
+        return FullPartition(model)
+    return LastLayersPartition(model, meta_cfg.inner_n_layers)

@@ -34,29 +34,42 @@ class MetaConfig(Section):
     `hybrid` is not used.
     """
 
-    enabled: bool = False
-    task: Literal["smlmt", "lm"] = "smlmt"
-    smlmt_variant: Literal["sentence", "token"] = "sentence"
-    algorithm: Literal["fomaml", "maml", "reptile"] = "fomaml"
-    inner_params: Literal["head", "head+last_n_layers", "all"] = "head"
-    inner_n_layers: int = Field(1, ge=1)  # n of head+last_n_layers
-    inner_steps: int = Field(10, ge=1)
-    inner_lr: float = Field(0.5, gt=0)  # suits head-only loops (unit-norm SMLMT features); adapting layers wants ~0.01
-    inner_optimizer: Literal["sgd", "adamw"] = "sgd"
-    inner_weight_decay: float = Field(0.0, ge=0)  # decoupled, in the inner loop only
-    n_way: int = Field(5, ge=2)
-    k_shot: int = Field(4, ge=1)
-    q_query: int = Field(4, ge=1)
-    episodes_per_step: int = Field(1, ge=1)  # global meta batch (all ranks) of one optimizer step
-    head_init: Literal["zero", "proto", "learned"] | None = None  # None: learned (token), proto (sentence)
-    pool: Literal["last", "mask"] | None = None  # None: last (sentence); the token variant reads the mask
-    window_len: int = Field(64, ge=4)  # tokens per SMLMT window / per LM-task sequence
-    band_min_count: int = Field(20, ge=1)
-    band_max_count: int | None = Field(None, ge=1)
-    band_skip_top: int = Field(100, ge=0)
-    hybrid: float = Field(0.5, ge=0, le=1)
-    schedule: Literal["random", "interleave", "weighted"] = "interleave"
-    weight: float = Field(0.5, ge=0, le=1)  # λ of the weighted schedule
+    enabled: bool = Field(False, description="run meta-learned pretraining (meta steps next to next-token steps)")
+    task: Literal["smlmt", "lm"] = Field("smlmt", description="episode kind: SMLMT classification or LM tasks "
+                                         "(one document or group per episode, next-token loss)")
+    smlmt_variant: Literal["sentence", "token"] = Field(
+        "sentence", description="SMLMT classes: whole words masked in text windows (sentence) or token ids (token)")
+    algorithm: Literal["fomaml", "maml", "reptile"] = Field(
+        "fomaml", description="outer gradient: first-order MAML, exact second-order MAML, or Reptile")
+    inner_params: Literal["head", "head+last_n_layers", "all"] = Field(
+        "head", description="parameters the inner loop adapts: the head only (ANIL), the head and the last n "
+        "layers, or everything")
+    inner_n_layers: int = Field(1, ge=1, description="n of head+last_n_layers")
+    inner_steps: int = Field(10, ge=1, description="inner-loop steps k per episode")
+    inner_lr: float = Field(0.5, gt=0, description="inner learning rate α; 0.5 suits head-only loops (unit-norm "
+                            "SMLMT features), adapting layers wants ~0.01")
+    inner_optimizer: Literal["sgd", "adamw"] = Field("sgd", description="inner-loop optimizer")
+    inner_weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay, in the inner loop only")
+    n_way: int = Field(5, ge=2, description="N: classes per SMLMT episode")
+    k_shot: int = Field(4, ge=1, description="K: support items per class (LM tasks: support sequences)")
+    q_query: int = Field(4, ge=1, description="Q: query items per class (LM tasks: query sequences)")
+    episodes_per_step: int = Field(1, ge=1, description="global meta batch (all ranks) of one optimizer step")
+    head_init: Literal["zero", "proto", "learned"] | None = Field(
+        None, description="SMLMT episode head initialisation; null: learned (token variant), proto (sentence)")
+    pool: Literal["last", "mask"] | None = Field(
+        None, description="SMLMT read-out position; null: last (sentence); the token variant reads the mask")
+    window_len: int = Field(64, ge=4, description="tokens per SMLMT window / per LM-task sequence")
+    band_min_count: int = Field(20, ge=1, description="SMLMT candidates occur at least max(this, k_shot + q_query) "
+                                "times in the corpus")
+    band_max_count: int | None = Field(None, ge=1, description="SMLMT candidates occur at most this many times "
+                                       "(null: no cap)")
+    band_skip_top: int = Field(100, ge=0, description="the most frequent units excluded from SMLMT candidates")
+    hybrid: float = Field(0.5, ge=0, le=1, description="share of optimizer steps that are meta steps "
+                          "(schedule random or interleave)")
+    schedule: Literal["random", "interleave", "weighted"] = Field(
+        "interleave", description="which steps are meta steps: seeded random draw, evenly interleaved, or every "
+        "step weighted (weight·L_meta + (1 − weight)·L_AR)")
+    weight: float = Field(0.5, ge=0, le=1, description="λ of the weighted schedule")
 
     @model_validator(mode="after")
     def _combinations(self) -> "MetaConfig":
@@ -166,5 +179,5 @@ def validate_meta(meta_cfg: MetaConfig, model_config, vocab_stats: VocabStats | 
 
 
 # Decoders whose backbone is embed_tokens → layers[i] → norm with rotary position embeddings, so the
-# last n layers can be re-run alone on cached hidden states (meta.backbone.LayerSplit).
+# last n layers can be re-run alone on cached hidden states (meta.backbone.LastLayersPartition).
 LLAMA_LIKE = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo2"})

@@ -1,4 +1,7 @@
-"""The inner loop: k steps of SGD or AdamW on the support loss over a dict of fast weights.
+"""The inner loop (`adapt`): k steps of SGD or AdamW on the support loss over a dict of fast weights.
+
+It is the same for every algorithm; what differs is only whether the steps keep their graph
+(second order, MAML) and what the outer rule (`meta.outer`) does with the result.
 
 First order: the steps run on detached copies; the result is returned as θ₀ + stopgrad(θ′ − θ₀), so
 a backward of the query loss at θ′ lands ∇_θ′ L_Q on whatever θ₀ depends on (the model parameters,
@@ -28,8 +31,10 @@ EPS = 1e-8
 
 @dataclass
 class InnerResult:
-    params: Params  # θ′ with the outer graph (see module docstring)
-    final: Params  # θ′ detached
+    """What the inner loop returns: θ′ twice (with and without the outer graph) and its statistics."""
+
+    adapted: Params  # θ′ with the outer graph (see module docstring)
+    adapted_detached: Params  # θ′ detached
     loss_before: float
     acc_before: float
     grad_norm: float  # mean over inner steps of the global L2 norm of the support gradient
@@ -82,9 +87,9 @@ def adapt(
             if m is not None:
                 m = {k: x.detach() for k, x in m.items()}
                 v2 = {k: x.detach() for k, x in v2.items()}
-    final = {k: x.detach() for k, x in p.items()}
+    detached = {k: x.detach() for k, x in p.items()}
     if second_order:
         adapted = p
     else:
-        adapted = {k: params0[k] + (final[k] - params0[k].detach()) for k in keys}
-    return InnerResult(adapted, final, float(loss_before), float(acc_before), float(torch.stack(norms).mean()))
+        adapted = {k: params0[k] + (detached[k] - params0[k].detach()) for k in keys}
+    return InnerResult(adapted, detached, float(loss_before), float(acc_before), float(torch.stack(norms).mean()))

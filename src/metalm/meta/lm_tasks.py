@@ -17,6 +17,8 @@ from .episode import Episode
 
 
 class LMTaskSampler:
+    """LM-task episodes of one corpus: its eligible units (documents or groups) and their slots."""
+
     def __init__(self, doc_offsets: np.ndarray, window: int, k_shot: int, q_query: int,
                  doc_groups: np.ndarray | None = None):
         self.doc_offsets = np.asarray(doc_offsets, dtype=np.int64)

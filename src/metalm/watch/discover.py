@@ -1,6 +1,6 @@
 """Which run directories a `metalm watch PATH...` command is about.
 
-A run directory is one with `metrics.jsonl` or `config.yaml`; any other directory is taken as an
+A run directory is what `metalm.run_dir.is_run_dir` says; any other directory is taken as an
 experiment and expanded to the run directories found up to `MAX_DEPTH` levels below it (not
 looking inside run directories themselves, whose checkpoints/ and final/ are not runs). Discovery
 is repeated at every poll, so runs that an experiment starts later appear on the page; a path with
@@ -12,12 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from metalm.run_dir import is_run_dir
+
 MAX_DEPTH = 3
-RUN_MARKERS = ("metrics.jsonl", "config.yaml")
-
-
-def is_run_dir(path: Path) -> bool:
-    return any((path / marker).is_file() for marker in RUN_MARKERS)
 
 
 def _runs_below(root: Path, depth: int) -> list[Path]:

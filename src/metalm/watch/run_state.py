@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from metalm.run_dir import RunDir
 from metalm.watch.downsample import even_columns
 from metalm.watch.heatmap import ATTENTION_GROUP, heatmap_matrix, members
 from metalm.watch.phases import phase_table
@@ -90,11 +91,12 @@ class RunState:
         self.name = name
         self.metrics = MetricsStore()
         self.dynamics = DynamicsStore()
-        self._metrics_tail = JsonlTail(self.path / "metrics.jsonl")
-        self._dynamics_tail = JsonlTail(self.path / "dynamics.jsonl")
-        self.status_file = FileSnapshot(self.path / "status.json", parse_json)
-        self.phases_file = FileSnapshot(self.path / "phases.json", parse_json)
-        self.config_file = FileSnapshot(self.path / "config.yaml", parse_yaml)
+        run = RunDir(self.path)
+        self._metrics_tail = JsonlTail(run.metrics_path)
+        self._dynamics_tail = JsonlTail(run.dynamics_path())
+        self.status_file = FileSnapshot(run.status_path, parse_json)
+        self.phases_file = FileSnapshot(run.phases_path(), parse_json)
+        self.config_file = FileSnapshot(run.config_path, parse_yaml)
         self.gone = False
         self._metrics_mtime: float | None = None
         self._view_cache: tuple[str, dict[str, Any]] | None = None
@@ -127,9 +129,9 @@ class RunState:
     def status(self, now: float, stale_after: float) -> dict[str, Any]:
         """State (waiting / running / stale / finished / failed / stopped / gone), step, speed, ETA.
 
-        "stale": status.json says running but neither it nor metrics.jsonl changed for longer than
-        `stale_after` seconds (or five logging intervals, if those are longer) - the process was
-        most likely killed. Without status.json the same test tells "running" from "stopped".
+        "stale": the status file says running but neither it nor the metrics file changed for longer
+        than `stale_after` seconds (or five logging intervals, if those are longer) - the process was
+        most likely killed. Without a status file the same test tells "running" from "stopped".
         """
         status = self.status_file.value if isinstance(self.status_file.value, dict) else {}
         rate = self.metrics.recent_rate()

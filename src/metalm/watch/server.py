@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import socket
-import sys
 import webbrowser
 from collections.abc import Sequence
 from http import HTTPStatus
@@ -25,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from metalm.errors import MetalmError
+from metalm.log import logger
 from metalm.watch.run_state import Cursor, DynamicsSelection
 from metalm.watch.watcher import Watcher
 
@@ -145,7 +145,7 @@ class WatchHandler(BaseHTTPRequestHandler):
             answer = self.server.watcher.update(cursors, selection)
             body = json.dumps(answer, allow_nan=False, separators=(",", ":")).encode("utf-8")
         except Exception as exc:  # noqa: BLE001 - report to the page and the terminal, keep serving
-            print(f"metalm watch: update failed: {exc!r}", file=sys.stderr)
+            logger.warning(f"watch: update failed: {exc!r}")
             body = json.dumps({"error": str(exc)}).encode("utf-8")
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, body, "application/json", head_only)
             return
@@ -203,7 +203,7 @@ def serve(
 ) -> None:
     """Serve the live view until interrupted (Ctrl-C); prints the URL to open."""
     server, url = make_server([Path(p) for p in paths], host=host, port=port, poll_interval=poll_interval)
-    print(f"metalm watch: serving {url}  (Ctrl-C to stop)", flush=True)
+    print(f"metalm watch: serving {url}  (Ctrl-C to stop)", flush=True)  # the result: the URL to open (stdout)
     if open_browser:
         webbrowser.open(url)
     try:

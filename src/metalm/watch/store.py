@@ -46,7 +46,7 @@ def _json_list(values: np.ndarray) -> list[float | None]:
 
 
 class MetricsStore:
-    """Column store of `metrics.jsonl` rows."""
+    """Column store of a run's metrics rows."""
 
     def __init__(self) -> None:
         self.generation = 0
@@ -171,7 +171,7 @@ class MetricsStore:
 
 
 class DynamicsStore:
-    """The rows of `dynamics.jsonl`, minus their `shape` (not shown), in file order."""
+    """A run's dynamics rows, minus their `shape` (not shown), in file order."""
 
     KEPT = ("step", "group", "layer", "component", "head", "erank", "per", "entropy", "entropy_norm")
 

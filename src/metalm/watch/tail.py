@@ -6,7 +6,7 @@ consumes a line without its trailing newline (the writer may be half-way through
 starts over when the file shrinks, is replaced (new inode) or is rewritten in place (the bytes just
 before its offset changed) - the watcher must then drop what it had read before.
 
-`FileSnapshot` re-parses a small whole-file document (status.json, phases.json, config.yaml) when
+`FileSnapshot` re-parses a small whole-file document (the run's status, phase read-out and config) when
 its size, mtime or inode change, and keeps the last good value while a non-atomic write is caught
 half-done.
 """

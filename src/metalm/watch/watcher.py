@@ -15,33 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from metalm.errors import MetalmError
+from metalm.run_dir import differing_keys, flatten
 from metalm.watch.discover import discover_runs, display_name
 from metalm.watch.run_state import Cursor, DynamicsSelection, RunState, json_safe
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    return {prefix or "(root)": value}
-
-
-def config_differences(configs: Mapping[str, Any]) -> dict[str, Any]:
+def differences_table(configs: Mapping[str, Any]) -> dict[str, Any]:
     """The dotted config keys whose values differ between runs (what tells the runs apart):
     {"keys": [...], "values": {run_name: [value-or-None per key]}}. Runs without a config are
     left out; with fewer than two configs there is nothing to compare."""
-    flat = {name: _flatten(config) for name, config in configs.items() if isinstance(config, dict)}
+    flat = {name: flatten(config) for name, config in configs.items() if isinstance(config, dict)}
     if len(flat) < 2:
         return {"keys": [], "values": {}}
-    all_keys = sorted({key for values in flat.values() for key in values})
-    missing = object()
-    keys = [
-        key
-        for key in all_keys
-        if len({repr(values.get(key, missing)) for values in flat.values()}) > 1
-    ]
+    keys = differing_keys(configs)
     values = {name: [json_safe(flat_values.get(key)) for key in keys] for name, flat_values in flat.items()}
     return {"keys": keys, "values": values}
 
@@ -117,7 +103,7 @@ class Watcher:
                 )
                 for run in runs
             ]
-            differences = config_differences({run.name: run.config_file.value for run in runs})
+            differences = differences_table({run.name: run.config_file.value for run in runs})
         return {
             "time": now,
             "poll_interval": self.poll_interval,

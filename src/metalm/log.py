@@ -1,0 +1,49 @@
+"""Messages of the `metalm` commands: the `metalm` logger, to stderr as `metalm: message`.
+
+Results a user pipes (tables, JSON, `report: PATH`) are printed to stdout by the commands; progress
+notes, "saved X" and warnings go through `logger`. Importing this module configures nothing;
+`setup_logging` (called by `metalm.cli.main`) installs the one stderr handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+logger = logging.getLogger("metalm")
+
+LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the *current* sys.stderr (so redirections made after set-up, e.g. by tests, apply)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+class _Formatter(logging.Formatter):
+    """`metalm: message`, `metalm: warning: message`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        return f"metalm: {level}{super().format(record)}"
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """-1 (--quiet): warnings and errors only; 0: messages; 1 (--verbose): debug details too.
+    Idempotent: calling it again replaces the handler it installed."""
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(_Formatter())
+    logger.addHandler(handler)
+    logger.setLevel(LEVELS[max(-1, min(1, verbosity))])

@@ -1,0 +1,244 @@
+"""The meta step: run episodes (θ₀ → inner loop → query loss → outer rule) and sum their outer gradients.
+
+`run_episode` takes one episode through the algorithm: it builds θ₀ (the adapted backbone part and
+the head), adapts it on the support rows (`meta.inner.adapt`), evaluates the query rows and hands
+the result to the algorithm's outer rule (`meta.outer`), which leaves the episode's outer gradient,
+times `episode_weight`, in `.grad`. `MetaStep` does that for one rank's `EpisodeBatch`, and
+`reduce_stats` merges every rank's statistics. The caller all-reduces the gradients, clips and
+steps AdamW. The work each episode executed is computed from its shape by `meta.flops`.
+
+Efficiency (DESIGN 2.4): the frozen lower part of the backbone (`meta.backbone`) runs once per
+episode (support and query rows, never again); the inner loop re-runs only the adapted upper part —
+nothing at all for `inner_params=head`, where it works on the gathered support features alone (one
+row per item, never a B×L×V logit tensor for SMLMT); the query loss flows back through the backbone
+once. Support rows are run without a graph unless the outer gradient needs them (second order,
+ProtoMAML).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from ..accounting import Work
+from .backbone import BackbonePartition, backbone_partition, head_parameter_names
+from .episode import Episode
+from .flops import EpisodeShape, PassCosts, episode_work
+from .heads import LearnedHead, head_logits, proto_head, zero_head
+from .inner import Params, adapt
+from .outer import AdaptedEpisode, OuterRule, outer_rule
+from .sampler import EpisodeBatch
+
+METRIC_KEYS = ("meta_loss", "support_loss_before", "support_acc_before", "support_loss_after",
+               "support_acc_after", "query_acc", "inner_grad_norm")
+
+
+def _fp32(x: torch.Tensor) -> torch.Tensor:
+    """At least float32 (half-precision activations are upcast; float64 stays float64)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def _ce_acc(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = _fp32(logits)
+    return F.cross_entropy(logits, labels), (logits.argmax(-1) == labels).float().mean()
+
+
+class EpisodeRows:
+    """What the model reads from an episode: the inputs, read-out positions and labels of its support
+    and query rows. SMLMT rows carry one labelled item each; LM-task rows are inputs row[:-1] with
+    next-token labels row[1:] at every position."""
+
+    def __init__(self, model, episode: Episode):
+        self.smlmt = episode.task == "smlmt"
+        if self.smlmt:
+            self.support_ids, self.query_ids = episode.support_ids, episode.query_ids
+            self.support_labels, self.query_labels = episode.support_labels, episode.query_labels
+            self.support_positions, self.query_positions = episode.support_pos, episode.query_pos
+            n_classes = episode.n_way
+            support_items, query_items = self.support_ids.shape[0], self.query_ids.shape[0]
+        else:
+            self.support_ids, self.query_ids = episode.support_ids[:, :-1], episode.query_ids[:, :-1]
+            self.support_labels = episode.support_ids[:, 1:].reshape(-1)
+            self.query_labels = episode.query_ids[:, 1:].reshape(-1)
+            self.support_positions = self.query_positions = None
+            n_classes = model.get_output_embeddings().weight.shape[0]
+            support_items, query_items = self.support_ids.numel(), self.query_ids.numel()
+        self.n_classes = n_classes
+        self.shape = EpisodeShape(seq_len=self.support_ids.shape[1], support_tokens=self.support_ids.numel(),
+                                  query_tokens=self.query_ids.numel(), support_items=support_items,
+                                  query_items=query_items, n_classes=n_classes, unique_tokens=episode.n_tokens)
+
+    def features(self, hidden: torch.Tensor, support: bool) -> torch.Tensor:
+        """LM tasks: every position, as the LM head sees it. SMLMT: the read-out position of each
+        row, divided by √d: final-norm states have unit RMS, so features have unit norm and the
+        classifier's logits stay O(1) at any width (raw, ProtoMAML's squared distances ~2d saturate
+        the softmax and leave the inner loop nothing to do; one inner_lr fits every preset)."""
+        if not self.smlmt:
+            return _fp32(hidden.reshape(-1, hidden.shape[-1]))
+        positions = self.support_positions if support else self.query_positions
+        feats = _fp32(hidden[torch.arange(hidden.shape[0], device=hidden.device), positions])
+        return feats * feats.shape[-1] ** -0.5
+
+
+def run_episode(model, episode: Episode, meta_cfg, learned_head: LearnedHead | None = None,
+                episode_weight: float = 1.0, partition: BackbonePartition | None = None,
+                outer_gradient: bool = True) -> dict:
+    """One episode of `meta_cfg.algorithm` (see the module docstring): its statistics and `work`.
+
+    `outer_gradient=False` (evaluation) adapts and measures only: no graph is kept for an outer
+    gradient and nothing is written to `.grad`."""
+    rule = outer_rule(meta_cfg.algorithm, outer_gradient)
+    partition = partition or backbone_partition(model, meta_cfg)
+    with rule.context():
+        return _run_episode(model, episode, meta_cfg, learned_head, episode_weight, partition, rule)
+
+
+def _run_episode(model, episode: Episode, meta_cfg, learned_head, episode_weight: float,
+                 partition: BackbonePartition, rule: OuterRule) -> dict:
+    rows = EpisodeRows(model, episode)
+    head_init = meta_cfg.resolved_head_init()
+    k, lr = meta_cfg.inner_steps, meta_cfg.inner_lr
+    outer_graph = contextlib.nullcontext if rule.query_backward else torch.no_grad
+
+    # The frozen lower part: once per row.
+    if rule.support_graph(head_init):
+        x = partition.lower(torch.cat([rows.support_ids, rows.query_ids]))
+        support_x, query_x = x[: rows.support_ids.shape[0]], x[rows.support_ids.shape[0]:]
+    else:
+        with torch.no_grad():
+            support_x = partition.lower(rows.support_ids)
+        with outer_graph():
+            query_x = partition.lower(rows.query_ids)
+
+    params0, weight_key, bias_key = _initial_params(model, episode, rows, partition, head_init, learned_head,
+                                                    support_x, rule)
+
+    def head_of(p: Params) -> dict[str, torch.Tensor]:
+        return {"weight": p[weight_key], **({"bias": p[bias_key]} if bias_key else {})}
+
+    support_in = support_x if rule.second_order else support_x.detach()
+    if not partition.upper_has_layers:
+        support_features = rows.features(support_in, support=True)  # head-only: computed once
+
+        def support_loss(p):
+            return _ce_acc(head_logits(support_features, head_of(p)), rows.support_labels)
+    else:
+        def support_loss(p):
+            return _ce_acc(head_logits(rows.features(partition.upper(p, support_in), support=True), head_of(p)),
+                           rows.support_labels)
+
+    inner = adapt(params0, support_loss, k, lr, meta_cfg.inner_optimizer, meta_cfg.inner_weight_decay,
+                  rule.second_order)
+    with torch.no_grad():
+        loss_after, acc_after = support_loss(inner.adapted_detached)
+    with outer_graph():
+        adapted = inner.adapted if rule.query_backward else inner.adapted_detached
+        query_features = rows.features(partition.upper(adapted, query_x), support=False)
+        loss_q, acc_q = _ce_acc(head_logits(query_features, head_of(adapted)), rows.query_labels)
+
+    named = dict(model.named_parameters())
+
+    def accumulate(name: str, grad: torch.Tensor) -> None:
+        if name in named:
+            _accumulate(named[name], grad)
+        elif rows.smlmt and head_init == "learned":  # zero/proto heads are not parameters: nothing to update
+            _accumulate_rows(learned_head.weight if name == weight_key else learned_head.bias, episode.class_ids, grad)
+
+    rule.apply(AdaptedEpisode(params0, inner, loss_q, k, lr, accumulate), episode_weight)
+    return {
+        "meta_loss": float(loss_q.detach()), "query_acc": float(acc_q),
+        "support_loss_before": inner.loss_before, "support_acc_before": inner.acc_before,
+        "support_loss_after": float(loss_after), "support_acc_after": float(acc_after),
+        "inner_grad_norm": inner.grad_norm,
+        "work": episode_work(rows.shape, PassCosts.of(partition, rows.shape), k, rule, head_init),
+    }
+
+
+def _initial_params(model, episode: Episode, rows: EpisodeRows, partition: BackbonePartition, head_init, learned_head,
+                    support_x: torch.Tensor, rule: OuterRule) -> tuple[Params, str, str | None]:
+    """θ₀ — the upper backbone part and the head: the episode classifier (SMLMT) or the model's LM
+    head (LM tasks) — and the keys of the head's weight and bias in it."""
+    keep = rule.query_backward
+    upper0 = {n: (p if keep else p.detach()) for n, p in partition.upper_parameters().items()}
+    if not rows.smlmt:
+        named = dict(model.named_parameters())
+        names = head_parameter_names(model)
+        weight_key = next(n for n in names if named[n] is model.get_output_embeddings().weight)
+        bias_key = next((n for n in names if n != weight_key), None)
+        return {**upper0, **{n: (named[n] if keep else named[n].detach()) for n in names}}, weight_key, bias_key
+    if head_init == "zero":
+        like = _fp32(support_x) if support_x.is_floating_point() else next(model.parameters())
+        head0 = zero_head(rows.n_classes, partition.d_model, like)
+    elif head_init == "proto":
+        with contextlib.nullcontext() if keep else torch.no_grad():
+            features = rows.features(partition.upper(upper0, support_x), support=True)
+            head0 = proto_head(features, rows.support_labels, rows.n_classes)
+    else:
+        head0 = learned_head.rows(episode.class_ids)
+        if not keep:
+            head0 = {n: v.detach() for n, v in head0.items()}
+    return {**upper0, "head.weight": head0["weight"], "head.bias": head0["bias"]}, "head.weight", "head.bias"
+
+
+def _accumulate(param: torch.nn.Parameter, grad: torch.Tensor) -> None:
+    grad = grad.to(param.dtype)
+    if param.grad is None:
+        param.grad = grad.clone()
+    else:
+        param.grad.add_(grad)
+
+
+def _accumulate_rows(param: torch.nn.Parameter, rows: torch.Tensor, grad: torch.Tensor) -> None:
+    if param.grad is None:
+        param.grad = torch.zeros_like(param)
+    param.grad.index_add_(0, rows, grad.to(param.dtype))
+
+
+class MetaStep:
+    """The meta step of one rank: runs its episodes and accumulates their weighted outer gradients."""
+
+    def __init__(self, meta_cfg, model: torch.nn.Module, learned_head: LearnedHead | None = None):
+        self.cfg = meta_cfg
+        self.head = learned_head
+        self.partition = backbone_partition(model, meta_cfg)
+
+    def run(self, model: torch.nn.Module, batch: EpisodeBatch, loss_scale: float = 1.0,
+            outer_gradient: bool = True) -> dict:
+        """Run this rank's episodes; accumulate loss_scale × (mean outer gradient) in `.grad`
+        (`outer_gradient=False`: adapt and measure only, e.g. for few-shot evaluation).
+
+        Pass the plain model (not a DDP wrapper): inner loops are local, and the caller averages
+        the outer gradients of the model's and the learned head's parameters across ranks.
+        Returns the mean statistics over this rank's episodes, `episodes`, and the summed `work`."""
+        if self.partition.model is not model:
+            self.partition = backbone_partition(model, self.cfg)
+        device = next(model.parameters()).device
+        episode_weight = loss_scale * batch.world_size / batch.global_count
+        sums = dict.fromkeys(METRIC_KEYS, 0.0)
+        work = Work()
+        for ep in batch.episodes:
+            stats = run_episode(model, ep.to(device), self.cfg, self.head, episode_weight, self.partition,
+                                outer_gradient)
+            for key in METRIC_KEYS:
+                sums[key] += stats[key]
+            work += stats["work"]
+        n = max(1, len(batch))
+        return {**{key: v / n for key, v in sums.items()}, "episodes": len(batch), "work": work}
+
+
+def reduce_stats(stats: dict, all_reduce_sum, device: torch.device | str = "cpu") -> dict:
+    """Global statistics of a meta step from every rank's `MetaStep.run` result: metrics averaged
+    over all episodes, work summed. `all_reduce_sum(tensor)` sums a tensor in place across ranks."""
+    n = stats["episodes"]
+    metrics = torch.tensor([stats[k] * n for k in METRIC_KEYS] + [n], dtype=torch.float64, device=device)
+    w = stats["work"]
+    work = torch.tensor([w.tokens, w.fwd_tokens, w.bwd_tokens, w.flops], dtype=torch.int64, device=device)
+    all_reduce_sum(metrics)
+    all_reduce_sum(work)
+    total = float(metrics[-1])
+    out = {k: float(metrics[i]) / max(total, 1.0) for i, k in enumerate(METRIC_KEYS)}
+    out["episodes"] = int(total)
+    out["work"] = Work(*(int(v) for v in work.tolist()))
+    return out
