@@ -87,3 +87,21 @@ def train_one_and_two_processes(tmp_path: Path, corpus: Path, **common) -> tuple
                           timeout=600)  # a hung process group fails the test instead of stalling the suite
     assert proc.returncode == 0, proc.stderr[-3000:]
     return one, two
+
+
+def interrupt_and_resume(monkeypatch, run, at_step: int) -> None:
+    """`run()` interrupted (as by Ctrl-C) when training reaches optimizer step `at_step`, then `run()`
+    again, which resumes from the last checkpoint to the end."""
+    from metalm.trainer import Trainer
+
+    original = Trainer.train_step
+
+    def dying(self, step):
+        if step == at_step:
+            raise KeyboardInterrupt
+        return original(self, step)
+
+    monkeypatch.setattr(Trainer, "train_step", dying)
+    assert run() == 130
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert run() == 0

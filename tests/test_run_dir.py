@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from metalm.atomic import publish_dir, write_text_atomic
-from metalm.run_dir import (RunDir, append_jsonl, config_differences, differing_keys, flatten, is_run_dir,
-                            read_jsonl)
+from metalm.atomic import file_digests, publish_dir, write_json_atomic, write_text_atomic
+from metalm.errors import ConfigError
+from metalm.run_dir import (CHECKSUMS, RunDir, append_jsonl, checkpoint_problem, config_differences, differing_keys,
+                            flatten, is_run_dir, read_jsonl, show_ranges, step_ranges)
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "metalm"
 
@@ -44,6 +45,54 @@ def test_rows_are_truncated_to_the_restored_step(tmp_path):
     run.truncate_rows(3)
     assert [r["step"] for r in run.read_metrics()] == [0, 1, 2, 3]
     assert [r["step"] for r in run.read_dynamics()] == [0, 2]
+    assert run.missing_rows(range(6)) == [4, 5]
+    run.truncate_rows(None)  # no checkpoint: the run restarts from step 0
+    assert run.read_metrics() == [] and run.read_dynamics() == []
+
+
+def test_step_ranges():
+    assert step_ranges([7, 2, 3, 4, 9, 3]) == [[2, 4], [7, 7], [9, 9]] and step_ranges([]) == []
+    assert show_ranges([[2, 4], [7, 7]]) == "2–4, 7"
+
+
+def test_checkpoint_checksums_name_the_damage(tmp_path):
+    ckpt = tmp_path / "step-00000002"
+    ckpt.mkdir()
+    (ckpt / "model.safetensors").write_bytes(b"weights" * 10)
+    (ckpt / "state.pt").write_bytes(b"state")
+    assert checkpoint_problem(ckpt) is None  # legacy: nothing to check against
+    write_json_atomic(ckpt / CHECKSUMS, file_digests(ckpt))
+    assert checkpoint_problem(ckpt) is None
+    (ckpt / "state.pt").write_bytes(b"stats")
+    assert checkpoint_problem(ckpt) == "state.pt does not match its checksum"
+    (ckpt / "model.safetensors").write_bytes(b"weights")
+    assert checkpoint_problem(ckpt) == "model.safetensors has 7 bytes, 70 were written"
+    (ckpt / "model.safetensors").unlink()
+    assert checkpoint_problem(ckpt) == "model.safetensors is missing"
+    (ckpt / CHECKSUMS).write_text("{not json")
+    assert checkpoint_problem(ckpt) == f"{CHECKSUMS} is unreadable"
+
+
+def test_latest_checkpoint_skips_damaged_ones(tmp_path, caplog):
+    run = RunDir(tmp_path)
+    for step in (2, 4):
+        d = run.checkpoint_dir(step)
+        d.mkdir(parents=True)
+        for name in ("config.json", "state.pt"):
+            (d / name).write_text(f"{name} {step}")
+        write_json_atomic(d / CHECKSUMS, file_digests(d))
+    (run.checkpoint_dir(4) / "state.pt").write_text("")
+    assert run.latest_checkpoint()[0] == 2 and "step-00000004 is damaged (state.pt has 0 bytes" in caplog.text
+    assert run.latest_checkpoint(verify=False)[0] == 4
+
+
+def test_run_dir_must_be_a_writable_directory(tmp_path):
+    RunDir(tmp_path / "new" / "run").check_writable()  # created later
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is an existing file"):
+        RunDir(tmp_path / "file").check_writable()
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        RunDir(tmp_path / "file" / "run").check_writable()
 
 
 def test_checkpoints_need_weights_and_state(tmp_path):
@@ -66,6 +115,7 @@ def test_config_differences_ignore_execution_keys():
     saved = {"run": {"threads": 1, "seed": 0}, "train": {"lr": 0.001, "steps": 5}}
     current = {"run": {"threads": 4, "seed": 0}, "train": {"lr": 0.002, "steps": 5}, "meta": {"enabled": True}}
     assert config_differences(saved, current) == ["meta.enabled: None → True", "train.lr: 0.001 → 0.002"]
+    assert config_differences({"run": {"dir": "runs/a"}}, {"run": {"dir": "moved/a"}}) == []  # a moved run resumes
     assert differing_keys({"a": saved, "b": saved}) == []
     assert flatten({"a": {"b": 1, "c": {}}}) == {"a.b": 1, "a.c": {}}
 

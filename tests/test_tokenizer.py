@@ -27,3 +27,21 @@ def test_round_trip_and_special_tokens(tmp_path):
 def test_vocab_size_is_respected():
     tok = train_tokenizer(TEXT * 4, 300)
     assert len(tok) <= 300
+
+
+def test_training_text_is_cut_into_bounded_pieces_without_changing_ordinary_words():
+    import random
+
+    from metalm.tokenizer import MAX_PIECE_CHARS, training_pieces
+
+    rng = random.Random(0)
+    unbroken = "".join(rng.choice("abcdefghij北京") for _ in range(1_000_000))  # ~1 MB without whitespace
+    pieces = list(training_pieces([unbroken, *TEXT]))
+    assert max(len(p) for p in pieces) <= MAX_PIECE_CHARS  # no giant "word" reaches the BPE trainer
+    assert "".join(pieces) == unbroken + "".join(TEXT)
+    prose = " ".join(TEXT) + "  two  spaces\n\nand lines"
+    cut = list(training_pieces([prose], 40))
+    assert "".join(cut) == prose and all(len(p) <= 40 for p in cut)
+    assert all(p[0].isspace() and not p[1].isspace() for p in cut[1:])  # cut just before a word's leading space
+    tok = train_tokenizer([unbroken[:200_000]], 300)  # quick (one 200 k-char word took minutes before)
+    assert tok.decode(tok(unbroken[:500], add_special_tokens=False)["input_ids"]) == unbroken[:500]

@@ -8,11 +8,10 @@ import sys
 
 import torch
 
-from conftest import tiny_overrides
+from conftest import interrupt_and_resume, tiny_overrides
 from metalm.accounting import Work
 from metalm.cli import main
 from metalm.run_dir import RunDir, read_jsonl
-from metalm.trainer import Trainer
 from metalm.training.cadence import Cadence
 from metalm.training.progress import Progress
 from metalm.training.rows import RowPolicy
@@ -76,17 +75,7 @@ def test_hybrid_run_resumed_between_log_boundaries_is_exact(tmp_path, corpus_dir
         return main(["train", str(cfg), *tiny_overrides(corpus_dir, tmp_path / name, **meta)])
 
     assert run("full") == 0
-    original = Trainer.train_step
-
-    def dying(self, step):
-        if step == 5:  # after the step-3 checkpoint, inside the interval 5-8
-            raise KeyboardInterrupt
-        return original(self, step)
-
-    monkeypatch.setattr(Trainer, "train_step", dying)
-    assert run("resumed") == 130
-    monkeypatch.setattr(Trainer, "train_step", original)
-    assert run("resumed") == 0
+    interrupt_and_resume(monkeypatch, lambda: run("resumed"), at_step=5)  # after the step-3 checkpoint, inside 5-8
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s")} for r in rows]  # noqa: E731
     full, resumed = read_jsonl(tmp_path / "full" / "metrics.jsonl"), read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
     assert len({r["step_kind"] for r in full[1:]}) == 2 and strip(full) == strip(resumed)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
+import os
+import socket
 import threading
 import time
 from urllib.parse import quote
@@ -12,6 +15,7 @@ import pytest
 
 from metalm.errors import MetalmError
 from metalm.watch import make_server
+from metalm.watch.server import machine_names
 
 
 def _line(step: int) -> str:
@@ -110,9 +114,21 @@ def test_absolute_paths_of_watched_files_get_404(served):
         assert _get(server, quote(str(path), safe=""))[0] == 404
 
 
+def _raw(server, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send `data` as is on a new connection; what the server answers before closing it."""
+    with socket.create_connection(server.server_address[:2], timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def test_foreign_host_header_and_other_methods_are_refused(served):
     server, _, _ = served
     assert _get(server, "/", host="attacker.example:80")[0] == 403
+    assert _get(server, "/", host="")[0] == 403
+    assert _raw(server, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 400")  # no Host header at all
     assert _get(server, "/api/update", host="localhost:1234")[0] == 200
     assert _get(server, "/", method="POST")[0] == 501
     assert _get(server, "/", method="DELETE")[0] == 501
@@ -134,11 +150,29 @@ def test_update_api_is_incremental(served):
     assert "info" not in answer and "dynamics" not in answer
 
 
-@pytest.mark.parametrize("query", ["q=not-json", "q=%5B1%5D", "q=" + quote('{"runs": {"x": 1, "0": {"n": "a"}}}'), "a=1&b=2&c=3&d=4&e=5&q=1", ""])
-def test_malformed_update_queries_get_a_full_answer(served, query):
+def test_update_without_a_query_gets_a_full_answer(served):
     server, _, _ = served
-    status, body, _ = _get(server, "/api/update?" + query)
-    assert status == 200 and json.loads(body)["runs"][0]["metrics"]["reset"] is True
+    for target in ("/api/update", "/api/update?"):
+        status, body, _ = _get(server, target)
+        assert status == 200 and json.loads(body)["runs"][0]["metrics"]["reset"] is True
+
+
+@pytest.mark.parametrize("query", [
+    "q=not-json", "q=%5B1%5D", "q=" + quote('{"runs": {"x": 1, "0": {"n": "a"}}}'), "a=1&b=2&c=3&d=4&e=5&q=1",
+    "q=" + quote('{"runs":{"0":{"generation":1e999}}}'),  # once an OverflowError on the server
+    "q=" + quote('{"runs":{"0":{"generation":NaN}}}'),
+    "q=" + quote('{"runs":{"0":{"n":1.5}}}'),
+    "q=" + quote('{"runs":{"0":{"info":true}}}'),
+    "q=" + quote('{"runs":{"0":{"n":%d}}}' % 2**64),
+    "q=" + quote('{"runs":{"-1":{}}}'),
+    "q=" + quote('{"runs":[1]}'),
+    "q=" + quote('{"runs":{"0":{"dynamics":7}}}'),
+])
+def test_malformed_update_queries_get_400(served, query):
+    server, _, _ = served
+    status, body, headers = _get(server, "/api/update?" + query)
+    assert status == 400 and headers["Content-Type"] == "application/json" and "error" in json.loads(body)
+    assert _update(server)["runs"]  # and the server keeps serving
 
 
 def test_make_server_rejects_missing_paths(tmp_path):
@@ -146,3 +180,128 @@ def test_make_server_rejects_missing_paths(tmp_path):
         make_server([tmp_path / "nope"])
     with pytest.raises(MetalmError, match="at least one"):
         make_server([])
+
+
+def _serve(server) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    return thread
+
+
+def _stop(server) -> None:
+    server.shutdown()
+    server.server_close()
+
+
+def test_symlinks_out_of_the_watched_tree_are_not_followed(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.yaml").write_text("secret: do not serve\n")
+    (outside / "metrics.jsonl").write_text(_line(1))
+    foreign = tmp_path / "foreign-run"  # a run elsewhere, linked into the experiment
+    foreign.mkdir()
+    (foreign / "config.yaml").write_text("secret: linked run\n")
+    (foreign / "metrics.jsonl").write_text(_line(1))
+    exp = tmp_path / "exp"
+    run = exp / "arm" / "seed-0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").symlink_to(outside / "secret.yaml")  # a file linked out of the run
+    (run / "metrics.jsonl").symlink_to(outside / "metrics.jsonl")
+    os.mkfifo(run / "status.json")  # not a regular file either: must not hang the reader
+    (exp / "linked").symlink_to(foreign, target_is_directory=True)
+    server, _ = make_server([exp], poll_interval=0.01)
+    _serve(server)
+    try:
+        answer = _update(server)
+    finally:
+        _stop(server)
+    assert [r["name"] for r in answer["runs"]] == ["arm/seed-0"]  # the linked directory is no run
+    (state,) = answer["runs"]
+    assert state["info"]["config"] is None and state["metrics"]["n"] == 0
+    assert b"do not serve" not in json.dumps(answer).encode() and "linked run" not in json.dumps(answer)
+
+
+def test_a_watched_path_may_itself_be_a_link(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(_line(1))
+    (tmp_path / "alias").symlink_to(run, target_is_directory=True)
+    server, _ = make_server([tmp_path / "alias"], poll_interval=0.01)
+    _serve(server)
+    try:
+        assert _update(server)["runs"][0]["metrics"]["n"] == 1  # the user named it: it is watched
+    finally:
+        _stop(server)
+
+
+def test_all_interfaces_warns_prints_a_usable_url_and_checks_host(tmp_path, caplog):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(_line(1))
+    with caplog.at_level(logging.WARNING, logger="metalm"):
+        server, url = make_server([run], host="0.0.0.0", poll_interval=0.01)
+    assert any("not loopback" in r.getMessage() for r in caplog.records)
+    assert "0.0.0.0" not in url and "127.0.0.1" not in url
+    _serve(server)
+    try:
+        port = server.server_address[1]
+        assert _get(server, "/", host="evil.com")[0] == 403
+        assert _get(server, "/", host=f"evil.com:{port}")[0] == 403
+        assert _raw(server, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 400")
+        assert _get(server, "/", host=f"127.0.0.1:{port}")[0] == 200
+        assert _get(server, "/", host=url.split("/")[2])[0] == 200  # the printed URL works
+        for name in machine_names():
+            assert _get(server, "/", host=f"[{name}]:{port}" if ":" in name else f"{name}:{port}")[0] == 200
+    finally:
+        _stop(server)
+
+
+def test_a_silent_or_half_sent_request_is_dropped_after_the_timeout(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    server, _ = make_server([run], poll_interval=0.01, request_timeout=0.3)
+    _serve(server)
+    try:
+        start = time.monotonic()
+        answer = _raw(server, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n", timeout=10)  # headers never end
+        assert time.monotonic() - start < 5 and b"200 OK" not in answer
+        start = time.monotonic()
+        _raw(server, b"", timeout=10)  # connects, says nothing
+        assert time.monotonic() - start < 5
+        assert _get(server, "/")[0] == 200
+    finally:
+        _stop(server)
+
+
+def test_requests_beyond_the_thread_cap_get_503_at_once(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    server, _ = make_server([run], poll_interval=0.01, request_timeout=5, max_threads=4)
+    _serve(server)
+    idle = []
+    try:
+        base = threading.active_count()
+        for _ in range(4):  # four silent connections hold all four request threads
+            idle.append(socket.create_connection(server.server_address[:2], timeout=5))
+        deadline = time.monotonic() + 5
+        while threading.active_count() < base + 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for _ in range(20):
+            idle.append(socket.create_connection(server.server_address[:2], timeout=5))
+        assert _get(server, "/")[0] == 503
+        assert threading.active_count() <= base + 4
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while _get(server, "/")[0] != 200 and time.monotonic() < deadline:  # slots come back as connections close
+        time.sleep(0.05)
+    try:
+        assert _get(server, "/")[0] == 200
+    finally:
+        _stop(server)
+
+
+def test_make_server_refuses_a_port_out_of_range(tmp_path):
+    with pytest.raises(MetalmError, match="port"):
+        make_server([tmp_path], port=99999)

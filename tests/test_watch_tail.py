@@ -298,15 +298,21 @@ def test_dynamics_view_in_update(tmp_path):
 def test_phase_table_lays_out_the_saved_readout():
     from metalm.dynamics.phases import phase_readout
 
+    # layer 0 collapses (5 → 3), diversifies to 7 at step 20, compresses; the final norm only rises
     rows = [{"step": s, "group": "activations", "layer": layer, "component": "output", "erank": v}
-            for s, vals in ((0, (5.0, 5.0)), (10, (7.0, 6.0)), (20, (6.0, 8.0))) for layer, v in enumerate(vals)]
-    rows += [{"step": s, "group": "attention", "layer": 0, "head": 0, "entropy": v} for s, v in ((0, 1.0), (10, 2.0), (20, 1.5))]
-    table = phase_table(phase_readout(rows, smoothing=1))
-    assert table["columns"] == ["layer", "effective rank: phase", "effective rank: peak at step",
-                                "head entropy: phase", "head entropy: peak at step"]
+            for s, vals in ((0, (5.0, 5.0)), (10, (3.0, 6.0)), (20, (7.0, 8.0)), (30, (6.0, 9.0)))
+            for layer, v in enumerate(vals)]
+    rows += [{"step": s, "group": "attention", "layer": 0, "head": 0, "entropy": v}
+             for s, v in ((0, 2.0), (10, 1.0), (20, 1.5), (30, 1.8))]
+    table = phase_table(phase_readout(rows, smoothing=5))  # four points: no smoothing
+    assert table["columns"] == ["layer", "effective rank: phases", "effective rank: trough at step",
+                                "effective rank: peak at step", "head entropy: phases", "head entropy: trough at step",
+                                "head entropy: peak at step"]
     assert [r[0] for r in table["rows"]] == ["layer 0", "final norm"]  # one decoder layer: index 1 is its output norm
-    assert table["rows"][0][2] == 10 and table["rows"][1][2] == 20 and table["rows"][0][4] == 10
-    assert table["rows"][1][3:] == [None, None]  # the final norm has no attention
+    assert table["rows"][0][1:4] == ["collapse → diversify → compress", 10, 20]
+    assert table["rows"][1][1:4] == ["still diversifying", None, 30]
+    assert table["rows"][0][4:] == ["collapse → still diversifying", 10, 30]
+    assert table["rows"][1][4:] == [None, None, None]  # the final norm has no attention
     assert phase_table({"note": "no layers here"}) is None and phase_table([1, 2]) is None
     assert phase_table(phase_readout([], smoothing=1)) is None
 

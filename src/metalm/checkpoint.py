@@ -3,9 +3,11 @@
 `RUN/checkpoints/step-XXXXXXXX/` is a `save_pretrained` directory (safetensors weights +
 config.json, so `AutoModelForCausalLM.from_pretrained` and post-hoc analysis can open it) plus
 `state.pt` (optimizer state, counters, RNG) loaded with `torch.load(weights_only=True)` and
-`extra.safetensors` for any additional trained tensors (e.g. a meta-learned head). Each checkpoint
-is assembled in a temporary directory and renamed into place, so a kill at any moment leaves
-either the complete checkpoint or none. Where checkpoints live is `RunDir`'s business.
+`extra.safetensors` for any additional trained tensors (e.g. a meta-learned head), and
+`checksums.json` (size and sha256 of every other file), so a damaged checkpoint is recognised and
+an older one used instead. Each checkpoint is assembled in a temporary directory and renamed into
+place, so a kill at any moment leaves either the complete checkpoint or none. Where checkpoints live
+is `RunDir`'s business.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .atomic import publish_dir
-from .errors import MetalmError
-from .run_dir import EXTRA, STATE, TOKENIZER, RunDir, is_model_dir, is_run_dir
+from .atomic import file_digests, publish_dir, write_json_atomic
+from .errors import CheckpointError, MetalmError
+from .run_dir import CHECKSUMS, EXTRA, STATE, TOKENIZER, RunDir, checkpoint_problem, is_model_dir, is_run_dir
 
 
 @contextlib.contextmanager
@@ -40,9 +42,9 @@ def quiet_hf_progress():
 
 def save_pretrained_atomic(final: Path, model: torch.nn.Module, tokenizer=None,
                            extra_tensors: dict[str, torch.Tensor] | None = None,
-                           state: dict[str, Any] | None = None) -> Path:
-    """A save_pretrained directory (plus tokenizer, extra tensors and training state when given),
-    published atomically at `final`."""
+                           state: dict[str, Any] | None = None, checksums: bool = False) -> Path:
+    """A save_pretrained directory (plus tokenizer, extra tensors and training state when given, and
+    `checksums.json` of its files with `checksums`), published atomically at `final`."""
     with publish_dir(final) as tmp, quiet_hf_progress():
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
@@ -51,12 +53,15 @@ def save_pretrained_atomic(final: Path, model: torch.nn.Module, tokenizer=None,
             save_file({k: v.detach().cpu().contiguous() for k, v in extra_tensors.items()}, str(tmp / EXTRA))
         if state is not None:
             torch.save(state, tmp / STATE)
+        if checksums:
+            write_json_atomic(tmp / CHECKSUMS, file_digests(tmp))
     return final
 
 
 def save_checkpoint(run: RunDir, step: int, model: torch.nn.Module, state: dict[str, Any],
                     extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
-    return save_pretrained_atomic(run.checkpoint_dir(step), model, extra_tensors=extra_tensors, state=state)
+    return save_pretrained_atomic(run.checkpoint_dir(step), model, extra_tensors=extra_tensors, state=state,
+                                  checksums=True)
 
 
 def load_weights(model: torch.nn.Module, directory: Path) -> None:
@@ -96,9 +101,14 @@ def resolve_model_dir(path: str | Path) -> tuple[Path, Path, Path | None]:
             return run.final_dir, run.final_dir, path
         latest = run.latest_checkpoint()
         if latest is None:
+            if run.checkpoints():
+                raise CheckpointError(f"run {path} has no final model and every checkpoint is damaged")
             raise MetalmError(f"run {path} has no final model and no checkpoint yet")
         return latest[1], run.tokenizer_dir, path
     if is_model_dir(path):
+        problem = checkpoint_problem(path)
+        if problem is not None:
+            raise CheckpointError(f"checkpoint {path} is damaged: {problem}")
         parent = path.parent.parent if path.parent.name == "checkpoints" else (path.parent if path.name == "final" else None)
         run_dir = parent if parent is not None and is_run_dir(parent) else None
         tok_dir = path if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file() else None

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from .errors import MetalmError
-from .log import logger, setup_logging
+from .log import logger, quiet_library_progress, setup_logging
 
 
 def _report(args: argparse.Namespace, result: dict, table: str, save) -> None:
@@ -110,25 +110,49 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from .config import DataConfig
     from .data.pipeline import read_documents, tokenizer_sample
     from .data.sources import resolve_files
-    from .tokenizer import train_tokenizer
+    from .tokenizer import check_vocab_size, train_tokenizer
 
+    _at_least(args, sample_bytes=1)
+    check_vocab_size(args.vocab_size, "--vocab-size")
+    out = Path(args.out)
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        where = "a file of that name exists" if blocked == out else f"{blocked} is a file"
+        raise MetalmError(f"--out {args.out}: {where}; give a directory for the tokenizer")
     data_cfg = DataConfig(text_field=args.text_field, txt_documents="blank_line")
     docs = read_documents(resolve_files(args.data), data_cfg, "train")
     tok = train_tokenizer(tokenizer_sample(docs, args.sample_bytes), args.vocab_size)
-    tok.save_pretrained(args.out)
+    try:
+        tok.save_pretrained(out)
+    except OSError as exc:
+        raise MetalmError(f"--out {args.out}: cannot save the tokenizer: {exc.strerror or exc}") from None
     logger.info(f"tokenizer with {len(tok)} tokens saved to {args.out}")
     return 0
+
+
+def _at_least(args: argparse.Namespace, **minimum: int) -> None:
+    """Refuse a numeric flag below its minimum (a MetalmError naming the flag)."""
+    for name, low in minimum.items():
+        value = getattr(args, name)
+        if value < low:
+            raise MetalmError(f"--{name.replace('_', '-')}: must be at least {low} (got {value})")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench, format_bench
     from .config import load_config
 
+    _at_least(args, warmup=0, repeats=1)
+    if args.out and Path(args.out).is_dir():
+        raise MetalmError(f"--out {args.out}: is a directory (give a file name)")
     cfg = load_config(args.config, args.overrides)
     result = bench(cfg, warmup=args.warmup, repeats=args.repeats)
     print(json.dumps(result, indent=1) if args.json else format_bench(result))
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1))
+        try:
+            Path(args.out).write_text(json.dumps(result, indent=1))
+        except OSError as exc:
+            raise MetalmError(f"--out {args.out}: cannot write: {exc.strerror or exc}") from None
     return 0
 
 
@@ -195,6 +219,12 @@ class _Parser(argparse.ArgumentParser):
         if self._setup is not None:
             setup, self._setup = self._setup, None
             setup(self)
+
+    def error(self, message: str):
+        """A usage error is bad input too: one line `metalm: error: …` and status 2 (`-h` shows usage)."""
+        command = self.prog.removeprefix("metalm").strip()
+        print(f"metalm: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
     def parse_known_args(self, args=None, namespace=None):
         self._ready()
@@ -332,10 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(getattr(args, "verbosity", 0))  # -q/-v before or after the command
+    if not sys.stderr.isatty():
+        quiet_library_progress()
     try:
         return args.func(args)
     except MetalmError as exc:
-        print(f"metalm: error: {exc}", file=sys.stderr)
+        one_line = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        print(f"metalm: error: {one_line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("metalm: interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .config_base import Section, describe_fields, format_validation_error
 from .dynamics.config import DynamicsConfig, check_dynamics
@@ -25,7 +25,7 @@ class RunConfig(Section):
     """Where the run lives and how it is executed."""
 
     name: str = Field("run", description="run name (shown in logs and reports)")
-    dir: str = Field("runs/run", description="run directory: config, metrics, checkpoints (an existing run resumes)")
+    dir: str = Field("runs/run", description="run directory: config, metrics, checkpoints (an existing run resumes, also after a move)")
     seed: int = Field(0, ge=0, description="seed of initialisation, data order and episodes")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
@@ -85,6 +85,17 @@ class DataConfig(Section):
     vocab_size: int = Field(8192, ge=260, description="vocabulary of a trained tokenizer")
     tokenizer_sample_bytes: int = Field(20_000_000, gt=0, description="bytes of training text a tokenizer is trained on")
 
+    @field_validator("train", "validation", mode="before")
+    @classmethod
+    def _data_spec(cls, value: Any) -> Any:
+        """A source spec is text: say what one looks like (YAML reads `hf:` or `a: b` as a mapping)."""
+        from .data.sources import check_spec
+
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                check_spec(item)
+        return value
+
 
 class TrainConfig(Section):
     """The optimisation loop shared by vanilla and meta runs (the outer loop for meta steps)."""
@@ -107,6 +118,9 @@ class TrainConfig(Section):
     save_every: int = Field(100, ge=0, description="checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = Field(0, ge=0, description="checkpoints kept (0: all; post-hoc dynamics reads every checkpoint)")
     log_every: int = Field(10, ge=1, description="metrics line every N steps")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="a non-finite loss or gradient norm: stop the run (status diverged), or skip the step")
+    max_skipped_steps: int = Field(10, ge=1, description="with on_nonfinite=skip: the most steps skipped in a row (one more stops the run)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":

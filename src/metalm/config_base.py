@@ -20,9 +20,11 @@ from pydantic_core import PydanticUndefined
 
 
 class Section(BaseModel):
-    """A configuration section: unknown keys and wrong types are errors naming the key."""
+    """A configuration section: unknown keys, wrong types and non-finite floats (`.inf`, `.nan`) are
+    errors naming the key."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True, frozen=False,
+                              allow_inf_nan=False)
 
 
 def _section_type(annotation: Any) -> type[Section] | None:

@@ -47,3 +47,15 @@ def setup_logging(verbosity: int = 0) -> None:
     handler.setFormatter(_Formatter())
     logger.addHandler(handler)
     logger.setLevel(LEVELS[max(-1, min(1, verbosity))])
+
+
+def quiet_library_progress() -> None:
+    """No Hugging Face progress bars (carriage-return frames) when stderr is a log file or a pipe:
+    called by the CLI for its own process only (importing metalm changes nothing)."""
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()  # transformers and datasets read this state when they are imported
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()

@@ -3,14 +3,14 @@
     RUN/
       config.yaml              the resolved config (written once, atomically)
       data.json                the data sources, token counts, cache location
-      status.json              running / finished / interrupted / failed, step, heartbeat
+      status.json              running / finished / interrupted / diverged / failed, step, heartbeat
       metrics.jsonl            one row per logged step (append-only)
       dynamics.jsonl           learning-dynamics rows recorded during training
       dynamics-posthoc.jsonl   the same rows computed afterwards from checkpoints
       phases.json              phase read-out of dynamics.jsonl (phases-posthoc.json: of the post-hoc rows)
       probe_batch.safetensors  the fixed probe batch every dynamics row was measured on
       tokenizer/               the run's tokenizer (save_pretrained)
-      checkpoints/step-XXXXXXXX/  save_pretrained weights + state.pt (+ extra.safetensors)
+      checkpoints/step-XXXXXXXX/  save_pretrained weights + state.pt (+ extra.safetensors) + checksums.json
       final/                   Hugging Face export of the final model with its tokenizer
       eval/                    evaluation results (perplexity.json, fewshot.json, ner-*.json, requested.json)
       plots/                   figures (plots/posthoc/ for the post-hoc read-out)
@@ -23,6 +23,8 @@ every file a later process reads is published atomically (`metalm.atomic`).
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -30,7 +32,11 @@ from typing import Any
 
 import yaml
 
-from .atomic import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from .atomic import (digest_mismatch, publish_dir, write_bytes_atomic, write_json_atomic, write_jsonl_atomic,
+                     write_text_atomic)
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 CONFIG = "config.yaml"
 DATA = "data.json"
@@ -50,12 +56,13 @@ TENSORBOARD = "tensorboard"
 STATE = "state.pt"  # inside a checkpoint: optimizer, counters, RNG
 EXTRA = "extra.safetensors"  # inside a checkpoint: trained tensors outside the model (meta head)
 HF_CONFIG = "config.json"  # inside a save_pretrained directory
+CHECKSUMS = "checksums.json"  # inside a checkpoint: size and sha256 of every other file
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 # Config keys that change how a run is executed or displayed, not what it computes: a run may be
-# resumed with different values.
-EXECUTION_KEYS = frozenset({"run.progress", "run.threads", "run.cache_dir", "run.tensorboard", "run.wandb",
+# resumed with different values (`run.dir` too: a moved run directory resumes).
+EXECUTION_KEYS = frozenset({"run.dir", "run.progress", "run.threads", "run.cache_dir", "run.tensorboard", "run.wandb",
                             "run.device"})
 
 
@@ -125,6 +132,37 @@ def config_differences(saved: Mapping, current: Mapping) -> list[str]:
     a, b = flatten(saved), flatten(current)
     return [f"{k}: {a.get(k)!r} → {b.get(k)!r}"
             for k in differing_keys({"saved": saved, "current": current}, EXECUTION_KEYS)]
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why the checkpoint directory `path` cannot be trusted (a file missing, or its size or sha256
+    differing from its `checksums.json`), or None. A checkpoint written before checksums existed
+    has nothing to check against: None (its load may still fail)."""
+    path = Path(path)
+    if not (path / CHECKSUMS).is_file():
+        return None
+    expected = read_json(path / CHECKSUMS)
+    if not isinstance(expected, dict):
+        return f"{CHECKSUMS} is unreadable"
+    try:
+        return digest_mismatch(path, expected)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+
+
+def step_ranges(steps: Iterable[int]) -> list[list[int]]:
+    """[[first, last], ...] of the runs of consecutive integers in `steps`."""
+    ranges: list[list[int]] = []
+    for step in sorted(set(steps)):
+        if ranges and step == ranges[-1][1] + 1:
+            ranges[-1][1] = step
+        else:
+            ranges.append([step, step])
+    return ranges
+
+
+def show_ranges(ranges: list[list[int]]) -> str:
+    return ", ".join(str(a) if a == b else f"{a}–{b}" for a, b in ranges)
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -217,6 +255,23 @@ class RunDir:
         status = self.read_status()
         return bool(status and status.get("state") == "finished" and self.final_dir.is_dir())
 
+    def check_writable(self) -> None:
+        """ConfigError (one line, nothing written) unless the run directory exists as a writable
+        directory or can be created: not an existing file, not under a file, not read-only."""
+        where = f"run.dir {str(self.path)!r}"
+        try:
+            if self.path.exists() and not self.path.is_dir():
+                raise ConfigError(f"{where} is an existing file, not a directory")
+            existing = self.path
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
+        except OSError as exc:
+            raise ConfigError(f"{where}: {exc.strerror or exc}") from None
+        if not existing.is_dir():
+            raise ConfigError(f"{where}: {str(existing)!r} is a file, not a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"{where}: {str(existing)!r} is not writable")
+
     # -- config -----------------------------------------------------------------------------------
     def read_config(self) -> dict | None:
         """The saved config as a mapping (None when absent or unreadable)."""
@@ -249,6 +304,16 @@ class RunDir:
     def write_data_info(self, info: dict) -> None:
         write_json_atomic(self.data_path, info)
 
+    # -- fixed inputs --------------------------------------------------------------------------------
+    def write_tokenizer(self, tokenizer) -> None:
+        with publish_dir(self.tokenizer_dir) as tmp:
+            tokenizer.save_pretrained(tmp)
+
+    def write_probe(self, input_ids) -> None:
+        from safetensors.torch import save
+
+        write_bytes_atomic(self.probe_path, save({"input_ids": input_ids.contiguous()}))
+
     # -- rows ----------------------------------------------------------------------------------------
     def read_metrics(self) -> list[dict]:
         return read_jsonl(self.metrics_path)
@@ -262,12 +327,35 @@ class RunDir:
     def write_dynamics(self, rows: list[dict], posthoc: bool = False) -> None:
         write_jsonl_atomic(self.dynamics_path(posthoc), rows)
 
-    def truncate_rows(self, step: int) -> None:
-        """Keep only complete metrics and dynamics rows with `step` ≤ the restored checkpoint's step, so
-        a resumed run's files read as if it had never been interrupted (atomically)."""
+    def truncate_rows(self, step: int | None) -> None:
+        """Keep only complete metrics and dynamics rows with `step` ≤ the restored checkpoint's step
+        (None: no checkpoint, the run restarts from step 0 — drop every row), so a resumed run's files
+        read as if it had never been interrupted (atomically)."""
         for path in (self.metrics_path, self.dynamics_path()):
             if path.is_file():
-                write_jsonl_atomic(path, [r for r in read_jsonl(path) if r.get("step", 0) <= step])
+                keep = [] if step is None else [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+                write_jsonl_atomic(path, keep)
+
+    def missing_rows(self, expected: Iterable[int]) -> list[int]:
+        """The `expected` steps without a metrics row (lost: a damaged or truncated metrics file)."""
+        have = {r.get("step") for r in self.read_metrics()}
+        return sorted(set(expected) - have)
+
+    def metrics_problems(self) -> list[str]:
+        """What a report should warn about the metrics file: rows found missing when the run resumed
+        (`metrics_gaps` in status.json, as step ranges) or rows lost after it finished (fewer than
+        the `rows` it recorded)."""
+        status = self.read_status() or {}
+        problems = []
+        if status.get("metrics_gaps"):
+            problems.append(f"{self.metrics_path} lacks the rows of steps {show_ranges(status['metrics_gaps'])} "
+                            "(lost before the run resumed)")
+        written = status.get("rows")
+        if isinstance(written, int):
+            have = len(self.read_metrics())
+            if have < written:
+                problems.append(f"{self.metrics_path} holds {have} of the {written} rows the run wrote")
+        return problems
 
     # -- phases --------------------------------------------------------------------------------------
     def read_phases(self, posthoc: bool = False) -> dict | None:
@@ -311,9 +399,15 @@ class RunDir:
         """Complete training checkpoints (weights and optimizer state), oldest first."""
         return self._step_dirs(resumable=True)
 
-    def latest_checkpoint(self) -> tuple[int, Path] | None:
-        found = self.checkpoints()
-        return found[-1] if found else None
+    def latest_checkpoint(self, verify: bool = True) -> tuple[int, Path] | None:
+        """The newest checkpoint — with `verify`, the newest intact one (`checkpoint_problem`): a
+        damaged newer one is skipped with a warning naming what is wrong."""
+        for step, path in reversed(self.checkpoints()):
+            problem = checkpoint_problem(path) if verify else None
+            if problem is None:
+                return step, path
+            log.warning("checkpoint %s is damaged (%s); using the one before it", path, problem)
+        return None
 
     def saved_models(self) -> list[tuple[int, Path]]:
         """(step, save_pretrained directory) of every saved model by step, for post-hoc analysis: the

@@ -3,7 +3,8 @@ mirrored to the optional TensorBoard and W&B loggers, and the status heartbeat.
 
 Rows are append-only JSON lines, so readers (the live view, reports) can follow them; on resume
 the rows after the restored checkpoint are dropped (`RunDir.truncate_rows`) so the file reads as
-if never interrupted.
+if never interrupted. The metrics file is opened at the first row, so a RunLog may exist (to record
+the run's state) before that truncation.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class RunLog:
         self.wandb = None
         self.total_steps = cfg.train.steps
         self.status_written = 0.0
+        self.status_extra: dict[str, Any] = {}  # fields every later status carries (e.g. metrics_gaps)
+        self.file = None
         if not enabled:
             return
         if cfg.run.tensorboard:
@@ -76,12 +79,13 @@ class RunLog:
             # Online or offline as the environment says (WANDB_MODE); nothing is forced here.
             self.wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "metalm"), name=cfg.run.name,
                                     dir=str(run.path), config=cfg.to_dict(), resume="allow", id=wandb_run_id(run))
-        self.file = open(run.metrics_path, "a", encoding="utf-8")
 
     def row(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
         row = {k: _clean(v) for k, v in row.items()}
+        if self.file is None:
+            self.file = open(self.run.metrics_path, "a", encoding="utf-8")
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
         step = row["step"]
@@ -113,7 +117,7 @@ class RunLog:
         if self.enabled:
             self.status_written = time.time()
             self.run.write_status({"state": state, "step": step, "total_steps": self.total_steps,
-                                   "updated": self.status_written, "pid": os.getpid(), **extra})
+                                   "updated": self.status_written, "pid": os.getpid(), **self.status_extra, **extra})
 
     def heartbeat(self, step: int) -> None:
         """Refresh "running" every few seconds, so the live view can tell a killed run from a slow one."""
@@ -123,7 +127,8 @@ class RunLog:
     def close(self) -> None:
         if not self.enabled:
             return
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         if self.tb is not None:
             self.tb.close()
         if self.wandb is not None:

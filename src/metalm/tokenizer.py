@@ -7,7 +7,8 @@ with `save_pretrained`, so `AutoTokenizer.from_pretrained(path)` loads it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -19,10 +20,41 @@ PAD, BOS, EOS, MASK = "<|pad|>", "<|bos|>", "<|eos|>", "<|mask|>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, MASK]
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer (GPT-2 style pre-tokenisation, no unknown token)."""
+# Longest piece of text the BPE trainer sees at once (see `training_pieces`).
+MAX_PIECE_CHARS = 256
+_LAST_CUT = re.compile(r".*(?=\s\S)", re.DOTALL)  # greedy: up to the last whitespace that precedes a non-space
+
+
+def training_pieces(texts: Iterable[str], max_chars: int = MAX_PIECE_CHARS) -> Iterator[str]:
+    """Each text cut into pieces of at most `max_chars` characters, what the BPE trainer is fed.
+
+    Byte-level pre-tokenisation splits text into "words" (a run of letters, digits, punctuation or
+    whitespace, with one leading space) and the trainer's cost grows with the square of a word's
+    length: 2 MB of text without whitespace (Chinese, Thai, minified data) is one giant word that
+    takes many minutes. A piece ends just before a whitespace character that precedes a non-space
+    one - where pre-tokenisation splits anyway, so ordinary text gives exactly the same words and
+    tokenizer - or, in a longer run without such a place, after `max_chars` characters, which
+    bounds every word's length."""
+    for text in texts:
+        start, end = 0, len(text)
+        while end - start > max_chars:
+            match = _LAST_CUT.match(text, start + 1, start + max_chars + 1)
+            cut = match.end() if match else start + max_chars
+            yield text[start:cut]
+            start = cut
+        if start < end:
+            yield text[start:]
+
+
+def check_vocab_size(vocab_size: int, name: str = "data.vocab_size") -> None:
     if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ConfigError(f"data.vocab_size: {vocab_size} is smaller than the 256 bytes + {len(SPECIAL_TOKENS)} special tokens")
+        raise ConfigError(f"{name}: {vocab_size} is smaller than the 256 bytes + {len(SPECIAL_TOKENS)} special tokens")
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer (GPT-2 style pre-tokenisation, no unknown token) on
+    `texts`, fed to the trainer in bounded pieces (`training_pieces`)."""
+    check_vocab_size(vocab_size)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -34,7 +66,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(texts, trainer=trainer)
+    tok.train_from_iterator(training_pieces(texts), trainer=trainer)
     return wrap(tok)
 
 

@@ -10,6 +10,7 @@ so `_loop` reads top to bottom. A run resumes exactly from its latest checkpoint
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import logging
 import time
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from .accounting import Work, ar_work
 from .checkpoint import save_pretrained_atomic
@@ -28,17 +28,20 @@ from .distributed import Dist, init_distributed, shutdown
 from .dynamics.config import probe_shape
 from .dynamics.phases import format_phase_readout
 from .dynamics.recorder import DynamicsRecorder
-from .errors import ConfigError
+from .errors import ConfigError, DivergedError, StorageError
 from .model import build_model, describe, forward_flops_per_token
-from .run_dir import RunDir, config_differences
+from .run_dir import RunDir, config_differences, show_ranges, step_ranges
 from .run_log import RunLog, check_loggers
 from .schedule import lr_at
 from .tokenizer import load_tokenizer, special_token_ids
 from .training.cadence import Cadence
 from .training.checkpointer import Checkpointer
+from .training.guard import NonFiniteGuard
+from .training.hybrid import HybridStep
 from .training.losses import next_token_loss
 from .training.progress import Progress
 from .training.rows import RowPolicy
+from .training.signals import interrupt_on_signals
 from .training.state import TrainState
 from .training.validation import Validator
 
@@ -52,10 +55,6 @@ def decay_groups(params: list[tuple[str, torch.nn.Parameter]], weight_decay: flo
     decay = [p for _, p in params if p.ndim >= 2]
     no_decay = [p for _, p in params if p.ndim < 2]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def step_kind(meta_w: float, ar_w: float) -> str:
-    return "mixed" if meta_w and ar_w else ("meta" if meta_w else "ar")
 
 
 class Trainer:
@@ -79,6 +78,7 @@ class Trainer:
             )
         self.per_rank = per_micro // self.dist.world_size
         self.state = TrainState()
+        self.guard = NonFiniteGuard(t.on_nonfinite, t.max_skipped_steps, self.state)
 
     def autocast(self):
         return autocast_context(self.cfg.run.precision, self.device)
@@ -131,6 +131,10 @@ class Trainer:
 
             self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
+        self.hybrid = None
+        if self.meta is not None:
+            self.hybrid = HybridStep(cfg, self.meta, self.model, self.trainable, self.dist, self.device, self.autocast,
+                                     self.batches, self.ar_micro)
         main = self.dist.is_main
         self.validator = Validator(self.model, val_batches, Cadence(t.eval_every, t.steps), self.dist, self.device,
                                    self.autocast)
@@ -140,7 +144,7 @@ class Trainer:
 
     def kind_of(self, step: int) -> str:
         """The kind of 0-based optimizer step `step` (a pure function of the seed and the step)."""
-        return step_kind(*self.meta.step_weights(step)) if self.meta is not None else "ar"
+        return self.hybrid.kind(step) if self.hybrid is not None else "ar"
 
     def probe_batch(self) -> torch.Tensor:
         """The fixed held-out batch of the learning-dynamics probes (DESIGN 2.7): sequences spread
@@ -171,18 +175,27 @@ class Trainer:
         if run.read_config() is None:
             run.write_config(self.cfg.to_dict())
         if not run.has_tokenizer():
-            self.tokenizer.save_pretrained(run.tokenizer_dir)
+            run.write_tokenizer(self.tokenizer)
         if not run.probe_path.is_file():
-            save_file({"input_ids": self.probe.contiguous()}, str(run.probe_path))
+            run.write_probe(self.probe)
         run.write_data_info(self.corpus.info)
 
-    def restore(self) -> None:
+    def restore(self, runlog: RunLog) -> None:
+        """Load the newest usable checkpoint and cut the rows back to it (without one, the run restarts
+        from step 0 and every row goes); rows lost before it are reported (`metrics_gaps` in status)."""
         step = self.checkpointer.restore()
-        if step is not None:
-            if self.dist.is_main:
-                self.run_dir.truncate_rows(step)
+        if self.dist.is_main:
+            self.run_dir.truncate_rows(step)
+            if step is not None:
                 log.info("resuming %s from step %d", self.run_dir.path, step)
-            self.dist.barrier()
+                logged = (s for s in range(step + 1) if s == 0 or self.rows.cadence.due(s) or self.validator.due(s))
+                gaps = step_ranges(self.run_dir.missing_rows(logged))
+                if gaps:
+                    log.warning("%s lacks the rows of steps %s, written before the checkpoint of step %d; they "
+                                "cannot be regenerated (recorded as metrics_gaps in the status)",
+                                self.run_dir.metrics_path, show_ranges(gaps), step)
+                    runlog.status_extra["metrics_gaps"] = gaps
+        self.dist.barrier()
         self.rows.resume(self.state)
 
     # -- steps ----------------------------------------------------------------------------------
@@ -194,61 +207,51 @@ class Trainer:
             return rows.pin_memory().to(self.device, non_blocking=True)
         return rows.to(self.device)
 
-    def ar_step(self, step: int, scale: float = 1.0) -> tuple[torch.Tensor, Work]:
-        """Forward/backward of the step's global batch (this rank's slices), gradients scaled by
-        `scale` (the next-token share of a weighted hybrid step); returns the mean loss (a tensor:
-        read on the host only when a row is logged)."""
+    def ar_micro(self, batch: np.ndarray, micro: int, scale: float, sync: bool | None) -> tuple[torch.Tensor, Work]:
+        """Next-token forward/backward of this rank's rows of micro-batch `micro`, gradients × `scale`.
+        `sync`: whether DDP all-reduces on this backward (None: bypass DDP, the caller averages)."""
+        net = self.model if sync is None or self.ddp is None else self.ddp
+        with self.ddp.no_sync() if self.ddp is not None and sync is False else contextlib.nullcontext():
+            with self.autocast():
+                loss = next_token_loss(net, self.rank_rows(batch, micro))
+            (loss * scale).backward()
+        rows = batch.shape[0] // self.cfg.train.grad_accum
+        return loss, ar_work(rows * self.cfg.train.seq_len, self.fwd_flops)
+
+    def ar_step(self, step: int) -> tuple[torch.Tensor, Work]:
+        """Forward/backward of the step's global batch (this rank's slices); returns the mean loss (a
+        tensor: read on the host only when a row is logged) and the work."""
         batch = self.batches.batch(step)
         accum = self.cfg.train.grad_accum
-        net = self.ddp or self.model
         total = torch.zeros((), dtype=torch.float64, device=self.device)
+        work = Work()
         for micro in range(accum):
-            sync = self.ddp is None or micro == accum - 1
-            with contextlib.nullcontext() if sync else self.ddp.no_sync():
-                with self.autocast():
-                    loss = next_token_loss(net, self.rank_rows(batch, micro))
-                (loss * (scale / accum)).backward()
+            loss, w = self.ar_micro(batch, micro, 1.0 / accum, sync=micro == accum - 1)
             total += loss.detach().double()
-        total = self.dist.all_reduce_sum(total) / (accum * self.dist.world_size)
-        return total, ar_work(batch.shape[0] * self.cfg.train.seq_len, self.fwd_flops)
+            work += w
+        return self.dist.all_reduce_sum(total) / (accum * self.dist.world_size), work
 
     def train_step(self, step: int) -> tuple[str, dict, Work]:
-        """Gradients of optimizer step `step`: next-token, meta, or both (weighted hybrid).
-
-        Returns the step kind, the row fields it measured, and the work it executed."""
-        meta_w, ar_w = self.meta.step_weights(step) if self.meta is not None else (0.0, 1.0)
-        fields: dict = {}
-        work = Work()
-        if ar_w:
-            fields["loss"], ar = self.ar_step(step, scale=ar_w)
-            work += ar
-        if meta_w:
-            from .meta import reduce_stats
-
-            batch = self.meta.episodes(step, self.dist.rank, self.dist.world_size)
-            stats = self.meta.meta_step(self.model, batch, loss_scale=meta_w)
-            # Parameters the meta loss does not reach (e.g. the LM head) get an explicit zero gradient,
-            # so AdamW treats them alike whatever the process count (momentum still applies).
-            for _, p in self.trainable:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            # Inner loops are local; only the outer gradient is averaged across processes (next-token
-            # gradients, already averaged by DDP and identical on every rank, are unchanged by this).
-            self.dist.average_gradients([p for _, p in self.trainable])
-            stats = reduce_stats(stats, self.dist.all_reduce_sum, self.device)
-            work += stats.pop("work")
-            fields.update(stats)
-        return step_kind(meta_w, ar_w), fields, work
+        """Gradients of optimizer step `step`: the step kind, the row fields it measured, the work."""
+        if self.hybrid is not None:
+            return self.hybrid(step)
+        loss, work = self.ar_step(step)
+        return "ar", {"loss": loss}, work
 
     def optimizer_step(self, step: int) -> tuple[float, torch.Tensor]:
-        """Clip, apply AdamW at the step's learning rate, clear the gradients; returns (lr, grad norm)."""
+        """Clip, apply AdamW at the step's learning rate unless the gradient norm is non-finite
+        (`train.on_nonfinite`: stop or skip), clear the gradients; returns (lr, grad norm)."""
         lr = lr_at(step, self.cfg.train)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         clip = self.cfg.train.grad_clip or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-        self.optimizer.step()
+        if self.guard.finite(grad_norm):
+            self.optimizer.step()
+            self.guard.applied()
+        else:  # train.on_nonfinite: stop (DivergedError) or skip the update
+            self.guard.nonfinite(step, grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
         return lr, grad_norm
 
@@ -257,31 +260,51 @@ class Trainer:
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> Path:
+        """Train to the end (or resume). SIGINT and SIGTERM raise KeyboardInterrupt (status
+        "interrupted"); divergence raises DivergedError (status "diverged"); a full disk StorageError."""
         cfg = self.cfg
+        self.run_dir.check_writable()
         self.check_same_config()
         if self.run_dir.is_finished():
             if self.dist.is_main:
                 log.info("run %s already finished (step %d); nothing to do", self.run_dir.path, cfg.train.steps)
+                for problem in self.run_dir.metrics_problems():
+                    log.warning("%s", problem)
             return self.run_dir.path
         check_loggers(cfg)
         self.prepare()
         self.create_run_dir()
-        self.restore()
         runlog = RunLog(self.run_dir, cfg, enabled=self.dist.is_main)
         try:
-            self._loop(runlog)
-            self.dist.barrier()  # every rank's collectives are done before the group is torn down
+            with interrupt_on_signals():
+                self.restore(runlog)
+                self._loop(runlog)
+                self.dist.barrier()  # every rank's collectives are done before the group is torn down
         except KeyboardInterrupt:
-            runlog.status("interrupted", self.state.step)
+            self.record_end(runlog, "interrupted")
+            raise
+        except DivergedError as exc:
+            self.record_end(runlog, "diverged", error=str(exc))
+            raise
+        except OSError as exc:
+            self.record_end(runlog, "failed")
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageError(f"no space left on the device of {exc.filename or self.run_dir.path}; free some "
+                                   "and re-run the same command to resume from the last checkpoint") from exc
             raise
         except BaseException:
-            runlog.status("failed", self.state.step)
+            self.record_end(runlog, "failed")
             raise
         finally:
             runlog.close()
             self.release_ddp()
             shutdown(self.dist)
         return self.run_dir.path
+
+    def record_end(self, runlog: RunLog, state: str, **extra) -> None:
+        """The status of a run that stopped early (best effort: the disk may be full)."""
+        with contextlib.suppress(OSError):
+            runlog.status(state, self.state.step, **extra)
 
     def release_ddp(self) -> None:
         """Free DDP's reducer while the process group is still registered. Otherwise the reducer
@@ -325,7 +348,8 @@ class Trainer:
 
             val_loss = self.validator.evaluate() if evaluate else None
             if log_row:
-                row = self.rows.row(state, kind, fields, lr, grad_norm, val_loss, self.meta is not None)
+                row = self.rows.row(state, kind, {**fields, **self.guard.row_fields()}, lr, grad_norm, val_loss,
+                                    self.meta is not None)
                 runlog.row(row)
                 progress.logged(row)
                 runlog.heartbeat(state.step)
@@ -339,7 +363,7 @@ class Trainer:
                 log.info("%s", format_phase_readout(readout.phases))
                 log.info("dynamics plots: %s", self.run_dir.plots_dir())
         self.export()
-        runlog.status("finished", state.step)
+        runlog.status("finished", state.step, rows=len(self.run_dir.read_metrics()) if main else 0)
         if main:
             log.info("finished: %s (final model in %s)", self.run_dir.path, self.run_dir.final_dir)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,28 @@ class HubDataset:
         body, _, split = body.partition("@")
         name, _, config = body.partition(":")
         if not name:
-            raise DataError(f"{spec!r}: expected hf:NAME[:CONFIG][@SPLIT]")
+            raise DataError(f"{spec!r}: a Hub dataset is hf:NAME[:CONFIG][@SPLIT], e.g. hf:roneneldan/TinyStories@validation")
         return cls(name, config or None, split or "train")
+
+
+SPEC_FORMS = "a path, directory or glob of .txt/.jsonl/.parquet files, hf:NAME[:CONFIG][@SPLIT] or demo"
+
+
+def check_spec(item) -> None:
+    """ValueError saying what a source spec looks like, for anything that is not one (config
+    validation turns it into an error naming the key)."""
+    if isinstance(item, dict) and len(item) == 1 and None in item.values():
+        item = f"{next(iter(item))}:"  # `data.train=hf:` reads as the mapping {hf: null}
+    if not isinstance(item, str):
+        shown = "a mapping (quote a value that ends with ':')" if isinstance(item, dict) else repr(item)
+        raise ValueError(f"expected {SPEC_FORMS}; got {shown}")
+    if not item.strip():
+        raise ValueError(f"expected {SPEC_FORMS}; got an empty string")
+    if item.startswith(HF_PREFIX):
+        try:
+            HubDataset.parse(item)
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
 
 
 def resolve_files(spec: str | list[str]) -> list[Path | HubDataset]:
@@ -129,12 +150,47 @@ def _parquet_documents(path: Path, text_field: str) -> Iterator[str]:
             yield value
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connection (False at once when offline mode is set)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def go_offline() -> None:
+    """Hugging Face libraries read only their local caches from now on (no requests, no retries)."""
+    import datasets
+    from huggingface_hub import constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
+    datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = True
+
+
 def _hub_documents(ref: HubDataset, text_field: str) -> Iterator[str]:
+    """The dataset's documents; when the Hub cannot be reached, from the local cache only, so an
+    offline machine gets one error at once instead of a minute of retries."""
     import datasets
 
+    offline = not hub_reachable()
+    if offline:
+        go_offline()
     try:
         ds = datasets.load_dataset(ref.name, ref.config, split=ref.split)
     except Exception as exc:  # network, missing dataset, bad split: all user-facing
+        if offline:
+            raise DataError(f"hf:{ref.name}: the Hugging Face Hub cannot be reached and the dataset is not in "
+                            "the local cache (download it once while online)") from None
         raise DataError(f"hf:{ref.name}: cannot load dataset ({type(exc).__name__}: {exc})") from None
     if text_field not in ds.column_names:
         raise DataError(f"hf:{ref.name}: no column {text_field!r} (columns: {', '.join(ds.column_names)})")

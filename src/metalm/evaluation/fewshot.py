@@ -9,12 +9,14 @@ two checkpoints are evaluated on the same episodes. The backbone is frozen (head
 
 from __future__ import annotations
 
+import re
 import statistics
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from transformers import AutoModelForCausalLM
 
 from ..checkpoint import load_extra, resolve_model_dir
@@ -24,8 +26,11 @@ from ..data import token_store
 from ..data.pipeline import read_documents
 from ..data.sources import resolve_files
 from ..device import resolve_device
-from ..errors import MetalmError
+from ..config_base import format_validation_error
+from ..errors import ConfigError, MetalmError
 from ..meta import MetaConfig, MetaTask
+from ..meta.config import validate_meta
+from ..meta.sampler import EpisodeSampler
 from ..meta.meta_step import MetaStep
 from ..run_dir import RunDir
 from ..tokenizer import load_tokenizer
@@ -36,9 +41,7 @@ KEYS = ("support_acc_before", "support_acc_after", "query_acc_before", "query_ac
 
 def _held_out_tokens(run_dir: Path | None, data: list[str] | None, tokenizer) -> token_store.TokenArray:
     if data:
-        data_cfg = DataConfig(text_field="text", txt_documents="blank_line")
-        docs = read_documents([f for spec in data for f in resolve_files(spec)], data_cfg, "eval")
-        return token_store.concat(token_store.tokenize_documents(docs, tokenizer), np.uint32)
+        return token_store.concat(token_store.tokenize_documents(held_out_documents(data), tokenizer), np.uint32)
     info = RunDir(run_dir).read_data_info() if run_dir else None
     if info is None:
         raise MetalmError("few-shot evaluation needs held-out text: pass --data (or a run directory)")
@@ -46,6 +49,43 @@ def _held_out_tokens(run_dir: Path | None, data: list[str] | None, tokenizer) ->
     if loaded is None:
         raise MetalmError(f"{run_dir}: its token cache is gone; pass --data with the held-out text")
     return loaded[0]["validation"]
+
+
+def episode_config(s: FewshotSettings, prefix: str = "fewshot.") -> MetaConfig:
+    """The SMLMT episodes (a head-only FOMAML meta config) that settings `s` ask for; an incompatible
+    combination is a ConfigError naming the setting."""
+    try:
+        return MetaConfig(enabled=True, task="smlmt", smlmt_variant=s.variant, algorithm="fomaml", inner_params="head",
+                          inner_steps=s.inner_steps, inner_lr=s.inner_lr, n_way=s.n_way, k_shot=s.k_shot,
+                          q_query=s.q_query, head_init=s.head_init, pool=s.pool if s.variant == "sentence" else None,
+                          window_len=s.window_len, band_min_count=s.band_min_count, band_skip_top=s.band_skip_top)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, MetaConfig, prefix=prefix)) from None
+
+
+def _renamed(exc: ConfigError, prefix: str) -> str:
+    """A meta config's error message with its `meta.` keys named as the few-shot settings."""
+    return re.sub(r"\bmeta\.(?=\w)", prefix, str(exc))
+
+
+def check_fewshot(s: FewshotSettings, held_out: token_store.TokenArray, tokenizer, model_config,
+                  cache_dir: str | None = None, prefix: str = "fewshot.") -> None:
+    """Refuse settings that the held-out text (and a model of `model_config`) cannot serve, e.g. an
+    `n_way` above the number of class candidates: what `evaluate_fewshot` would refuse, checked
+    without a trained model (experiments check before training)."""
+    cfg = episode_config(s, prefix)
+    try:
+        sampler = EpisodeSampler(cfg, held_out.tokens, held_out.doc_offsets, tokenizer, s.seed,
+                                 cache_root(cache_dir) / "meta")
+        validate_meta(cfg, model_config, sampler.vocab_stats)
+    except ConfigError as exc:
+        raise ConfigError(_renamed(exc, prefix)) from None
+
+
+def held_out_documents(data: list[str]) -> list[str]:
+    """The documents of few-shot `--data` held-out text."""
+    data_cfg = DataConfig(text_field="text", txt_documents="blank_line")
+    return read_documents([f for spec in data for f in resolve_files(spec)], data_cfg, "eval")
 
 
 def evaluate_fewshot(checkpoint: str | Path, settings: FewshotSettings | None = None, *,
@@ -56,23 +96,18 @@ def evaluate_fewshot(checkpoint: str | Path, settings: FewshotSettings | None = 
     s = FewshotSettings.resolve(settings, **options)
     episodes, data, variant, seed = s.episodes, s.data, s.variant, s.seed
     n_way, k_shot, q_query, inner_steps, inner_lr = s.n_way, s.k_shot, s.q_query, s.inner_steps, s.inner_lr
-    head_init, pool, window_len = s.head_init, s.pool, s.window_len
-    band_min_count, band_skip_top = s.band_min_count, s.band_skip_top
+    cfg = episode_config(s)  # bad settings fail before the model loads
     model_dir, tok_dir, run_dir = resolve_model_dir(checkpoint)
     tokenizer = load_tokenizer(tok_dir)
     dev = resolve_device(s.device)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(dev)
     model.train()  # no dropout in metalm models; train mode keeps autograd paths identical to training
-    try:
-        cfg = MetaConfig(enabled=True, task="smlmt", smlmt_variant=variant, algorithm="fomaml", inner_params="head",
-                         inner_steps=inner_steps, inner_lr=inner_lr, n_way=n_way, k_shot=k_shot, q_query=q_query,
-                         head_init=head_init, pool=pool if variant == "sentence" else None, window_len=window_len, band_min_count=band_min_count,
-                         band_skip_top=band_skip_top)
-    except ValueError as exc:
-        raise MetalmError(f"few-shot settings: {exc}") from None
     held_out = _held_out_tokens(run_dir, data, tokenizer)
-    task = MetaTask(cfg, held_out.tokens, held_out.doc_offsets, tokenizer, model, seed=seed,
-                    cache_dir=cache_root(cache_dir) / "meta")
+    try:
+        task = MetaTask(cfg, held_out.tokens, held_out.doc_offsets, tokenizer, model, seed=seed,
+                        cache_dir=cache_root(cache_dir) / "meta")
+    except ConfigError as exc:
+        raise ConfigError(_renamed(exc, "fewshot.")) from None
     if task.head is not None and run_dir is not None:  # a meta run's learned head, if it kept one
         latest = RunDir(run_dir).latest_checkpoint()
         extra = load_extra(latest[1]) if latest else {}
@@ -93,7 +128,7 @@ def evaluate_fewshot(checkpoint: str | Path, settings: FewshotSettings | None = 
     return {"checkpoint": str(model_dir), "episodes": episodes, "chance": 1 / n_way,
             "settings": {"variant": variant, "n_way": n_way, "k_shot": k_shot, "q_query": q_query,
                          "inner_steps": inner_steps, "inner_lr": inner_lr, "head_init": cfg.resolved_head_init(), "pool": cfg.resolved_pool(),
-                         "window_len": window_len, "seed": seed, "held_out": data or "the run's validation set"},
+                         "window_len": s.window_len, "seed": seed, "held_out": data or "the run's validation set"},
             "accuracy": summary}
 
 

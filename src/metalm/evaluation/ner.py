@@ -263,6 +263,21 @@ class _Data:
         return training_split(self.data, lang, use_dev_for_train)
 
 
+def check_ner_data(data_dir: str | Path, s: NerSettings) -> None:
+    """Read (and so check) every local IOB2 file that `run_ner` with settings `s` would read: a
+    missing folder, language or split, or a malformed file, is a DataError before anything trains.
+    Hub data is checked when it is loaded."""
+    if is_hub(str(data_dir)):
+        return
+    data = _Data(Path(data_dir))
+    split, _ = data.training_split(s.train_lang, s.use_dev_for_train)
+    data.load(s.train_lang, split)
+    for lang in s.test_langs or [s.train_lang]:
+        data.load(lang, "test")
+    if s.select_best_on_dev:
+        data.load(s.train_lang, "dev")
+
+
 def _tags(sentences: Sequence[Sentence], label_names: Sequence[str], predictions: Sequence[Sequence[int]]) -> tuple[list[list[str]], list[list[str]]]:
     return [s.tags for s in sentences], [[label_names[i] for i in p] for p in predictions]
 

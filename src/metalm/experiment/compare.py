@@ -1,5 +1,6 @@
 """Comparing runs (DESIGN 2.6): cost to reach a target validation loss, speed-ups with confidence
-intervals over seeds, and validation loss at equal compute.
+intervals over seeds, paired differences at equal FLOPs, and the control arms that attribute an
+effect (DESIGN 2.4).
 
 Only the next-token validation loss on the fixed held-out batches is compared — never a training
 loss that mixes meta and next-token terms.
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import stats
+
+from ..run_dir import flatten
 
 MEASURES = ("step", "tokens", "flops", "time")
 
@@ -59,14 +62,114 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
     return {"n": n, "mean": mean, "ci": [mean - half, mean + half], "level": level}
 
 
+def default_target(final_losses: Sequence[float]) -> float | None:
+    """The default target loss: the highest final validation loss among the baseline's seeds, so that
+    every baseline seed reaches it."""
+    return max(float(v) for v in final_losses) if final_losses else None
+
+
+def missed_target(costs: Mapping[int, dict | None]) -> list[int]:
+    """The seeds whose run never reached the target."""
+    return sorted(s for s, c in costs.items() if c is None)
+
+
+def _dropped_reason(base_missed: bool, arm_missed: bool) -> str:
+    if base_missed and arm_missed:
+        return "neither run reached the target"
+    return "the baseline run did not reach the target" if base_missed else "the arm's run did not reach the target"
+
+
 def speedups(baseline: dict[int, dict | None], arm: dict[int, dict | None]) -> dict:
     """Per measure: speed-up = baseline cost / arm cost for each seed both reached, with mean and CI.
-    Seeds where the arm (or the baseline) never reached the target are counted, not given a number."""
+    Seeds where either run never reached the target get no number: `not_reached` (the arm missed),
+    `baseline_not_reached` and `dropped` (seed → why) say which."""
     out = {}
     seeds = sorted(set(baseline) & set(arm))
+    dropped = {s: _dropped_reason(baseline[s] is None, arm[s] is None) for s in seeds
+               if baseline[s] is None or arm[s] is None}
     for m in MEASURES:
-        ratios = {s: baseline[s][m] / arm[s][m] for s in seeds
-                  if baseline[s] is not None and arm[s] is not None and arm[s][m] > 0}
+        ratios = {s: baseline[s][m] / arm[s][m] for s in seeds if s not in dropped and arm[s][m] > 0}
         out[m] = {"per_seed": ratios, **mean_ci(list(ratios.values())),
-                  "not_reached": [s for s in seeds if arm[s] is None]}
+                  "not_reached": [s for s in seeds if arm[s] is None],
+                  "baseline_not_reached": [s for s in seeds if baseline[s] is None],
+                  "dropped": {s: dropped.get(s, f"zero {m} to reach the target") for s in seeds if s not in ratios}}
+    return out
+
+
+def paired_difference(baseline: Mapping[int, dict], arm: Mapping[int, dict], measure: str = "flops",
+                      level: float = 0.95) -> dict:
+    """Per seed: arm loss − baseline loss at the largest `measure` budget both runs of that seed
+    reached (validation curves linearly interpolated), with the mean and a Student-t interval over
+    seeds (none from one seed). Seeds without a common budget are listed in `dropped` with why."""
+    per_seed, dropped = {}, {}
+    for s in sorted(set(baseline) | set(arm)):
+        if s not in baseline or s not in arm:
+            dropped[s] = "run only in the " + ("arm" if s in arm else "baseline")
+            continue
+        b, a = baseline[s], arm[s]
+        if not b[measure] or not a[measure]:
+            dropped[s] = "no validation curve"
+            continue
+        budget = min(b[measure][-1], a[measure][-1])
+        base_loss, arm_loss = loss_at(b, measure, budget), loss_at(a, measure, budget)
+        if base_loss is None or arm_loss is None:
+            dropped[s] = f"the validation curves share no {measure} range"
+            continue
+        per_seed[s] = {"budget": budget, "arm_loss": arm_loss, "baseline_loss": base_loss,
+                       "difference": arm_loss - base_loss}
+    return {"measure": measure, "per_seed": per_seed,
+            **mean_ci([d["difference"] for d in per_seed.values()], level), "dropped": dropped}
+
+
+# -- control arms (DESIGN 2.4) ---------------------------------------------------------------------
+
+def control_kind(config: Mapping | None) -> str:
+    """`meta.control` of a run's saved config: "momentum", "skip", or "none" (also when absent)."""
+    meta = (config or {}).get("meta") or {}
+    return str(meta.get("control") or "none")
+
+
+def is_meta_arm(config: Mapping | None) -> bool:
+    """A meta-learning arm proper: meta steps enabled, not a control."""
+    return bool(((config or {}).get("meta") or {}).get("enabled")) and control_kind(config) == "none"
+
+
+def _settings(config: Mapping | None, section: str | None = None) -> dict:
+    """The flattened settings that define what an arm computes, without `meta.control` and the `run`
+    section (directory, name, seed, device); only `section` when given."""
+    flat = flatten(dict(config or {}))
+    return {k: v for k, v in flat.items() if k != "meta.control" and not k.startswith("run.")
+            and (section is None or k.startswith(section + "."))}
+
+
+def _match(arm: str, configs: Mapping[str, Mapping], candidates: Sequence[str]) -> tuple[str | None, str]:
+    """The candidate whose config equals `arm`'s except `meta.control` (else, the one whose `meta`
+    settings do); (None, why) when there is none or more than one."""
+    for section in (None, "meta"):
+        found = [c for c in candidates if _settings(configs[c], section) == _settings(configs[arm], section)]
+        if len(found) == 1:
+            return found[0], ""
+        if len(found) > 1:
+            return None, f"several candidates ({', '.join(found)}) match {arm!r}"
+    return None, f"no arm matches {arm!r}'s settings"
+
+
+def pair_controls(configs: Mapping[str, Mapping | None]) -> dict:
+    """Which arms attribute which effect: `meta_effect` pairs (meta arm − its `momentum` control),
+    `replay_effect` pairs (`momentum` control − its `skip` control), each {"arm", "control"};
+    `unpaired`: control arms that could not be paired, with why; `meta_without_control`: meta arms
+    that have no `momentum` control (their effect cannot be credited to meta-learning)."""
+    kinds = {a: control_kind(c) for a, c in configs.items()}
+    metas = [a for a, c in configs.items() if is_meta_arm(c)]
+    momentum = [a for a, k in kinds.items() if k == "momentum"]
+    out: dict = {"meta_effect": [], "replay_effect": [], "unpaired": {}}
+    for pairs, controls, candidates in (("meta_effect", momentum, metas),
+                                        ("replay_effect", [a for a, k in kinds.items() if k == "skip"], momentum)):
+        for control in controls:
+            arm, why = _match(control, configs, candidates)
+            if arm is None:
+                out["unpaired"][control] = why
+            else:
+                out[pairs].append({"arm": arm, "control": control})
+    out["meta_without_control"] = [a for a in metas if a not in {p["arm"] for p in out["meta_effect"]}]
     return out

@@ -79,8 +79,70 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
             requested.record(name, ner.model_dump(mode="json"))
 
 
+def check_inputs(exp: Experiment) -> None:
+    """Everything an experiment reads, checked before anything trains or is written: each arm's
+    data (resolved and tokenized into the cache, as training does first anyway), the held-out sets
+    of perplexity and few-shot, the few-shot episodes the held-out text can serve (e.g. `n_way`
+    against the class candidates), and the NER folder, languages and files. Each arm's config was
+    validated when the experiment was loaded."""
+    from ..data.pipeline import prepare_corpus
+    from ..data.sources import resolve_files
+    from ..evaluation.fewshot import episode_config
+
+    perplexity, fewshot = exp.settings.get("perplexity"), exp.settings.get("fewshot")
+    for name, settings in (("perplexity", perplexity), ("fewshot", fewshot)):
+        for spec in (settings.data or []) if settings is not None else []:
+            try:
+                resolve_files(spec)
+            except MetalmError as exc:
+                raise type(exc)(f"evaluations.{name}.data: {exc}") from None
+    if fewshot is not None:
+        episode_config(fewshot, "evaluations.fewshot.")
+    checked: set[str] = set()
+    for arm in exp.arms:
+        cfg = exp.config(arm, exp.seeds[0])
+        key = cfg.data.model_dump_json() + repr(cfg.run.cache_dir)
+        if key in checked:
+            continue  # arms that share their data (the usual case) are checked once
+        checked.add(key)
+        try:
+            corpus = prepare_corpus(cfg.data, cfg.run.cache_dir)
+            if fewshot is not None:
+                _check_fewshot(fewshot, cfg, corpus)
+        except MetalmError as exc:
+            raise type(exc)(f"arm {arm!r}: {exc}") from None
+    ner = exp.settings.get("ner")
+    if ner is not None:
+        from ..data.demo import resolve_ner_data
+        from ..evaluation.ner import check_ner_data
+
+        cfg = exp.config(next(iter(exp.arms)), exp.seeds[0])
+        try:
+            check_ner_data(resolve_ner_data(ner.data, cache_root(cfg.run.cache_dir)), ner)
+        except MetalmError as exc:
+            raise type(exc)(f"evaluations.ner: {exc}") from None
+
+
+def _check_fewshot(settings, cfg, corpus) -> None:
+    """The few-shot evaluation's episodes on its held-out text, for a model of `cfg`."""
+    import numpy as np
+
+    from ..data import token_store
+    from ..evaluation.fewshot import check_fewshot, held_out_documents
+    from ..model import llama_config
+
+    held_out = corpus.validation
+    if settings.data:
+        docs = held_out_documents(settings.data)
+        held_out = token_store.concat(token_store.tokenize_documents(docs, corpus.tokenizer), np.uint32)
+    model_config = None if cfg.model.hf_config else llama_config(cfg.model.preset, len(corpus.tokenizer),
+                                                                  **cfg.model.overrides())
+    check_fewshot(settings, held_out, corpus.tokenizer, model_config, cfg.run.cache_dir, prefix="evaluations.fewshot.")
+
+
 def run_experiment(path: str | Path, overrides: list[str] | None = None) -> Path:
     exp = load_experiment(path, overrides)
+    check_inputs(exp)  # before the experiment directory exists: a refused experiment leaves nothing
     exp.root.mkdir(parents=True, exist_ok=True)
     spec = {**exp.shared, "arms": exp.arms, "seeds": exp.seeds, "baseline": exp.baseline,
             "target_loss": exp.target_loss, "evaluations": exp.evaluations}

@@ -2,10 +2,11 @@
 
 Where things are:
 - `sampler`: which episodes a step trains on, and this rank's share — built by `smlmt` (SMLMT
-  episodes, from the occurrence index of `occurrences`) or `lm_tasks` (LM-task episodes);
-  `episode` holds the `Episode` record;
+  episodes in windows cut from the corpus, from the occurrence index of `occurrences`), `dense`
+  (SMLMT token episodes inside the training rows, `layout: dense`) or `lm_tasks` (LM-task
+  episodes); `episode` holds the `Episode` record;
 - `inner`: the inner loop `adapt`; `backbone`: the frozen lower / adapted upper part of the
-  backbone; `heads`: the episode heads (zero, ProtoMAML, the persistent `LearnedHead`);
+  backbone; `heads`: the episode heads (zero, ProtoMAML, the persistent `LearnedHead`, linear or MLP);
 - `outer`: the outer-gradient rule of each algorithm (FOMAML, MAML, Reptile);
 - `meta_step`: one episode end to end (`run_episode`), a rank's meta step (`MetaStep`), `reduce_stats`;
 - `flops`: the work of an episode, from its shape;
@@ -19,6 +20,8 @@ The trainer-facing API is `MetaTask`, the three pieces a run holds (sampler, lea
     meta_w, ar_w = task.step_weights(step)                   # per optimizer step
     if meta_w:
         batch = task.episodes(step, rank, world_size)        # this rank's share of the global batch
+        # layout: dense — episodes from the training rows the meta work consumes (global, [R, seq_len+1]):
+        #   task.episodes(step, rank, world_size, rows=global_rows, micro=m)
         stats = task.meta_step(model, batch, loss_scale=meta_w)   # outer gradient → .grad
         stats = reduce_stats(stats, all_reduce_sum, device)  # global metrics and work
     if ar_w: (ar_w · next-token loss).backward()
@@ -51,16 +54,20 @@ class MetaTask:
         self.seed = int(seed)
         self.sampler = EpisodeSampler(meta_cfg, tokens, doc_offsets, tokenizer, seed, cache_dir, doc_groups)
         validate_meta(meta_cfg, model.config, self.sampler.vocab_stats)
-        self.head = (LearnedHead.from_model(model)
+        self.head = (LearnedHead.from_model(model, meta_cfg.head_layers, meta_cfg.resolved_head_hidden(), self.seed)
                      if meta_cfg.task == "smlmt" and meta_cfg.resolved_head_init() == "learned" else None)
         self.runner = MetaStep(meta_cfg, model, self.head)
 
     # -- episodes and schedule ------------------------------------------------------------------
-    def episode(self, step: int, index: int = 0) -> Episode:
-        return self.sampler.episode(step, index)
+    def episode(self, step: int, index: int = 0, micro: int = 0, rows: np.ndarray | None = None) -> Episode:
+        return self.sampler.episode(step, index, micro, rows)
 
-    def episodes(self, step: int, rank: int = 0, world_size: int = 1) -> EpisodeBatch:
-        return self.sampler.episodes(step, rank, world_size)
+    def episodes(self, step: int, rank: int = 0, world_size: int = 1, rows: np.ndarray | None = None,
+                 micro: int = 0) -> EpisodeBatch:
+        """This rank's episodes of optimizer step `step` (micro-batch `micro`: it enters the episode
+        seed when > 0). `layout: dense`: `rows` are the global training rows the meta work consumes
+        ([R, seq_len + 1]; R divisible by `episodes_per_step`); other layouts ignore them."""
+        return self.sampler.episodes(step, rank, world_size, rows, micro)
 
     def step_weights(self, step: int) -> tuple[float, float]:
         return step_weights(step, self.seed, self.cfg)

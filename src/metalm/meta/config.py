@@ -18,6 +18,7 @@ from ..errors import ConfigError
 # Exact second-order MAML keeps the graph of every inner step of every adapted parameter: beyond
 # this many adapted parameters it is impractical (memory), so `maml` is refused; use `fomaml`.
 MAML_MAX_ADAPTED_PARAMS = 25_000_000
+DEFAULT_HEAD_HIDDEN = 256
 
 
 class MetaConfig(Section):
@@ -30,8 +31,13 @@ class MetaConfig(Section):
     letter or digit (punctuation, whitespace) are never candidates.
 
     `hybrid` is the share of optimizer steps that are meta steps under `schedule` random or
-    interleave; under `weighted` every step optimises `weight`·L_meta + (1 − `weight`)·L_AR and
-    `hybrid` is not used.
+    interleave (under `microbatch`: the probability that a micro-batch is a meta micro-batch); under
+    `weighted` every step optimises `weight`·L_meta + (1 − `weight`)·L_AR and `hybrid` is not used.
+
+    Token-variant layouts (DESIGN 2.3): `window` — one labelled occurrence per row of `window_len`
+    tokens, K support and Q query rows per class; `dense` (the paper's) — the episode's rows are
+    training sequences of `train.seq_len` tokens and `k_shot` / `q_query` are the labelled support /
+    query positions *per row* (`window_len` is not used).
     """
 
     enabled: bool = Field(False, description="run meta-learned pretraining (meta steps next to next-token steps)")
@@ -66,13 +72,34 @@ class MetaConfig(Section):
     band_skip_top: int = Field(100, ge=0, description="the most frequent units excluded from SMLMT candidates")
     hybrid: float = Field(0.5, ge=0, le=1, description="share of optimizer steps that are meta steps "
                           "(schedule random or interleave)")
-    schedule: Literal["random", "interleave", "weighted"] = Field(
-        "interleave", description="which steps are meta steps: seeded random draw, evenly interleaved, or every "
-        "step weighted (weight·L_meta + (1 − weight)·L_AR)")
+    schedule: Literal["random", "interleave", "weighted", "microbatch"] = Field(
+        "interleave", description="which steps are meta steps: seeded random draw, evenly interleaved, every "
+        "step weighted (weight·L_meta + (1 − weight)·L_AR), or per micro-batch (the paper's: each micro-batch "
+        "is meta with probability hybrid, gradients summed into one optimizer step)")
     weight: float = Field(0.5, ge=0, le=1, description="λ of the weighted schedule")
+    layout: Literal["window", "dense"] = Field(
+        "window", description="token-variant episode rows: one labelled occurrence per window_len-token window "
+        "(window), or training rows of train.seq_len tokens with up to k_shot support and q_query query "
+        "positions labelled per row (dense, the paper's)")
+    head_layers: int = Field(1, ge=1, description="layers of the persistent learned head: 1 = linear; more = an "
+                             "MLP (ReLU hidden layers of head_hidden units, as the paper's code) whose "
+                             "vocabulary-indexed output layer is sliced to the episode's classes")
+    head_hidden: int | None = Field(None, ge=1, description="hidden width of the MLP learned head (head_layers > 1; "
+                                    f"null: {DEFAULT_HEAD_HIDDEN})")
+    casefold: bool = Field(False, description="sentence variant: case variants of a word are one class (Arm = arm)")
+    feature_scale: Literal["inv_sqrt_d", "none"] = Field(
+        "inv_sqrt_d", description="SMLMT features read by the episode head: final hidden states scaled by "
+        "1/sqrt(d) (unit norm), or unscaled (as the paper's code, whose inner_lr 0.01 acts on raw states)")
+    untouched: Literal["freeze", "momentum"] = Field(
+        "freeze", description="parameters a meta step does not reach (e.g. the LM head): no gradient, AdamW "
+        "leaves them and their state alone (freeze), or a zero gradient, AdamW moves them by momentum (momentum)")
+    control: Literal["none", "momentum", "skip"] = Field(
+        "none", description="control arm: meta steps on the same schedule apply a zero gradient to every "
+        "parameter (momentum) or nothing (skip) and do no meta work; none: the real meta arm")
 
     @model_validator(mode="after")
     def _combinations(self) -> "MetaConfig":
+        self._check_new_keys()
         if self.task == "lm":
             if self.pool is not None:
                 raise ValueError(f"pool={self.pool!r} applies to SMLMT episodes only; LM tasks have no pooled "
@@ -99,6 +126,33 @@ class MetaConfig(Section):
                 raise ValueError(f"band_max_count {self.band_max_count} is below the minimum count {need} "
                                  "(max(band_min_count, k_shot + q_query)): the band is empty")
         return self
+
+    def _check_new_keys(self) -> None:
+        """Layout, head, sentence-identity and control keys: combinations that mean nothing."""
+        if self.layout == "dense" and (self.task != "smlmt" or self.smlmt_variant != "token"):
+            raise ValueError("layout='dense' labels token occurrences inside training rows: it needs task=smlmt "
+                             "and smlmt_variant=token (remove meta.layout or set meta.smlmt_variant=token)")
+        if self.head_layers > 1 and self.resolved_head_init() != "learned":
+            raise ValueError(f"head_layers={self.head_layers} shapes the persistent learned head: it needs "
+                             "head_init=learned (smlmt_variant=token); zero and proto heads are linear")
+        if self.head_hidden is not None and self.head_layers == 1:
+            raise ValueError("head_hidden applies to an MLP learned head only: set meta.head_layers > 1 or remove "
+                             "meta.head_hidden")
+        if self.casefold and (self.task != "smlmt" or self.smlmt_variant != "sentence"):
+            raise ValueError("casefold merges case variants of sentence-variant class words: it needs task=smlmt "
+                             "and smlmt_variant=sentence (token classes are token ids)")
+        if not self.enabled and (self.control != "none" or self.untouched != "freeze"):
+            key = "control" if self.control != "none" else "untouched"
+            raise ValueError(f"{key}={getattr(self, key)!r} changes what meta steps do, but meta.enabled is false: "
+                             "there are no meta steps (set meta.enabled=true, or remove meta." + key + ")")
+        if self.control != "none" and self.schedule == "weighted":
+            raise ValueError(f"control={self.control!r} replaces whole meta steps (or meta micro-batches), but "
+                             "schedule=weighted mixes meta into every step: use schedule random, interleave or "
+                             "microbatch for a control arm")
+
+    def resolved_head_hidden(self) -> int:
+        """Hidden width of the MLP learned head (head_layers > 1)."""
+        return self.head_hidden if self.head_hidden is not None else DEFAULT_HEAD_HIDDEN
 
     def resolved_head_init(self) -> str | None:
         """The head initialisation actually used (None for LM tasks)."""
@@ -155,7 +209,7 @@ def validate_meta(meta_cfg: MetaConfig, model_config, vocab_stats: VocabStats | 
                               f"({', '.join(sorted(LLAMA_LIKE))}); got model_type "
                               f"{getattr(model_config, 'model_type', None)!r}; use head or all")
     ctx = getattr(model_config, "max_position_embeddings", None)
-    if ctx is not None and meta_cfg.window_len > ctx:
+    if ctx is not None and meta_cfg.window_len > ctx and meta_cfg.layout == "window":
         raise ConfigError(f"meta.window_len: {meta_cfg.window_len} exceeds the model's context {ctx}")
     if meta_cfg.algorithm == "maml" and meta_cfg.inner_params != "head":
         count = adapted_parameter_count(meta_cfg, model_config)

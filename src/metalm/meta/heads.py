@@ -1,6 +1,8 @@
 """Episode classifier heads: zero, ProtoMAML prototypes, and the persistent vocabulary-indexed head.
 
-A head is a dict {"weight": [N, d], "bias": [N]}; logits = F·Wᵀ + b.
+A head is a dict {"weight": [N, d], "bias": [N]}; logits = F·Wᵀ + b. An MLP head (the learned head
+with `meta.head_layers` > 1) also holds hidden layers "hidden.i.weight" / "hidden.i.bias", applied
+in order with a ReLU after each: x ← relu(x·W_iᵀ + b_i), then logits = x·Wᵀ + b.
 
 - zero: W = 0, b = 0 (every class equally likely before adaptation);
 - proto (Triantafillou et al. 2020, ProtoMAML): with c_k the mean support feature of class k,
@@ -15,14 +17,25 @@ A head is a dict {"weight": [N, d], "bias": [N]}; logits = F·Wᵀ + b.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
 Head = dict[str, torch.Tensor]
 
 
+def hidden_layer_keys(n_hidden: int) -> list[tuple[str, str]]:
+    """(weight key, bias key) of each hidden layer of an MLP head, in order."""
+    return [(f"hidden.{i}.weight", f"hidden.{i}.bias") for i in range(n_hidden)]
+
+
 def head_logits(features: torch.Tensor, head: Head) -> torch.Tensor:
-    logits = features @ head["weight"].t()
+    x = features
+    n_hidden = sum(1 for k in head if k.startswith("hidden.") and k.endswith(".weight"))
+    for w, b in hidden_layer_keys(n_hidden):
+        x = torch.relu(x @ head[w].t() + head[b])
+    logits = x @ head["weight"].t()
     bias = head.get("bias")
     return logits if bias is None else logits + bias
 
@@ -46,21 +59,56 @@ def proto_head(features: torch.Tensor, labels: torch.Tensor, n_way: int) -> Head
 
 
 class LearnedHead(nn.Module):
-    """The persistent vocabulary-indexed head of the token variant (part of the checkpoint)."""
+    """The persistent vocabulary-indexed head of the token variant (part of the checkpoint).
 
-    def __init__(self, vocab_size: int, d_model: int):
+    Linear (`layers` = 1): a V×d weight and V bias, initialised from the model's LM head. MLP
+    (`layers` > 1, the paper's code): `layers` − 1 hidden layers of `hidden` units with a ReLU
+    after each (d → hidden → … → hidden), then a V×hidden output layer; nn.Linear's default
+    initialisation from a generator seeded by `seed`. Only the output layer is vocabulary-indexed
+    and sliced to the episode's classes; the hidden layers are shared by every episode."""
+
+    def __init__(self, vocab_size: int, d_model: int, layers: int = 1, hidden: int = 256):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(vocab_size, d_model))
+        widths = [d_model] + [hidden] * (layers - 1)
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(widths))
+        self.weight = nn.Parameter(torch.zeros(vocab_size, widths[-1]))
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     @classmethod
-    def from_model(cls, model: nn.Module) -> "LearnedHead":
+    def from_model(cls, model: nn.Module, layers: int = 1, hidden: int = 256, seed: int = 0) -> "LearnedHead":
         out = model.get_output_embeddings().weight
-        head = cls(out.shape[0], out.shape[1]).to(device=out.device, dtype=out.dtype)
-        with torch.no_grad():
-            head.weight.copy_(out)
+        head = cls(out.shape[0], out.shape[1], layers, hidden)
+        if layers > 1:
+            gen = torch.Generator().manual_seed(int(seed))
+            with torch.no_grad():
+                for linear in [*head.hidden, head]:  # nn.Linear's default: U(±1/√fan_in), weight and bias
+                    bound = linear.weight.shape[1] ** -0.5
+                    linear.weight.uniform_(-bound, bound, generator=gen)
+                    linear.bias.uniform_(-bound, bound, generator=gen)
+        head = head.to(device=out.device, dtype=out.dtype)
+        if layers == 1:
+            with torch.no_grad():
+                head.weight.copy_(out)
         return head
 
+    @property
+    def n_hidden(self) -> int:
+        return len(self.hidden)
+
     def rows(self, class_ids: torch.Tensor) -> Head:
-        """The episode's initial head: the rows of its N class token ids (gradients flow back)."""
-        return {"weight": self.weight.index_select(0, class_ids), "bias": self.bias.index_select(0, class_ids)}
+        """The episode's initial head: the hidden layers (if any) and the output rows of its N class
+        token ids (gradients flow back to the persistent parameters)."""
+        head = {}
+        for (wk, bk), layer in zip(hidden_layer_keys(self.n_hidden), self.hidden):
+            head[wk], head[bk] = layer.weight, layer.bias
+        head["weight"] = self.weight.index_select(0, class_ids)
+        head["bias"] = self.bias.index_select(0, class_ids)
+        return head
+
+    def parameter_of(self, key: str) -> tuple[nn.Parameter, bool]:
+        """The persistent parameter behind episode-head entry `key`, and whether the entry is its rows
+        of the episode's class ids (the output layer) rather than the whole parameter."""
+        if key in ("weight", "bias"):
+            return getattr(self, key), True
+        _, i, name = key.split(".")
+        return getattr(self.hidden[int(i)], name), False

@@ -8,11 +8,19 @@ times `episode_weight`, in `.grad`. `MetaStep` does that for one rank's `Episode
 steps AdamW. The work each episode executed is computed from its shape by `meta.flops`.
 
 Efficiency (DESIGN 2.4): the frozen lower part of the backbone (`meta.backbone`) runs once per
-episode (support and query rows, never again); the inner loop re-runs only the adapted upper part —
-nothing at all for `inner_params=head`, where it works on the gathered support features alone (one
-row per item, never a B×L×V logit tensor for SMLMT); the query loss flows back through the backbone
+episode (support and query rows, never again; dense episodes, whose support and query items share
+their rows, in one pass); the inner loop re-runs only the adapted upper part — nothing at all for
+`inner_params=head`, where it works on the gathered support features alone (one feature per labelled
+position, never a B×L×V logit tensor for SMLMT); the query loss flows back through the backbone
 once. Support rows are run without a graph unless the outer gradient needs them (second order,
 ProtoMAML).
+
+Heads: the episode head's entries in θ₀ are "head.<key>" (`meta.heads`: "weight", "bias", and an
+MLP learned head's "hidden.i.weight"/"hidden.i.bias"). The inner loop adapts every head entry — an
+MLP head's hidden layers too, as the paper's code adapts its whole classifier head — and the outer
+gradient reaches every learned-head parameter: the output rows of the episode's classes and the
+hidden layers. The inner loop never writes `.grad` (`meta.inner`), so the head's gradient after a
+meta step is the outer (query) gradient alone.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from .inner import Params, adapt
 from .outer import AdaptedEpisode, OuterRule, outer_rule
 from .sampler import EpisodeBatch
 
+HEAD_PREFIX = "head."  # the episode head's entries in θ₀
 METRIC_KEYS = ("meta_loss", "support_loss_before", "support_acc_before", "support_loss_after",
                "support_acc_after", "query_acc", "inner_grad_norm")
 
@@ -47,39 +56,47 @@ def _ce_acc(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, t
 
 class EpisodeRows:
     """What the model reads from an episode: the inputs, read-out positions and labels of its support
-    and query rows. SMLMT rows carry one labelled item each; LM-task rows are inputs row[:-1] with
-    next-token labels row[1:] at every position."""
+    and query rows. SMLMT items are labelled positions — one per row (window layout) or several per
+    row, at (row, position) pairs, in rows that support and query share (dense layout); LM-task rows
+    are inputs row[:-1] with next-token labels row[1:] at every position."""
 
-    def __init__(self, model, episode: Episode):
+    def __init__(self, model, episode: Episode, feature_scale: str = "inv_sqrt_d"):
         self.smlmt = episode.task == "smlmt"
+        self.shared = episode.shared_rows
+        self.scale = feature_scale == "inv_sqrt_d"
         if self.smlmt:
             self.support_ids, self.query_ids = episode.support_ids, episode.query_ids
             self.support_labels, self.query_labels = episode.support_labels, episode.query_labels
             self.support_positions, self.query_positions = episode.support_pos, episode.query_pos
+            self.support_rows, self.query_rows = episode.item_rows(True), episode.item_rows(False)
             n_classes = episode.n_way
-            support_items, query_items = self.support_ids.shape[0], self.query_ids.shape[0]
+            support_items, query_items = self.support_labels.numel(), self.query_labels.numel()
         else:
             self.support_ids, self.query_ids = episode.support_ids[:, :-1], episode.query_ids[:, :-1]
             self.support_labels = episode.support_ids[:, 1:].reshape(-1)
             self.query_labels = episode.query_ids[:, 1:].reshape(-1)
-            self.support_positions = self.query_positions = None
+            self.support_positions = self.query_positions = self.support_rows = self.query_rows = None
             n_classes = model.get_output_embeddings().weight.shape[0]
             support_items, query_items = self.support_ids.numel(), self.query_ids.numel()
         self.n_classes = n_classes
         self.shape = EpisodeShape(seq_len=self.support_ids.shape[1], support_tokens=self.support_ids.numel(),
                                   query_tokens=self.query_ids.numel(), support_items=support_items,
-                                  query_items=query_items, n_classes=n_classes, unique_tokens=episode.n_tokens)
+                                  query_items=query_items, n_classes=n_classes, unique_tokens=episode.n_tokens,
+                                  shared_rows=self.shared)
 
     def features(self, hidden: torch.Tensor, support: bool) -> torch.Tensor:
-        """LM tasks: every position, as the LM head sees it. SMLMT: the read-out position of each
-        row, divided by √d: final-norm states have unit RMS, so features have unit norm and the
-        classifier's logits stay O(1) at any width (raw, ProtoMAML's squared distances ~2d saturate
-        the softmax and leave the inner loop nothing to do; one inner_lr fits every preset)."""
+        """LM tasks: every position, as the LM head sees it. SMLMT: the hidden state at each item's
+        (row, read-out position), divided by √d under `feature_scale: inv_sqrt_d` (the default):
+        final-norm states have unit RMS, so features have unit norm and the classifier's logits stay
+        O(1) at any width (raw, ProtoMAML's squared distances ~2d saturate the softmax and leave the
+        inner loop nothing to do; one inner_lr fits every preset). `feature_scale: none` reads the
+        raw states, as the paper's code does."""
         if not self.smlmt:
             return _fp32(hidden.reshape(-1, hidden.shape[-1]))
         positions = self.support_positions if support else self.query_positions
-        feats = _fp32(hidden[torch.arange(hidden.shape[0], device=hidden.device), positions])
-        return feats * feats.shape[-1] ** -0.5
+        rows = self.support_rows if support else self.query_rows
+        feats = _fp32(hidden[rows, positions])
+        return feats * feats.shape[-1] ** -0.5 if self.scale else feats
 
 
 def run_episode(model, episode: Episode, meta_cfg, learned_head: LearnedHead | None = None,
@@ -97,13 +114,16 @@ def run_episode(model, episode: Episode, meta_cfg, learned_head: LearnedHead | N
 
 def _run_episode(model, episode: Episode, meta_cfg, learned_head, episode_weight: float,
                  partition: BackbonePartition, rule: OuterRule) -> dict:
-    rows = EpisodeRows(model, episode)
+    rows = EpisodeRows(model, episode, meta_cfg.feature_scale)
     head_init = meta_cfg.resolved_head_init()
     k, lr = meta_cfg.inner_steps, meta_cfg.inner_lr
     outer_graph = contextlib.nullcontext if rule.query_backward else torch.no_grad
 
     # The frozen lower part: once per row.
-    if rule.support_graph(head_init):
+    if rows.shared:  # dense: support and query items share their rows — one pass (support_in detaches it)
+        with outer_graph():
+            support_x = query_x = partition.lower(rows.query_ids)
+    elif rule.support_graph(head_init):
         x = partition.lower(torch.cat([rows.support_ids, rows.query_ids]))
         support_x, query_x = x[: rows.support_ids.shape[0]], x[rows.support_ids.shape[0]:]
     else:
@@ -112,11 +132,10 @@ def _run_episode(model, episode: Episode, meta_cfg, learned_head, episode_weight
         with outer_graph():
             query_x = partition.lower(rows.query_ids)
 
-    params0, weight_key, bias_key = _initial_params(model, episode, rows, partition, head_init, learned_head,
-                                                    support_x, rule)
+    params0, head_keys = _initial_params(model, episode, rows, partition, head_init, learned_head, support_x, rule)
 
     def head_of(p: Params) -> dict[str, torch.Tensor]:
-        return {"weight": p[weight_key], **({"bias": p[bias_key]} if bias_key else {})}
+        return {key: p[name] for key, name in head_keys.items()}
 
     support_in = support_x if rule.second_order else support_x.detach()
     if not partition.upper_has_layers:
@@ -144,7 +163,11 @@ def _run_episode(model, episode: Episode, meta_cfg, learned_head, episode_weight
         if name in named:
             _accumulate(named[name], grad)
         elif rows.smlmt and head_init == "learned":  # zero/proto heads are not parameters: nothing to update
-            _accumulate_rows(learned_head.weight if name == weight_key else learned_head.bias, episode.class_ids, grad)
+            param, by_rows = learned_head.parameter_of(name[len(HEAD_PREFIX):])
+            if by_rows:
+                _accumulate_rows(param, episode.class_ids, grad)
+            else:
+                _accumulate(param, grad)
 
     rule.apply(AdaptedEpisode(params0, inner, loss_q, k, lr, accumulate), episode_weight)
     return {
@@ -152,14 +175,22 @@ def _run_episode(model, episode: Episode, meta_cfg, learned_head, episode_weight
         "support_loss_before": inner.loss_before, "support_acc_before": inner.acc_before,
         "support_loss_after": float(loss_after), "support_acc_after": float(acc_after),
         "inner_grad_norm": inner.grad_norm,
-        "work": episode_work(rows.shape, PassCosts.of(partition, rows.shape), k, rule, head_init),
+        "work": episode_work(rows.shape, PassCosts.of(partition, rows.shape, head_hidden_widths(meta_cfg)), k, rule,
+                             head_init),
     }
 
 
+def head_hidden_widths(meta_cfg) -> tuple[int, ...]:
+    """Widths of the episode head's hidden layers (none: a linear head)."""
+    if meta_cfg.task != "smlmt" or meta_cfg.head_layers == 1:
+        return ()
+    return (meta_cfg.resolved_head_hidden(),) * (meta_cfg.head_layers - 1)
+
+
 def _initial_params(model, episode: Episode, rows: EpisodeRows, partition: BackbonePartition, head_init, learned_head,
-                    support_x: torch.Tensor, rule: OuterRule) -> tuple[Params, str, str | None]:
+                    support_x: torch.Tensor, rule: OuterRule) -> tuple[Params, dict[str, str]]:
     """θ₀ — the upper backbone part and the head: the episode classifier (SMLMT) or the model's LM
-    head (LM tasks) — and the keys of the head's weight and bias in it."""
+    head (LM tasks) — and where the head's entries ("weight", "bias", "hidden.i.*") are in it."""
     keep = rule.query_backward
     upper0 = {n: (p if keep else p.detach()) for n, p in partition.upper_parameters().items()}
     if not rows.smlmt:
@@ -167,7 +198,8 @@ def _initial_params(model, episode: Episode, rows: EpisodeRows, partition: Backb
         names = head_parameter_names(model)
         weight_key = next(n for n in names if named[n] is model.get_output_embeddings().weight)
         bias_key = next((n for n in names if n != weight_key), None)
-        return {**upper0, **{n: (named[n] if keep else named[n].detach()) for n in names}}, weight_key, bias_key
+        keys = {"weight": weight_key, **({"bias": bias_key} if bias_key else {})}
+        return {**upper0, **{n: (named[n] if keep else named[n].detach()) for n in names}}, keys
     if head_init == "zero":
         like = _fp32(support_x) if support_x.is_floating_point() else next(model.parameters())
         head0 = zero_head(rows.n_classes, partition.d_model, like)
@@ -179,7 +211,7 @@ def _initial_params(model, episode: Episode, rows: EpisodeRows, partition: Backb
         head0 = learned_head.rows(episode.class_ids)
         if not keep:
             head0 = {n: v.detach() for n, v in head0.items()}
-    return {**upper0, "head.weight": head0["weight"], "head.bias": head0["bias"]}, "head.weight", "head.bias"
+    return {**upper0, **{HEAD_PREFIX + key: v for key, v in head0.items()}}, {key: HEAD_PREFIX + key for key in head0}
 
 
 def _accumulate(param: torch.nn.Parameter, grad: torch.Tensor) -> None:

@@ -6,8 +6,9 @@ K support and Q query occurrences. Each occurrence becomes one row of `window_le
 the corpus around it (inside its document when the document is long enough):
 
 - every occurrence of the class unit in the row is replaced by the mask token — a whole word (all
-  its sub-word tokens) by a *single* mask, so the mask does not reveal the word's length; the
-  token variant masks every occurrence of the class token;
+  its sub-word tokens, whatever its tokenization there: " arm", "arm", with casefold "Arm") by a
+  *single* mask, so the mask does not reveal the word's length; the token variant masks every
+  occurrence of the class token;
 - the labelled occurrence lands at a random offset in the second half of the row (so its hidden
   state has at least window_len/2 tokens of left context) — a different position in every row;
 - rows never overlap in the corpus: no two items of an episode (support or query, any class)
@@ -33,32 +34,36 @@ def _interval_free(spans: list[tuple[int, int]], a: int, b: int) -> bool:
     return all(b <= s or a >= e for s, e in spans)
 
 
-def cut_window(tokens: np.ndarray, occ: np.ndarray, length: int, target: int, window: int, bounds: tuple[int, int],
-               mask_id: int, rng: np.random.Generator):
+def cut_window(tokens: np.ndarray, occ: np.ndarray, occ_len: np.ndarray, target: int, window: int,
+               bounds: tuple[int, int], mask_id: int, rng: np.random.Generator):
     """Row of `window` tokens around the occurrence at `target`, every occurrence in `occ` (sorted
-    starts of the class unit, `length` tokens each) collapsed to one mask token.
+    starts of the class unit, `occ_len` tokens each; they never overlap) collapsed to one mask token.
 
     Returns (row, target offset, corpus span [start, end)) or None when `bounds` hold too few tokens."""
     lo, hi = bounds
+    ends = occ + occ_len
+    length = int(occ_len[np.searchsorted(occ, target)])
     margin = 2 * window + length
     a, b = max(lo, target - margin), min(hi, target + length + margin)
     # Never cut an occurrence at either end: take it whole.
-    i = np.searchsorted(occ, a - length + 1)
+    i = np.searchsorted(ends, a, side="right")
     if i < occ.size and occ[i] < a:
         a = int(occ[i])
     j = np.searchsorted(occ, b, side="left") - 1
-    if j >= 0 and occ[j] + length > b:
-        b = int(occ[j] + length)
+    if j >= 0 and ends[j] > b:
+        b = int(ends[j])
     if b - a < window:
         return None
-    inside = occ[(occ >= a) & (occ + length <= b)] - a
+    sel = (occ >= a) & (ends <= b)
+    inside, extra = occ[sel] - a, occ_len[sel] - 1
     span = np.asarray(tokens[a:b], dtype=np.int64)
     keep = np.ones(b - a, dtype=bool)
-    if length > 1:
-        keep[(inside[:, None] + np.arange(1, length)[None, :]).ravel()] = False
+    if extra.any():  # drop every token of a multi-token occurrence but its first
+        within = np.arange(int(extra.sum())) - np.repeat(np.cumsum(extra) - extra, extra)
+        keep[np.repeat(inside, extra) + within + 1] = False
     span[inside] = mask_id
     orig_end = np.arange(a + 1, b + 1, dtype=np.int64)
-    orig_end[inside] += length - 1
+    orig_end[inside] += extra
     kept = np.flatnonzero(keep)
     row, orig_start, orig_end = span[kept], kept + a, orig_end[kept]
     if row.size < window:
@@ -77,7 +82,7 @@ def _class_items(index: OccurrenceIndex, c: int, tokens: np.ndarray, doc_offsets
                  mask_id: int, taken: list[tuple[int, int]], rng: np.random.Generator):
     """`need` non-overlapping rows of candidate c (None when its occurrences cannot provide them)."""
     occ = index.occurrences(c)
-    length = int(index.lengths[c])
+    occ_len = index.occurrence_lengths(c)
     tries = min(occ.size, 4 * need + 16)
     picks = rng.choice(occ.size, size=tries, replace=False)
     n = len(tokens)
@@ -85,9 +90,10 @@ def _class_items(index: OccurrenceIndex, c: int, tokens: np.ndarray, doc_offsets
     for p in occ[picks]:
         p = int(p)
         d = int(np.searchsorted(doc_offsets, p, side="right")) - 1
-        got = cut_window(tokens, occ, length, p, window, (int(doc_offsets[d]), int(doc_offsets[d + 1])), mask_id, rng)
+        got = cut_window(tokens, occ, occ_len, p, window, (int(doc_offsets[d]), int(doc_offsets[d + 1])), mask_id,
+                         rng)
         if got is None:
-            got = cut_window(tokens, occ, length, p, window, (0, n), mask_id, rng)
+            got = cut_window(tokens, occ, occ_len, p, window, (0, n), mask_id, rng)
         if got is None:
             continue
         row, offset, (s, e) = got

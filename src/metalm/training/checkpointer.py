@@ -1,5 +1,9 @@
 """Saving and restoring everything an exact resume needs: weights, the meta-learned extras,
-optimizer state, the training state and the RNG states."""
+optimizer state, the training state and the RNG states.
+
+A checkpoint is never written with non-finite weights. Restoring takes the newest checkpoint that
+is intact (its checksums) and loads; a damaged newer one is skipped with a warning naming the fault.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from collections.abc import Callable
 import torch
 
 from .. import checkpoint as ckpt
-from ..run_dir import RunDir
+from ..errors import CheckpointError, DivergedError
+from ..run_dir import CHECKPOINTS, RunDir, checkpoint_problem
 from .cadence import Cadence
 
 log = logging.getLogger(__name__)
@@ -46,17 +51,41 @@ class Checkpointer:
         return rng
 
     def save(self) -> None:
+        if not self.weights_finite():
+            raise DivergedError(f"the weights at step {self.state.step} are not finite; no checkpoint was written")
         payload = {"optimizer": self.optimizer.state_dict(), "rng": self._rng(), "counters": self.state.state_dict()}
         extra = self.meta.state_dict() if self.meta is not None else None
         ckpt.save_checkpoint(self.run, self.state.step, self.model, payload, extra)
         ckpt.prune(self.run, self.keep)
 
+    def weights_finite(self) -> bool:
+        """Whether every trained tensor (the optimizer's parameters) is finite (one host sync)."""
+        tensors = [p for group in self.optimizer.param_groups for p in group["params"]]
+        flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+        return bool(torch.stack(flags).all()) if flags else True
+
     def restore(self) -> int | None:
-        """Load the latest checkpoint (if any); returns its step."""
-        latest = self.run.latest_checkpoint()
-        if latest is None:
-            return None
-        step, path = latest
+        """Load the newest usable checkpoint; returns its step (None without checkpoints). Each one
+        that is damaged or fails to load is reported and the one before it tried; CheckpointError
+        when none is usable (the run is not silently restarted)."""
+        found = self.run.checkpoints()
+        problems = []
+        for step, path in reversed(found):
+            problem = checkpoint_problem(path)
+            if problem is None:
+                try:
+                    self._load(path)
+                    return step
+                except Exception as exc:  # a damaged or foreign file: torch, safetensors and key errors alike
+                    problem = f"it does not load: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            log.warning("checkpoint %s is damaged (%s); trying the one before it", path, problem)
+            problems.append(f"{path.name}: {problem}")
+        if found:
+            raise CheckpointError(f"no usable checkpoint in {self.run.path / CHECKPOINTS} "
+                                  f"({'; '.join(problems[:2])}{' …' if len(problems) > 2 else ''})")
+        return None
+
+    def _load(self, path) -> None:
         ckpt.load_weights(self.model, path)
         if self.meta is not None:
             self.meta.load_state_dict(ckpt.load_extra(path))
@@ -66,4 +95,3 @@ class Checkpointer:
         torch.set_rng_state(payload["rng"]["torch"])
         if self.device.type == "cuda" and "cuda" in payload["rng"]:
             torch.cuda.set_rng_state(payload["rng"]["cuda"], self.device)
-        return step

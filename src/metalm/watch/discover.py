@@ -5,6 +5,8 @@ experiment and expanded to the run directories found up to `MAX_DEPTH` levels be
 looking inside run directories themselves, whose checkpoints/ and final/ are not runs). Discovery
 is repeated at every poll, so runs that an experiment starts later appear on the page; a path with
 no run yet is listed as itself, so the page shows it as waiting instead of showing nothing.
+Symbolic links below a watched path are not followed: a linked directory is no run and is not
+searched, so nothing outside the watched directories is listed (or served).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def _runs_below(root: Path, depth: int) -> list[Path]:
         return []
     try:
         children = sorted(
-            (Path(entry.path) for entry in os.scandir(root) if entry.is_dir(follow_symlinks=True)),
+            (Path(entry.path) for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False)),
             key=lambda p: p.name,
         )
     except (FileNotFoundError, NotADirectoryError, PermissionError):

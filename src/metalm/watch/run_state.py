@@ -92,13 +92,13 @@ class RunState:
         self.metrics = MetricsStore()
         self.dynamics = DynamicsStore()
         run = RunDir(self.path)
-        self._metrics_tail = JsonlTail(run.metrics_path)
-        self._dynamics_tail = JsonlTail(run.dynamics_path())
-        self.status_file = FileSnapshot(run.status_path, parse_json)
-        self.phases_file = FileSnapshot(run.phases_path(), parse_json)
-        self.config_file = FileSnapshot(run.config_path, parse_yaml)
+        within = Path(os.path.realpath(self.path))  # files are read only from the run directory itself
+        self._metrics_tail = JsonlTail(run.metrics_path, within)
+        self._dynamics_tail = JsonlTail(run.dynamics_path(), within)
+        self.status_file = FileSnapshot(run.status_path, parse_json, within)
+        self.phases_file = FileSnapshot(run.phases_path(), parse_json, within)
+        self.config_file = FileSnapshot(run.config_path, parse_yaml, within)
         self.gone = False
-        self._metrics_mtime: float | None = None
         self._view_cache: tuple[str, dict[str, Any]] | None = None
 
     def refresh(self) -> None:
@@ -117,10 +117,6 @@ class RunState:
         self.dynamics.add(rows)
         for snapshot in (self.status_file, self.phases_file, self.config_file):
             snapshot.poll()
-        try:
-            self._metrics_mtime = os.stat(self._metrics_tail.path).st_mtime
-        except FileNotFoundError:
-            self._metrics_mtime = None
 
     @property
     def info_revision(self) -> int:
@@ -136,7 +132,7 @@ class RunState:
         status = self.status_file.value if isinstance(self.status_file.value, dict) else {}
         rate = self.metrics.recent_rate()
         updated = status.get("updated")
-        activity = [t for t in (updated, self._metrics_mtime) if isinstance(t, (int, float))]
+        activity = [t for t in (updated, self._metrics_tail.mtime) if isinstance(t, (int, float))]
         last_activity = max(activity) if activity else None
         age = now - last_activity if last_activity is not None else None
         limit = max(stale_after, 5 * (rate["seconds_per_row"] or 0.0))

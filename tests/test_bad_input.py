@@ -1,0 +1,150 @@
+"""Bad input, one table: every row is a command line (and the files it needs) that must be refused
+with ONE line `metalm: error: …` on stderr and exit status 2 - no traceback, nothing written.
+
+Rows run in-process (`metalm.cli.main`) in an empty working directory with the metalm cache
+elsewhere; the directory listing after the command must equal the one before it. Commands that
+name a run directory get an empty one: each of them must refuse its input before reading the
+run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import make_corpus, write_corpus
+from metalm.cli import main
+
+TINY = {"model": {"preset": "nano"}, "data": {"train": "corpus/train", "validation": "corpus/validation",
+                                                "vocab_size": 300},
+        "train": {"steps": 2, "batch_size": 4, "seq_len": 32, "eval_every": 2, "eval_batches": 1, "save_every": 2},
+        "run": {"dir": "runs/r", "progress": False}}
+
+
+def _yaml(path: str, tree: dict) -> None:
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(tree, sort_keys=False))
+
+
+def config(cwd: Path, monkeypatch) -> None:
+    make_corpus(cwd / "corpus")
+    _yaml("cfg.yaml", TINY)
+
+
+def run_dir(cwd: Path, monkeypatch) -> None:
+    (cwd / "run").mkdir()
+    (cwd / "held-out.txt").write_text("Some held-out text.\n")
+
+
+def empty_corpus(cwd: Path, monkeypatch) -> None:
+    config(cwd, monkeypatch)
+    (cwd / "empty.txt").write_text("\n   \n")
+
+
+def bad_iob2(cwd: Path, monkeypatch) -> None:
+    run_dir(cwd, monkeypatch)
+    (cwd / "ner" / "en").mkdir(parents=True)
+    (cwd / "ner" / "en" / "train.iob2").write_text("1\tParis\tB-LOC\n2\tis\n")
+    (cwd / "ner" / "en" / "test.iob2").write_text("1\tParis\tB-LOC\n")
+
+
+def experiment(**changes):
+    """An experiment file over the tiny config, with `changes` merged into it."""
+
+    def setup(cwd: Path, monkeypatch) -> None:
+        make_corpus(cwd / "corpus")
+        tree = {**TINY, "run": {"dir": "exp", "progress": False}, "arms": {"vanilla": {}}, **changes}
+        _yaml("exp.yaml", tree)
+
+    return setup
+
+
+def tokenizer_data(cwd: Path, monkeypatch) -> None:
+    write_corpus(cwd / "text.txt", n_docs=5)
+    (cwd / "taken").write_text("a file, not a directory\n")
+
+
+def hub_offline(cwd: Path, monkeypatch) -> None:
+    """As on a machine without network (this one may have one): offline mode, restored afterwards."""
+    import datasets
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+
+
+NER_DEMO = {"data": "demo", "train_lang": "en", "epochs": 1}
+
+ROWS = [
+    # id, argv, setup, a part of the expected message
+    ("missing config file", ["train", "nope.yaml"], None, "config file not found: nope.yaml"),
+    ("unknown key", ["train", "cfg.yaml", "train.stpes=3"], config, "unknown config key 'train.stpes'"),
+    ("bad value", ["train", "cfg.yaml", "train.lr=-1"], config, "train.lr"),
+    ("lr 3e-4 is a number", ["config", "cfg.yaml", "train.lr=3e-4", "train.steps=0"], config, "train.steps"),
+    ("empty corpus", ["train", "cfg.yaml", "data.train=empty.txt"], empty_corpus, "no documents"),
+    ("missing data path", ["train", "cfg.yaml", "data.train=nowhere"], config, "data file not found: nowhere"),
+    ("hf: without a name", ["train", "cfg.yaml", "data.train=hf:"], config, "hf:NAME[:CONFIG][@SPLIT]"),
+    ("hf: offline", ["tokenizer", "train", "--data", "hf:metalm-tests/absent", "--out", "tok"], hub_offline,
+     "cannot be reached"),
+    ("usage error", ["eval", "perplexity", "run"], run_dir, "eval perplexity: the following arguments are required"),
+    ("not an int", ["bench", "cfg.yaml", "--repeats", "x"], config, "invalid int value"),
+    ("perplexity batch-size 0", ["eval", "perplexity", "run", "--data", "held-out.txt", "--batch-size", "0"], run_dir,
+     "--batch-size"),
+    ("perplexity max-tokens 0", ["eval", "perplexity", "run", "--data", "held-out.txt", "--max-tokens", "0"], run_dir,
+     "--max-tokens"),
+    ("fewshot n-way 1", ["eval", "fewshot", "run", "--n-way", "1"], run_dir, "--n-way"),
+    ("fewshot incompatible settings", ["eval", "fewshot", "run", "--variant", "sentence", "--head-init", "learned"],
+     run_dir, "head_init='learned'"),
+    ("ner malformed IOB2", ["eval", "ner", "run", "--data", "ner", "--train-lang", "en"], bad_iob2, "train.iob2"),
+    ("watch port 99999", ["watch", "run", "--port", "99999"], run_dir, "port must be 0"),
+    ("tokenizer sample-bytes 0", ["tokenizer", "train", "--data", "text.txt", "--sample-bytes", "0", "--out", "tok"],
+     tokenizer_data, "--sample-bytes"),
+    ("tokenizer vocab-size too small", ["tokenizer", "train", "--data", "text.txt", "--vocab-size", "100",
+                                        "--out", "tok"], tokenizer_data, "--vocab-size"),
+    ("tokenizer out is a file", ["tokenizer", "train", "--data", "text.txt", "--out", "taken"], tokenizer_data,
+     "a file of that name exists"),
+    ("bench repeats 0", ["bench", "cfg.yaml", "--repeats", "0"], config, "--repeats"),
+    ("experiment misspelt evaluation key", ["experiment", "exp.yaml"],
+     experiment(evaluations={"fewshot": {"bogus": 1}}), "evaluations.fewshot.bogus"),
+    ("experiment arm with bad data", ["experiment", "exp.yaml"],
+     experiment(arms={"vanilla": {}, "bad": {"data": {"train": "nowhere"}}}), "arm 'bad': data file not found"),
+    ("experiment perplexity set missing", ["experiment", "exp.yaml"],
+     experiment(evaluations={"perplexity": ["nowhere.txt"]}), "evaluations.perplexity.data"),
+    ("experiment fewshot n_way too large", ["experiment", "exp.yaml"],
+     experiment(evaluations={"fewshot": {"n_way": 500}}), "evaluations.fewshot.n_way: 500 exceeds"),
+    ("experiment ner directory missing", ["experiment", "exp.yaml"],
+     experiment(evaluations={"ner": {**NER_DEMO, "data": "no-ner"}}), "NER data directory not found"),
+    ("experiment ner language missing", ["experiment", "exp.yaml"],
+     experiment(evaluations={"ner": {**NER_DEMO, "test_langs": ["zz"]}}), "no folder for language 'zz'"),
+]
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("argv, setup, expected", [pytest.param(*row[1:], id=row[0]) for row in ROWS])
+def test_bad_input_is_one_line_status_2_and_leaves_nothing(argv, setup, expected, tmp_path, monkeypatch, capsys):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("METALM_CACHE", str(tmp_path / "cache"))
+    if setup is not None:
+        setup(cwd, monkeypatch)
+    before = _listing(cwd)
+    capsys.readouterr()
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse
+        rc = exc.code
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert rc == 2, err
+    assert len(lines) == 1 and lines[0].startswith("metalm: error: "), err
+    assert expected in lines[0], lines[0]
+    assert "Traceback" not in out + err
+    assert _listing(cwd) == before

@@ -1,0 +1,140 @@
+"""`meta.untouched`, `meta.control` and the `microbatch` schedule (DESIGN 2.4), each checked against an
+independent computation of what AdamW must do."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import interrupt_and_resume, tiny_overrides, train_one_and_two_processes
+from metalm.cli import main
+from metalm.config import load_config
+from metalm.meta.schedule import microbatch_is_meta
+from metalm.run_dir import read_jsonl
+from metalm.trainer import Trainer
+
+META = {"meta.enabled": "true", "meta.smlmt_variant": "token", "meta.head_init": "learned", "meta.band_min_count": 5,
+        "meta.band_skip_top": 10, "meta.window_len": 16, "meta.n_way": 3, "meta.k_shot": 2, "meta.q_query": 2,
+        "meta.inner_steps": 2, "meta.inner_lr": 0.5, "meta.schedule": "interleave", "meta.hybrid": 0.5}
+TIME_KEYS = {"time", "tokens_per_s"}
+
+
+def trainer_at_first_meta_step(tmp_path, corpus, **extra) -> tuple[Trainer, int]:
+    """A prepared trainer that has taken the next-token steps before its first meta step (so AdamW
+    has momentum to replay), and that step's index."""
+    cfg = load_config(None, tiny_overrides(corpus, tmp_path / "run", **{**META, **extra}))
+    trainer = Trainer(cfg)
+    trainer.prepare()
+    step = 0
+    while trainer.kind_of(step) == "ar" or step == 0:
+        trainer.train_step(step)
+        trainer.optimizer_step(step)
+        step += 1
+    return trainer, step
+
+
+def snapshot(trainer: Trainer):
+    params = {n: p.detach().clone() for n, p in trainer.trainable}
+    state = copy.deepcopy(trainer.optimizer.state_dict()["state"])
+    return params, state
+
+
+def test_skip_control_leaves_weights_and_optimizer_state_unchanged(tmp_path, corpus_dir):
+    trainer, step = trainer_at_first_meta_step(tmp_path, corpus_dir, **{"meta.control": "skip"})
+    assert trainer.kind_of(step) == "control"
+    before, state = snapshot(trainer)
+    kind, fields, work = trainer.train_step(step)
+    trainer.optimizer_step(step)
+    assert kind == "control" and fields == {"control": "skip"} and work.tokens == work.flops == 0
+    after, state_after = snapshot(trainer)
+    assert all(torch.equal(before[n], after[n]) for n in before)
+    assert state.keys() == state_after.keys()
+    for i in state:
+        assert all(torch.equal(state[i][k], state_after[i][k]) for k in state[i])
+
+
+def test_momentum_control_applies_adamws_zero_gradient_update(tmp_path, corpus_dir):
+    trainer, step = trainer_at_first_meta_step(tmp_path, corpus_dir, **{"meta.control": "momentum"})
+    before, _ = snapshot(trainer)
+    states = {n: {k: v.clone() for k, v in trainer.optimizer.state[p].items()} for n, p in trainer.trainable}
+    decay = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    kind, fields, work = trainer.train_step(step)
+    lr, _ = trainer.optimizer_step(step)
+    assert kind == "control" and fields == {"control": "momentum"} and work.flops == 0
+    t = trainer.cfg.train
+    moved = 0
+    for name, p in trainer.trainable:
+        s = states[name] or {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p), "step": 0}
+        m, v, k = t.beta1 * s["exp_avg"], t.beta2 * s["exp_avg_sq"], float(s["step"]) + 1
+        expected = before[name] * (1 - lr * decay[id(p)])
+        expected = expected - lr * (m / (1 - t.beta1 ** k)) / ((v / (1 - t.beta2 ** k)).sqrt() + t.eps)
+        assert torch.allclose(p.detach(), expected, rtol=1e-5, atol=1e-7), name
+        moved += not torch.equal(p.detach(), before[name])
+    # Replay (and weight decay) move every parameter but the meta head's bias, which no step has reached.
+    assert moved == len(trainer.trainable) - 1 and not states["meta_head.bias"]
+
+
+def test_freeze_leaves_parameters_the_meta_loss_does_not_reach(tmp_path, corpus_dir):
+    trainer, step = trainer_at_first_meta_step(tmp_path, corpus_dir, **{"meta.untouched": "freeze"})
+    assert trainer.kind_of(step) == "meta"
+    lm_head = dict(trainer.model.named_parameters())["lm_head.weight"]
+    before, _ = snapshot(trainer)
+    head_state = {k: v.clone() for k, v in trainer.optimizer.state[lm_head].items()}
+    kind, fields, work = trainer.train_step(step)
+    assert lm_head.grad is None and kind == "meta" and "meta_loss" in fields and work.flops > 0
+    trainer.optimizer_step(step)
+    assert torch.equal(lm_head.detach(), before["lm_head.weight"])
+    assert all(torch.equal(head_state[k], trainer.optimizer.state[lm_head][k]) for k in head_state)
+    reached = [n for n, p in trainer.trainable if not torch.equal(p.detach(), before[n])]
+    assert "meta_head.weight" in reached and any(n.startswith("model.layers") for n in reached)
+    # `momentum` (the old behaviour) moves the LM head on the same step:
+    trainer, step = trainer_at_first_meta_step(tmp_path / "m", corpus_dir, **{"meta.untouched": "momentum"})
+    head = dict(trainer.model.named_parameters())["lm_head.weight"]
+    before = head.detach().clone()
+    trainer.train_step(step)
+    trainer.optimizer_step(step)
+    assert not torch.equal(head.detach(), before)
+
+
+def test_microbatch_share_converges_and_is_pure():
+    cfg = load_config(None, ["meta.enabled=true", "meta.schedule=microbatch", "meta.hybrid=0.3"]).meta
+    draws = [m for step in range(2000) for m in microbatch_is_meta(step, 7, cfg, 4)]
+    assert abs(sum(draws) / len(draws) - 0.3) < 0.02
+    assert microbatch_is_meta(123, 7, cfg, 4) == microbatch_is_meta(123, 7, cfg, 4)
+    assert microbatch_is_meta(123, 7, cfg, 4)[:2] == microbatch_is_meta(123, 7, cfg, 2)  # micro m's draw is its own
+
+
+MICRO = {**META, "meta.schedule": "microbatch", "train.grad_accum": 2, "train.steps": 8, "meta.episodes_per_step": 2}
+
+
+def test_microbatch_runs_resume_exactly(tmp_path, corpus_dir, monkeypatch):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("{}")
+
+    def run(name):
+        return main(["train", str(cfg), *tiny_overrides(corpus_dir, tmp_path / name, **MICRO)])
+
+    assert run("full") == 0
+    rows = read_jsonl(tmp_path / "full" / "metrics.jsonl")[1:]
+    assert {r["step_kind"] for r in rows} >= {"mixed"}
+    interrupt_and_resume(monkeypatch, lambda: run("resumed"), at_step=6)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]  # noqa: E731
+    assert strip(read_jsonl(tmp_path / "full" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "resumed" / "metrics.jsonl"))
+    a, b = load_file(tmp_path / "full" / "final" / "model.safetensors"), load_file(tmp_path / "resumed" / "final" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_microbatch_two_processes_match_one(tmp_path, corpus_dir):
+    one, two = train_one_and_two_processes(tmp_path, corpus_dir, **{**MICRO, "train.steps": 4, "train.eval_every": 2})
+    r1, r2 = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
+    assert [r.get("step_kind") for r in r1] == [r.get("step_kind") for r in r2]
+    for a, b in zip(r1, r2):
+        for key in ("loss", "val_loss", "meta_loss", "query_acc"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
+        assert a["tokens"] == b["tokens"] and a["flops"] == b["flops"]
+    w1, w2 = load_file(one / "final" / "model.safetensors"), load_file(two / "final" / "model.safetensors")
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
