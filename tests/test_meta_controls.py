@@ -138,3 +138,17 @@ def test_microbatch_two_processes_match_one(tmp_path, corpus_dir):
         assert a["tokens"] == b["tokens"] and a["flops"] == b["flops"]
     w1, w2 = load_file(one / "final" / "model.safetensors"), load_file(two / "final" / "model.safetensors")
     assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
+
+
+def test_token_accounting_counts_each_training_row_once(tmp_path, corpus_dir):
+    """Dense episodes consume training rows: a meta micro-batch's rows count as consumed tokens, and a
+    weighted step's dense episodes reuse the next-token rows (counted once)."""
+    dense = {"meta.layout": "dense", "meta.k_shot": 1, "meta.q_query": 1, "meta.n_way": 2, "meta.episodes_per_step": 1,
+             "train.steps": 3, "train.eval_every": 3, "train.save_every": 3}
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("{}")
+    for name, extra in (("weighted", {"meta.schedule": "weighted", "meta.weight": 0.5}),
+                        ("micro", {"meta.schedule": "microbatch", "train.grad_accum": 2})):
+        assert main(["train", str(cfg), *tiny_overrides(corpus_dir, tmp_path / name, **{**META, **dense, **extra})]) == 0
+        rows = read_jsonl(tmp_path / name / "metrics.jsonl")
+        assert [r["tokens"] for r in rows] == [0, 4 * 32, 8 * 32, 12 * 32], name  # batch 4 × seq 32 per step

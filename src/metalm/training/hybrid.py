@@ -76,7 +76,10 @@ class HybridStep:
         if meta_w and self.control == "none":
             rows = self.batches.batch(step) if self.cfg.meta.layout == "dense" else None
             stats = self._meta(step, 0, rows, meta_w)
-            work += stats.pop("work")
+            meta_work = stats.pop("work")
+            if rows is not None and ar_w:  # a weighted step's dense episodes reuse the next-token rows
+                meta_work.tokens = 0
+            work += meta_work
             fields.update(stats)
             meta_ran = True
         return fields, work, meta_ran
