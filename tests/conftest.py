@@ -89,19 +89,48 @@ def train_one_and_two_processes(tmp_path: Path, corpus: Path, **common) -> tuple
     return one, two
 
 
-def interrupt_and_resume(monkeypatch, run, at_step: int) -> None:
-    """`run()` interrupted (as by Ctrl-C) when training reaches optimizer step `at_step`, then `run()`
-    again, which resumes from the last checkpoint to the end."""
+
+def interrupt_at(monkeypatch, at: int) -> None:
+    """Trainer.train_step raises KeyboardInterrupt (as Ctrl-C would) at 0-based step `at`."""
     from metalm.trainer import Trainer
 
     original = Trainer.train_step
 
     def dying(self, step):
-        if step == at_step:
+        if step == at:
             raise KeyboardInterrupt
         return original(self, step)
 
     monkeypatch.setattr(Trainer, "train_step", dying)
+
+
+def interrupt_and_resume(monkeypatch, run, at_step: int) -> None:
+    """`run()` interrupted when training reaches optimizer step `at_step`, then `run()` again, which
+    resumes from the last checkpoint to the end."""
+    from metalm.trainer import Trainer
+
+    original = Trainer.train_step
+    interrupt_at(monkeypatch, at_step)
     assert run() == 130
     monkeypatch.setattr(Trainer, "train_step", original)
     assert run() == 0
+
+
+def assert_processes_match(one: Path, two: Path, keys: tuple[str, ...]) -> None:
+    """The runs of `train_one_and_two_processes` agree: step kinds, the given row values (to float
+    tolerance), accounted tokens and FLOPs exactly, and the final weights."""
+    import pytest
+    import torch
+    from safetensors.torch import load_file
+
+    from metalm.run_dir import read_jsonl
+
+    r1, r2 = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
+    assert [r.get("step_kind") for r in r1] == [r.get("step_kind") for r in r2]
+    for a, b in zip(r1, r2):
+        for key in keys:
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
+        assert a["tokens"] == b["tokens"] and a["flops"] == b["flops"]
+    w1, w2 = load_file(one / "final" / "model.safetensors"), load_file(two / "final" / "model.safetensors")
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import make_corpus, tiny_overrides
+from conftest import interrupt_at, make_corpus, tiny_overrides
 from metalm import checkpoint as ckpt
 from metalm.checkpoint import resolve_model_dir
 from metalm.cli import main
@@ -71,18 +71,6 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert deterministic(read_jsonl(a / "metrics.jsonl")) == deterministic(read_jsonl(b / "metrics.jsonl"))
     wa, wb = weights(a / "final"), weights(b / "final")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
-def interrupt_at(monkeypatch, at: int) -> None:
-    """Trainer.train_step raises KeyboardInterrupt at 0-based step `at` (undo with monkeypatch.undo())."""
-    original = Trainer.train_step
-
-    def dying(self, step):
-        if step == at:
-            raise KeyboardInterrupt
-        return original(self, step)
-
-    monkeypatch.setattr(Trainer, "train_step", dying)
 
 
 def interrupted_run(corpus, run, monkeypatch, at: int = 7, **extra) -> Path:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import interrupt_and_resume, tiny_overrides, train_one_and_two_processes
+from conftest import assert_processes_match, interrupt_and_resume, tiny_overrides, train_one_and_two_processes
 from metalm.cli import main
 from metalm.config import load_config
 from metalm.meta.schedule import microbatch_is_meta
@@ -129,15 +128,7 @@ def test_microbatch_runs_resume_exactly(tmp_path, corpus_dir, monkeypatch):
 
 def test_microbatch_two_processes_match_one(tmp_path, corpus_dir):
     one, two = train_one_and_two_processes(tmp_path, corpus_dir, **{**MICRO, "train.steps": 4, "train.eval_every": 2})
-    r1, r2 = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
-    assert [r.get("step_kind") for r in r1] == [r.get("step_kind") for r in r2]
-    for a, b in zip(r1, r2):
-        for key in ("loss", "val_loss", "meta_loss", "query_acc"):
-            if key in a:
-                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
-        assert a["tokens"] == b["tokens"] and a["flops"] == b["flops"]
-    w1, w2 = load_file(one / "final" / "model.safetensors"), load_file(two / "final" / "model.safetensors")
-    assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
+    assert_processes_match(one, two, ("loss", "val_loss", "meta_loss", "query_acc"))
 
 
 def test_token_accounting_counts_each_training_row_once(tmp_path, corpus_dir):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides, train_one_and_two_processes
+from conftest import interrupt_at, tiny_overrides, train_one_and_two_processes
 from metalm.cli import main
 from metalm.run_dir import read_jsonl
 from metalm.trainer import Trainer
@@ -67,13 +67,7 @@ def test_kill_and_resume_is_exact(tmp_path, corpus_dir, monkeypatch):
     assert train(tmp_path, corpus_dir, full, *dyn) == 0
 
     original = Trainer.train_step
-
-    def dying(self, step):
-        if step == 6:  # after the step-4 checkpoint and two more logged steps
-            raise KeyboardInterrupt
-        return original(self, step)
-
-    monkeypatch.setattr(Trainer, "train_step", dying)
+    interrupt_at(monkeypatch, 6)  # after the step-4 checkpoint and two more logged steps
     assert train(tmp_path, corpus_dir, resumed, *dyn) == 130
     assert json.loads((resumed / "status.json").read_text())["state"] == "interrupted"
     assert not (resumed / "final").exists()

@@ -7,10 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides, train_one_and_two_processes
+from conftest import assert_processes_match, interrupt_and_resume, tiny_overrides, train_one_and_two_processes
 from metalm.cli import main
 from metalm.run_dir import read_jsonl
-from metalm.trainer import Trainer
 
 META = {"meta.enabled": "true", "meta.band_min_count": 5, "meta.band_skip_top": 10, "meta.window_len": 16, "meta.n_way": 3,
         "meta.k_shot": 2, "meta.q_query": 2, "meta.inner_steps": 3, "meta.inner_lr": 0.5}
@@ -43,17 +42,7 @@ def test_meta_rows_and_exact_resume(tmp_path, corpus_dir, monkeypatch, variant, 
             assert "loss" in r and "meta_loss" not in r
     assert rows[-1]["meta_steps"] == 4
 
-    original = Trainer.train_step
-
-    def dying(self, step):
-        if step == 6:
-            raise KeyboardInterrupt
-        return original(self, step)
-
-    monkeypatch.setattr(Trainer, "train_step", dying)
-    assert run(tmp_path, corpus_dir, "resumed", **extra) == 130
-    monkeypatch.setattr(Trainer, "train_step", original)
-    assert run(tmp_path, corpus_dir, "resumed", **extra) == 0
+    interrupt_and_resume(monkeypatch, lambda: run(tmp_path, corpus_dir, "resumed", **extra), at_step=6)
     assert strip(read_jsonl(tmp_path / "full" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "resumed" / "metrics.jsonl"))
     for name in ("model.safetensors",):
         a = load_file(tmp_path / "full" / "final" / name)
@@ -74,15 +63,7 @@ def test_weighted_hybrid_rows_are_mixed(tmp_path, corpus_dir):
 def test_meta_ddp_two_processes_match_one(tmp_path, corpus_dir):
     common = {**META, "meta.episodes_per_step": 2, "train.steps": 4, "train.eval_every": 2}
     one, two = train_one_and_two_processes(tmp_path, corpus_dir, **common)
-    r1, r2 = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
-    assert [r.get("step_kind") for r in r1] == [r.get("step_kind") for r in r2]
-    for a, b in zip(r1, r2):
-        for key in ("loss", "val_loss", "meta_loss", "query_acc", "support_acc_after"):
-            if key in a:
-                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
-        assert a["tokens"] == b["tokens"] and a["flops"] == b["flops"]
-    w1, w2 = load_file(one / "final" / "model.safetensors"), load_file(two / "final" / "model.safetensors")
-    assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
+    assert_processes_match(one, two, ("loss", "val_loss", "meta_loss", "query_acc", "support_acc_after"))
 
 
 def test_hybrid_logging_shows_both_kinds(tmp_path, corpus_dir):
