@@ -134,7 +134,7 @@ class Trainer:
         self.hybrid = None
         if self.meta is not None:
             self.hybrid = HybridStep(cfg, self.meta, self.model, self.trainable, self.dist, self.device, self.autocast,
-                                     self.batches, self.ar_micro)
+                                     self.batches, self.ar_step, self.ar_micro)
         main = self.dist.is_main
         self.validator = Validator(self.model, val_batches, Cadence(t.eval_every, t.steps), self.dist, self.device,
                                    self.autocast)
@@ -218,15 +218,15 @@ class Trainer:
         rows = batch.shape[0] // self.cfg.train.grad_accum
         return loss, ar_work(rows * self.cfg.train.seq_len, self.fwd_flops)
 
-    def ar_step(self, step: int) -> tuple[torch.Tensor, Work]:
-        """Forward/backward of the step's global batch (this rank's slices); returns the mean loss (a
-        tensor: read on the host only when a row is logged) and the work."""
-        batch = self.batches.batch(step)
+    def ar_step(self, batch: np.ndarray, scale: float = 1.0) -> tuple[torch.Tensor, Work]:
+        """Forward/backward of a step's global batch (this rank's slices), gradients × `scale` (the
+        next-token share of a weighted hybrid step); returns the mean loss (a tensor: read on the
+        host only when a row is logged) and the work."""
         accum = self.cfg.train.grad_accum
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         work = Work()
         for micro in range(accum):
-            loss, w = self.ar_micro(batch, micro, 1.0 / accum, sync=micro == accum - 1)
+            loss, w = self.ar_micro(batch, micro, scale / accum, sync=micro == accum - 1)
             total += loss.detach().double()
             work += w
         return self.dist.all_reduce_sum(total) / (accum * self.dist.world_size), work
@@ -235,7 +235,7 @@ class Trainer:
         """Gradients of optimizer step `step`: the step kind, the row fields it measured, the work."""
         if self.hybrid is not None:
             return self.hybrid(step)
-        loss, work = self.ar_step(step)
+        loss, work = self.ar_step(self.batches.batch(step))
         return "ar", {"loss": loss}, work
 
     def optimizer_step(self, step: int) -> tuple[float, torch.Tensor]:

@@ -33,11 +33,13 @@ class HybridStep:
     """Assembles the `.grad` of optimizer step `step` of a meta run; returns (kind, row fields, work)."""
 
     def __init__(self, cfg, meta, model: torch.nn.Module, trainable: list[tuple[str, torch.nn.Parameter]], dist,
-                 device: torch.device, autocast: Callable, batches, ar_micro: Callable):
-        """`ar_micro(batch, micro, scale, sync)`: next-token forward/backward of this rank's rows of
+                 device: torch.device, autocast: Callable, batches, ar_step: Callable, ar_micro: Callable):
+        """`ar_step(batch, scale)`: the next-token forward/backward of a whole step's batch (mean loss,
+        work); `ar_micro(batch, micro, scale, sync)`: the same for this rank's rows of
         micro-batch `micro` of `batch`, gradients × `scale`; returns the loss tensor and its work."""
         self.cfg, self.meta, self.model, self.trainable = cfg, meta, model, trainable
-        self.dist, self.device, self.autocast, self.batches, self.ar_micro = dist, device, autocast, batches, ar_micro
+        self.dist, self.device, self.autocast, self.batches = dist, device, autocast, batches
+        self.ar_step, self.ar_micro = ar_step, ar_micro
         self.control = cfg.meta.control
         self.accum = cfg.train.grad_accum
 
@@ -64,17 +66,13 @@ class HybridStep:
         meta_w, ar_w = self.meta.step_weights(step)
         fields: dict = {}
         work = Work()
+        dense = meta_w and self.control == "none" and self.cfg.meta.layout == "dense"
+        batch = self.batches.batch(step) if ar_w or dense else None
         if ar_w:
-            batch = self.batches.batch(step)
-            total = torch.zeros((), dtype=torch.float64, device=self.device)
-            for micro in range(self.accum):
-                loss, ar = self.ar_micro(batch, micro, ar_w / self.accum, sync=micro == self.accum - 1)
-                total += loss.detach().double()
-                work += ar
-            fields["loss"] = self.dist.all_reduce_sum(total) / (self.accum * self.dist.world_size)
+            fields["loss"], work = self.ar_step(batch, ar_w)
         meta_ran = False
         if meta_w and self.control == "none":
-            rows = self.batches.batch(step) if self.cfg.meta.layout == "dense" else None
+            rows = batch if dense else None
             stats = self._meta(step, 0, rows, meta_w)
             meta_work = stats.pop("work")
             if rows is not None and ar_w:  # a weighted step's dense episodes reuse the next-token rows
