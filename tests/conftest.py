@@ -30,6 +30,24 @@ WORDS = ("the a of and to in that was he she it with as his her for had on at by
          "answered looked opened closed remembered carried").split()
 
 
+# Rarer long words that a 300-token vocabulary splits into several sub-word tokens.
+LONG = "marmalade lighthouse thunderstorm embroidery spectacles parliament".split()
+
+
+def make_docs(seed: int, n_docs: int = 50, long_share: float = 0.12) -> list[str]:
+    """Documents of short sentences over WORDS, with `long_share` of the words from LONG."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n_docs):
+        sentences = []
+        for _ in range(rng.randint(6, 14)):
+            words = [rng.choice(LONG) if rng.random() < long_share else rng.choice(WORDS)
+                     for _ in range(rng.randint(6, 16))]
+            sentences.append(" ".join(words).capitalize() + rng.choice([".", ",", "!"]))
+        docs.append("\n".join(sentences))
+    return docs
+
+
 def write_corpus(path: Path, n_docs: int = 40, words_per_doc: int = 300, seed: int = 0) -> Path:
     """A small deterministic corpus in the shared format: blank-line-separated documents."""
     rng = random.Random(seed)

@@ -77,6 +77,20 @@ def hub_offline(cwd: Path, monkeypatch) -> None:
     monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
 
 
+def token_ids(cwd: Path, monkeypatch) -> None:
+    """A parquet file of token ids (one id beyond a 300-token vocabulary), one without the column,
+    and the tokenizer they were made with."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from metalm.tokenizer import train_tokenizer
+
+    config(cwd, monkeypatch)
+    train_tokenizer([(cwd / "corpus" / "train" / "train-00.txt").read_text()], 300).save_pretrained(cwd / "tok")
+    pq.write_table(pa.table({"input_ids": [[5, 6, 7], [8, 400]]}), cwd / "ids.parquet")
+    pq.write_table(pa.table({"tokens": [[5, 6, 7]]}), cwd / "other.parquet")
+
+
 NER_DEMO = {"data": "demo", "train_lang": "en", "epochs": 1}
 
 ROWS = [
@@ -90,6 +104,12 @@ ROWS = [
     ("hf: without a name", ["train", "cfg.yaml", "data.train=hf:"], config, "hf:NAME[:CONFIG][@SPLIT]"),
     ("hf: offline", ["tokenizer", "train", "--data", "hf:metalm-tests/absent", "--out", "tok"], hub_offline,
      "cannot be reached"),
+    ("token ids without a tokenizer", ["train", "cfg.yaml", "data.train=ids.parquet"], token_ids,
+     "data.tokenizer: ids.parquet holds token ids; name the tokenizer"),
+    ("token id outside the vocabulary", ["train", "cfg.yaml", "data.train=ids.parquet", "data.tokenizer=tok"],
+     token_ids, "ids.parquet: token id 400 at record 1 is outside the tokenizer's vocabulary"),
+    ("no token or text column", ["train", "cfg.yaml", "data.train=other.parquet", "data.tokenizer=tok"], token_ids,
+     "other.parquet: no column 'text' (text) or 'input_ids' (token ids)"),
     ("usage error", ["eval", "perplexity", "run"], run_dir, "eval perplexity: the following arguments are required"),
     ("not an int", ["bench", "cfg.yaml", "--repeats", "x"], config, "invalid int value"),
     ("perplexity batch-size 0", ["eval", "perplexity", "run", "--data", "held-out.txt", "--batch-size", "0"], run_dir,

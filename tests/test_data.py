@@ -9,9 +9,9 @@ import pytest
 
 from metalm.config import DataConfig
 from metalm.data import PackedSequences, TrainBatches, prepare_corpus, validation_batches
-from metalm.data import token_store
 from metalm.data.sources import iter_documents, resolve_files
-from metalm.data.token_store import TokenArray, holdout_split
+from metalm.data.token_store import TokenArray
+from metalm.data.tokenization import held_out
 from metalm.errors import DataError
 
 
@@ -85,7 +85,7 @@ def test_cache_reuse_skips_tokenization(corpus_dir, monkeypatch):
     def fail(*a, **k):
         raise AssertionError("tokenized again despite a cache hit")
 
-    monkeypatch.setattr(token_store, "tokenize_documents", fail)
+    monkeypatch.setattr("metalm.data.pipeline.StoreBuilder.build", fail)
     monkeypatch.setattr("metalm.data.pipeline.train_tokenizer", fail)
     second = prepare_corpus(cfg)
     assert np.array_equal(first.train.tokens, second.train.tokens)
@@ -96,12 +96,14 @@ def test_cache_reuse_skips_tokenization(corpus_dir, monkeypatch):
     assert prepare_corpus(cfg).info["cache"] != first.info["cache"]
 
 
-def test_holdout_split_is_deterministic():
-    docs = [np.full(5, i, dtype=np.uint16) for i in range(20)]
-    train, val = holdout_split(docs, 0.1)
-    assert [int(d[0]) for d in val] == [5, 15] and len(train) == 18
-    train1, val1 = holdout_split([np.arange(100, dtype=np.uint16)], 0.1)
-    assert len(train1[0]) == 90 and len(val1[0]) == 10
+def test_holdout_rule_is_deterministic(tmp_path):
+    assert np.flatnonzero(held_out(np.arange(20), 0.1)).tolist() == [5, 15]
+    # one document: its last val_fraction of tokens is held out
+    (tmp_path / "one.txt").write_text(("word " * 400).strip() + "\n")
+    one = prepare_corpus(data_cfg(tmp_path / "one.txt", val_fraction=0.1))
+    total = len(one.train) + len(one.validation)
+    assert len(one.train) == int(total * 0.9) and one.train.n_docs == one.validation.n_docs == 1
+    assert list(one.train.doc_offsets) == [0, len(one.train)]
 
 
 def make_seqs(n_tokens=1000, seq_len=10):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import random
 import re
 
 import numpy as np
 import pytest
 import torch
-from conftest import WORDS
+from conftest import LONG, make_docs
 
 from metalm.meta import MetaConfig, MetaTask
 from metalm.meta import occurrences as occ_mod
@@ -19,20 +18,6 @@ from metalm.tokenizer import train_tokenizer
 
 torch.set_num_threads(1)
 
-# Rarer long words that a 300-token vocabulary splits into several sub-word tokens.
-LONG = "marmalade lighthouse thunderstorm embroidery spectacles parliament".split()
-
-
-def make_docs(seed: int, n_docs: int = 50) -> list[str]:
-    rng = random.Random(seed)
-    docs = []
-    for _ in range(n_docs):
-        sentences = []
-        for _ in range(rng.randint(6, 14)):
-            words = [rng.choice(LONG) if rng.random() < 0.12 else rng.choice(WORDS) for _ in range(rng.randint(6, 16))]
-            sentences.append(" ".join(words).capitalize() + rng.choice([".", ",", "!"]))
-        docs.append("\n".join(sentences))
-    return docs
 
 
 def tokenized(docs: list[str], vocab_size: int = 300):

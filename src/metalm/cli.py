@@ -108,8 +108,8 @@ def _cmd_eval_fewshot(args: argparse.Namespace) -> int:
 
 def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from .config import DataConfig
-    from .data.pipeline import read_documents, tokenizer_sample
-    from .data.sources import resolve_files
+    from .data.pipeline import tokenizer_sample
+    from .data.sources import HubDataset, iter_documents, resolve_files
     from .tokenizer import check_vocab_size, train_tokenizer
 
     _at_least(args, sample_bytes=1)
@@ -120,8 +120,16 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
         where = "a file of that name exists" if blocked == out else f"{blocked} is a file"
         raise MetalmError(f"--out {args.out}: {where}; give a directory for the tokenizer")
     data_cfg = DataConfig(text_field=args.text_field, txt_documents="blank_line")
-    docs = read_documents(resolve_files(args.data), data_cfg, "train")
-    tok = train_tokenizer(tokenizer_sample(docs, args.sample_bytes), args.vocab_size)
+    sources = resolve_files(args.data)
+
+    def documents():
+        for src in sources:
+            yield from iter_documents(src, data_cfg.text_field, data_cfg.txt_documents)
+
+    sample = tokenizer_sample(documents, args.sample_bytes, prefix=any(isinstance(s, HubDataset) for s in sources))
+    if not sample:
+        raise MetalmError(f"--data {args.data}: no documents (empty or whitespace only)")
+    tok = train_tokenizer(sample, args.vocab_size)
     try:
         tok.save_pretrained(out)
     except OSError as exc:

@@ -34,6 +34,11 @@ class RunConfig(Section):
     progress: bool = Field(True, description="show a progress bar")
     tensorboard: bool = Field(False, description="also write TensorBoard event files")
     wandb: bool = Field(False, description="also log to Weights & Biases, offline mode: nothing leaves the machine")
+    compile: Literal["auto"] | bool = Field(
+        "auto", description="torch.compile the next-token step: true, false, or auto (on for CUDA, off for CPU)")
+    peak_tflops: float | None = Field(
+        None, gt=0, description="peak TFLOP/s of one device for the mfu column (null: a table of common GPUs' bf16 "
+        "peaks on CUDA, no mfu on CPU)")
 
 
 class ModelConfig(Section):
@@ -84,6 +89,13 @@ class DataConfig(Section):
     tokenizer: str | None = Field(None, description="local dir or Hub name (null: train a byte-level BPE on train)")
     vocab_size: int = Field(8192, ge=260, description="vocabulary of a trained tokenizer")
     tokenizer_sample_bytes: int = Field(20_000_000, gt=0, description="bytes of training text a tokenizer is trained on")
+    token_field: str = Field("input_ids", description="the token-id column of pretokenized .parquet/.jsonl/.arrow "
+                             "records and Hub datasets (read as tokens, not tokenized; needs data.tokenizer)")
+    bin_dtype: Literal["auto", "uint16", "uint32", "int32", "int64"] = Field(
+        "auto", description="element type of flat .bin token files (auto: uint16 when the vocabulary fits, else uint32)")
+    max_tokens: int | None = Field(None, ge=1, description="read sources only until this many tokens (whole "
+                                   "documents; null: everything)")
+    num_proc: int | None = Field(None, ge=1, description="tokenization processes (null: all cores)")
 
     @field_validator("train", "validation", mode="before")
     @classmethod

@@ -1,8 +1,8 @@
 """From a `data` config section to a tokenizer and tokenized train/validation arrays.
 
-Resolves sources (the `demo` set included), trains or loads the tokenizer, and tokenizes once into
-the content-addressed cache. Everything here runs before a run directory is created, so bad data
-fails fast and leaves nothing behind.
+Resolves sources (the `demo` set included), tells text from token-id sources, trains or loads the
+tokenizer, and tokenizes once into the content-addressed cache (`data.tokenization`). Everything
+here runs before a run directory is created, so bad data fails fast and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -10,18 +10,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from ..atomic import publish_dir
 from ..errors import DataError
 from ..tokenizer import load_tokenizer, train_tokenizer
-from . import token_store
+from . import encode, token_store
 from .demo import resolve_corpus_specs
+from .encode import encoder_for, resolve_num_proc
+from .pretokenized import holds_tokens, require_tokenizer
 from .sources import HubDataset, fingerprint, iter_documents, resolve_files
 from .token_store import TokenArray
+from .tokenization import Phase, StoreBuilder
 
 
 def cache_root(configured: str | None = None) -> Path:
@@ -45,6 +50,7 @@ def resolve_specs(data_cfg, cache: Path) -> tuple[str | list[str], str | list[st
 
 
 def read_documents(sources: list[Path | HubDataset], data_cfg, what: str) -> list[str]:
+    """Every text document of `sources` in memory: for evaluation sets, which are small."""
     docs = [d for src in sources for d in iter_documents(src, data_cfg.text_field, data_cfg.txt_documents)]
     if not docs:
         names = ", ".join(str(s) for s in sources[:3]) + (" …" if len(sources) > 3 else "")
@@ -52,65 +58,93 @@ def read_documents(sources: list[Path | HubDataset], data_cfg, what: str) -> lis
     return docs
 
 
-def tokenizer_sample(docs: list[str], max_bytes: int) -> list[str]:
-    """Every k-th document, k chosen so the sample holds at most about `max_bytes` characters:
-    what a tokenizer is trained on."""
-    total = sum(len(d) for d in docs)
+def tokenizer_sample(documents: Callable[[], Iterable[str]], max_bytes: int, prefix: bool = False) -> list[str]:
+    """What a tokenizer is trained on: every k-th document, k chosen so the sample holds at most
+    about `max_bytes` characters (one pass counts, a second picks: the stream is never held whole);
+    with `prefix` (a Hub stream, or a `data.max_tokens` budget), the first documents up to
+    `max_bytes` characters instead."""
+    if prefix:
+        sample, chars = [], 0
+        for doc in documents():
+            if chars >= max_bytes:
+                break
+            sample.append(doc)
+            chars += len(doc)
+        return sample
+    total = sum(len(d) for d in documents())
     step = max(1, -(-total // max_bytes))
-    return docs[::step]
+    return [d for i, d in enumerate(documents()) if i % step == 0]
 
 
-def obtain_tokenizer(data_cfg, train_docs_fn, train_fp: str, cache: Path) -> PreTrainedTokenizerBase:
-    """Load the configured tokenizer, or train a byte-level BPE on the training corpus (cached)."""
+def obtain_tokenizer(data_cfg, text_documents: Callable[[], Iterable[str]], train_fp: str, cache: Path,
+                     prefix: bool) -> PreTrainedTokenizerBase:
+    """Load the configured tokenizer, or train a byte-level BPE on the training text (cached)."""
     if data_cfg.tokenizer:
         return load_tokenizer(data_cfg.tokenizer)
-    key = hashlib.sha256(
-        json.dumps([1, train_fp, data_cfg.vocab_size, data_cfg.tokenizer_sample_bytes]).encode()
-    ).hexdigest()[:24]
+    parts = [1, train_fp, data_cfg.vocab_size, data_cfg.tokenizer_sample_bytes]
+    if prefix:
+        parts.append(["prefix", data_cfg.max_tokens])
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
     directory = cache / "tokenizers" / key
     if (directory / "tokenizer.json").is_file():
         return load_tokenizer(directory)
-    tok = train_tokenizer(tokenizer_sample(train_docs_fn(), data_cfg.tokenizer_sample_bytes), data_cfg.vocab_size)
+    sample = tokenizer_sample(text_documents, data_cfg.tokenizer_sample_bytes, prefix)
+    if not sample:
+        raise DataError("data.train: no documents to train a tokenizer on (the text sources are empty or "
+                        "whitespace only)")
+    tok = train_tokenizer(sample, data_cfg.vocab_size)
     with publish_dir(directory, replace=False) as tmp:  # if another process published first, keep its copy
         tok.save_pretrained(tmp)
     return load_tokenizer(directory)
 
 
-def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrainedTokenizerBase | None = None) -> Corpus:
-    """Tokenizer and token arrays for a `data` section (cached by content hash)."""
+def token_dtype(tokenizer: PreTrainedTokenizerBase) -> np.dtype:
+    return np.dtype(np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32)
+
+
+def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrainedTokenizerBase | None = None,
+                   progress: bool = True) -> Corpus:
+    """Tokenizer and memory-mapped token arrays for a `data` section (cached by content hash;
+    tokenized, streamed and in parallel, on the first use)."""
     cache = cache_root(cache_dir)
     train_spec, val_spec, demo = resolve_specs(data_cfg, cache)
     train_sources = resolve_files(train_spec)
     val_sources = resolve_files(val_spec) if val_spec is not None else None
+    train_tok = [holds_tokens(s, data_cfg) for s in train_sources]
+    val_tok = [holds_tokens(s, data_cfg) for s in val_sources] if val_sources else []
+    require_tokenizer([s for s, t in zip(train_sources + (val_sources or []), train_tok + val_tok) if t], data_cfg)
     train_fp = fingerprint(train_sources)
     val_fp = fingerprint(val_sources) if val_sources else f"holdout:{data_cfg.val_fraction}"
 
-    docs_cache: dict[str, list[str]] = {}
-
-    def train_docs() -> list[str]:
-        if "train" not in docs_cache:
-            docs_cache["train"] = read_documents(train_sources, data_cfg, "train")
-        return docs_cache["train"]
+    def text_documents() -> Iterator[str]:
+        for src, tokens in zip(train_sources, train_tok):
+            if not tokens:
+                yield from iter_documents(src, data_cfg.text_field, data_cfg.txt_documents)
 
     if tokenizer is None:
-        tokenizer = obtain_tokenizer(data_cfg, train_docs, train_fp, cache)
+        prefix = data_cfg.max_tokens is not None or any(isinstance(s, HubDataset) for s in train_sources)
+        tokenizer = obtain_tokenizer(data_cfg, text_documents, train_fp, cache, prefix)
     key = hashlib.sha256(json.dumps(
         [token_store.FORMAT_VERSION, token_store.tokenizer_hash(tokenizer), train_fp, val_fp,
-         data_cfg.text_field, data_cfg.txt_documents]).encode()).hexdigest()[:24]
+         data_cfg.text_field, data_cfg.txt_documents, data_cfg.token_field, data_cfg.bin_dtype,
+         data_cfg.max_tokens]).encode()).hexdigest()[:24]
     directory = cache / "tokens" / key
     loaded = token_store.load(directory)
     if loaded is None:
-        train_tok = token_store.tokenize_documents(train_docs(), tokenizer)
+        phases = [Phase("data.train", train_sources, train_tok, "train" if val_sources else None, data_cfg.max_tokens)]
         if val_sources:
-            val_tok = token_store.tokenize_documents(read_documents(val_sources, data_cfg, "validation"), tokenizer)
-        else:
-            train_tok, val_tok = token_store.holdout_split(train_tok, data_cfg.val_fraction)
-        dtype = train_tok[0].dtype
-        arrays = {"train": token_store.concat(train_tok, dtype), "validation": token_store.concat(val_tok, dtype)}
+            phases.append(Phase("data.validation", val_sources, val_tok, "validation"))
         info = {"train": [str(s) for s in train_sources],
                 "validation": [str(s) for s in val_sources] if val_sources else f"held out {data_cfg.val_fraction} of train documents",
                 "demo": demo}
-        token_store.save(arrays, info, directory)
+        processes = resolve_num_proc(data_cfg.num_proc)
+        local_bytes = sum(s.stat().st_size for s in train_sources + (val_sources or []) if isinstance(s, Path))
+        remote = any(isinstance(s, HubDataset) for s in train_sources + (val_sources or []))
+        if not remote and local_bytes < encode.PARALLEL_MIN_BYTES:
+            processes = 1
+        builder = StoreBuilder(directory, phases, encoder_for(tokenizer, token_dtype(tokenizer)), len(tokenizer),
+                               data_cfg, processes, progress)
+        builder.build(lambda: token_store.load(directory) is not None, info)
         loaded = token_store.load(directory)
     arrays, info = loaded
     info = {**info, "cache": str(directory), "vocab_size": len(tokenizer)}

@@ -1,10 +1,11 @@
-"""Where documents come from: local .txt/.jsonl/.parquet files, directories, globs, or a
-Hugging Face dataset (`hf:NAME[:CONFIG][@SPLIT]`).
+"""Where documents come from: local .txt/.jsonl/.parquet/.arrow/.bin/.npy files, directories,
+globs, or a Hugging Face dataset (`hf:NAME[:CONFIG][@SPLIT]`, streamed).
 
-A source yields plain-text documents. `.txt` files hold one document per blank-line-separated
-block (or one document per file); `.jsonl` and `.parquet` hold one document per record in
-`text_field`. Every problem (missing path, unreadable or undecodable file, no documents) is a
-`DataError` naming the file.
+Text: `.txt` files hold one document per blank-line-separated block (or one document per file);
+`.jsonl`, `.parquet` and `.arrow` records hold one document each in `text_field`. Records that hold
+token ids instead, and flat `.bin`/`.npy` token arrays, are read by `data.pretokenized`. Everything is
+streamed: no file is ever read whole into memory. Every problem (missing path, unreadable or
+undecodable file, no documents) is a `DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from pathlib import Path
 
 from ..errors import DataError
 
-SUFFIXES = (".txt", ".jsonl", ".parquet")
+TEXT_SUFFIXES = (".txt",)
+RECORD_SUFFIXES = (".jsonl", ".parquet", ".arrow")  # text or token-id records
+ARRAY_SUFFIXES = (".bin", ".npy")  # flat token arrays
+SUFFIXES = TEXT_SUFFIXES + RECORD_SUFFIXES + ARRAY_SUFFIXES
 HF_PREFIX = "hf:"
 
 
@@ -41,7 +45,7 @@ class HubDataset:
         return cls(name, config or None, split or "train")
 
 
-SPEC_FORMS = "a path, directory or glob of .txt/.jsonl/.parquet files, hf:NAME[:CONFIG][@SPLIT] or demo"
+SPEC_FORMS = "a path, directory or glob of .txt/.jsonl/.parquet/.arrow/.bin/.npy files, hf:NAME[:CONFIG][@SPLIT] or demo"
 
 
 def check_spec(item) -> None:
@@ -92,23 +96,61 @@ def resolve_files(spec: str | list[str]) -> list[Path | HubDataset]:
     return out
 
 
-def _read_text(path: Path) -> str:
+_CHUNK_CHARS = 1 << 22
+
+
+def _bad_utf8_offset(path: Path) -> int:
+    """Byte offset of the first invalid UTF-8 sequence in `path` (for the error message)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                return offset + exc.start - len(decoder.getstate()[0])
+            offset += len(chunk)
+    return offset
+
+
+def _text_chunks(path: Path) -> Iterator[str]:
+    """The file's text in pieces of whole lines (universal newlines, as `Path.read_text`), so a file
+    of any size is read in bounded memory."""
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 text (byte {exc.start})") from None
+        with open(path, encoding="utf-8") as f:
+            carry = ""
+            for chunk in iter(lambda: f.read(_CHUNK_CHARS), ""):
+                chunk = carry + chunk
+                cut = chunk.rfind("\n") + 1
+                if cut == 0:
+                    carry = chunk
+                    continue
+                carry = chunk[cut:]
+                yield chunk[:cut]
+            if carry:
+                yield carry
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not valid UTF-8 text (byte {_bad_utf8_offset(path)})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror}") from None
 
 
+def _lines(path: Path) -> Iterator[str]:
+    """The file's lines as `str.splitlines` cuts them (chunks end at a newline, so no line is split)."""
+    for chunk in _text_chunks(path):
+        yield from chunk.splitlines()
+
+
 def _txt_documents(path: Path, txt_documents: str) -> Iterator[str]:
-    text = _read_text(path)
     if txt_documents == "file":
-        if text.strip():
-            yield text.strip()
+        text = "".join(_text_chunks(path)).strip()
+        if text:
+            yield text
         return
     block: list[str] = []
-    for line in text.splitlines():
+    for line in _lines(path):
         if line.strip():
             block.append(line.rstrip())
         elif block:
@@ -118,16 +160,30 @@ def _txt_documents(path: Path, txt_documents: str) -> Iterator[str]:
         yield "\n".join(block)
 
 
-def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
-    text = _read_text(path)
-    for lineno, line in enumerate(text.splitlines(), 1):
+def jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, record) of a JSON-lines file, streamed; a line that is not a JSON object is a
+    DataError naming the file and line."""
+    for lineno, line in enumerate(_json_lines(path), 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
-        if not isinstance(record, dict) or text_field not in record:
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{lineno}: a record is a JSON object, not {type(record).__name__}")
+        yield lineno, record
+
+
+def _json_lines(path: Path) -> Iterator[str]:
+    """JSON-lines are separated by newlines only (a U+2028 inside a string is text)."""
+    for chunk in _text_chunks(path):
+        yield from chunk.split("\n")[:-1] if chunk.endswith("\n") else chunk.split("\n")
+
+
+def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
+    for lineno, record in jsonl_records(path):
+        if text_field not in record:
             raise DataError(f"{path}:{lineno}: record has no {text_field!r} field (set data.text_field)")
         value = record[text_field]
         if not isinstance(value, str):
@@ -136,18 +192,59 @@ def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
             yield value
 
 
-def _parquet_documents(path: Path, text_field: str) -> Iterator[str]:
+def table_batches(path: Path, column: str, what: str) -> Iterator:
+    """Record batches (pyarrow) of one column of a .parquet or .arrow (Arrow IPC file or stream, as
+    `datasets` saves them) file, read a row group / batch at a time."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path, columns=[text_field])
-    except (KeyError, ValueError) as exc:
-        raise DataError(f"{path}: no column {text_field!r} (set data.text_field): {exc}") from None
-    except OSError as exc:
-        raise DataError(f"{path}: not a readable parquet file: {exc}") from None
-    for value in table.column(text_field).to_pylist():
-        if isinstance(value, str) and value.strip():
-            yield value
+        if path.suffix == ".parquet":
+            reader = pq.ParquetFile(path)
+            names = reader.schema_arrow.names
+            batches = reader.iter_batches(batch_size=1024, columns=[column]) if column in names else None
+        else:
+            source = pa.memory_map(str(path))
+            try:
+                reader = pa.ipc.open_file(source)
+                names = reader.schema.names
+                batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+            except pa.ArrowInvalid:
+                source.seek(0)
+                reader = pa.ipc.open_stream(source)
+                names = reader.schema.names
+                batches = iter(reader)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"{path}: not a readable {path.suffix[1:]} file: {exc}") from None
+    if column not in names:
+        raise DataError(f"{path}: no column {column!r} (set {what}; columns: {', '.join(names)})")
+    for batch in batches:
+        yield batch.column(column)
+
+
+def table_columns(path: Path) -> list[str]:
+    """Column names of a .parquet / .arrow file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix == ".parquet":
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        source = pa.memory_map(str(path))
+        try:
+            return list(pa.ipc.open_file(source).schema.names)
+        except pa.ArrowInvalid:
+            source.seek(0)
+            return list(pa.ipc.open_stream(source).schema.names)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"{path}: not a readable {path.suffix[1:]} file: {exc}") from None
+
+
+def _table_documents(path: Path, text_field: str) -> Iterator[str]:
+    for column in table_batches(path, text_field, "data.text_field"):
+        for value in column.to_pylist():
+            if isinstance(value, str) and value.strip():
+                yield value
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -177,38 +274,67 @@ def go_offline() -> None:
     datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = True
 
 
-def _hub_documents(ref: HubDataset, text_field: str) -> Iterator[str]:
-    """The dataset's documents; when the Hub cannot be reached, from the local cache only, so an
-    offline machine gets one error at once instead of a minute of retries."""
+def open_hub_dataset(ref: HubDataset):
+    """The dataset as an iterable: streamed from the Hub (nothing is downloaded whole), or, when the
+    Hub cannot be reached, read memory-mapped from the local cache, so an offline machine gets one
+    error at once instead of a minute of retries."""
     import datasets
 
     offline = not hub_reachable()
     if offline:
         go_offline()
     try:
-        ds = datasets.load_dataset(ref.name, ref.config, split=ref.split)
+        return datasets.load_dataset(ref.name, ref.config, split=ref.split, streaming=not offline)
     except Exception as exc:  # network, missing dataset, bad split: all user-facing
         if offline:
             raise DataError(f"hf:{ref.name}: the Hugging Face Hub cannot be reached and the dataset is not in "
                             "the local cache (download it once while online)") from None
         raise DataError(f"hf:{ref.name}: cannot load dataset ({type(exc).__name__}: {exc})") from None
-    if text_field not in ds.column_names:
-        raise DataError(f"hf:{ref.name}: no column {text_field!r} (columns: {', '.join(ds.column_names)})")
-    for value in ds[text_field]:
-        if isinstance(value, str) and value.strip():
-            yield value
+
+
+def hub_columns(ds) -> list[str]:
+    """Column names of a (possibly streamed) dataset; a stream without metadata is peeked at."""
+    names = getattr(ds, "column_names", None)
+    if names:
+        return list(names)
+    first = next(iter(ds), None)
+    return list(first) if isinstance(first, dict) else []
+
+
+def hub_batches(ref: HubDataset, ds, column: str, what: str) -> Iterator[list]:
+    """Lists of one column's values, a thousand records at a time."""
+    names = hub_columns(ds)
+    if column not in names:
+        raise DataError(f"hf:{ref.name}: no column {column!r} (set {what}; columns: {', '.join(names)})")
+    try:
+        for batch in ds.iter(batch_size=1000):
+            yield batch[column]
+    except DataError:
+        raise
+    except Exception as exc:  # a dropped connection mid-stream
+        raise DataError(f"hf:{ref.name}: reading the dataset failed ({type(exc).__name__}: {exc})") from None
+
+
+def _hub_documents(ref: HubDataset, text_field: str) -> Iterator[str]:
+    ds = open_hub_dataset(ref)
+    for values in hub_batches(ref, ds, text_field, "data.text_field"):
+        for value in values:
+            if isinstance(value, str) and value.strip():
+                yield value
 
 
 def iter_documents(source: Path | HubDataset, text_field: str = "text", txt_documents: str = "blank_line") -> Iterator[str]:
-    """Documents of one file or hub dataset, in order."""
+    """Text documents of one file or hub dataset, in order, streamed."""
     if isinstance(source, HubDataset):
         yield from _hub_documents(source, text_field)
     elif source.suffix == ".txt":
         yield from _txt_documents(source, txt_documents)
     elif source.suffix == ".jsonl":
         yield from _jsonl_documents(source, text_field)
+    elif source.suffix in (".parquet", ".arrow"):
+        yield from _table_documents(source, text_field)
     else:
-        yield from _parquet_documents(source, text_field)
+        raise DataError(f"{source}: a {source.suffix} file holds token ids, not text")
 
 
 def fingerprint(sources: list[Path | HubDataset]) -> str:

@@ -3,7 +3,13 @@
 A corpus is tokenized once: documents are concatenated, each followed by the EOS token, into a
 flat `uint16`/`uint32` array (`tokens`), with `doc_offsets[d]:doc_offsets[d+1]` the span of
 document d. Arrays live in the cache under a key that hashes the tokenizer and the source bytes,
-so re-runs (and other runs on the same data) skip tokenization entirely.
+so re-runs (and other runs on the same data) skip tokenization entirely. `data.tokenization`
+writes an entry (streamed, in parallel); this module reads one, memory-mapped: nothing is loaded
+whole, however large.
+
+Format 2: document boundaries are a raw int64 file (`<split>_docs.bin`, written
+incrementally) instead of a `.npy`; the tokens themselves are the same as format 1 wrote, so an
+entry of format 1 is simply written again once.
 """
 
 from __future__ import annotations
@@ -17,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from ..atomic import publish_dir
 from ..errors import DataError
+from .token_writer import token_paths
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _ENCODE_BATCH = 128
 
 
@@ -80,50 +86,22 @@ def concat(docs: list[np.ndarray], dtype: np.dtype) -> TokenArray:
     return TokenArray(tokens, offsets)
 
 
-def holdout_split(docs: list[np.ndarray], fraction: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Deterministic, seed-independent train/validation split of tokenized documents.
-
-    Every k-th document (k = round(1/fraction)) is held out, spreading validation over the corpus;
-    a single-document corpus is split inside the document (the last `fraction` of its tokens).
-    """
-    if len(docs) >= 2:
-        k = max(2, round(1 / fraction))
-        val_idx = set(range(k // 2, len(docs), k)) or {len(docs) - 1}
-        if len(val_idx) == len(docs):
-            val_idx = {len(docs) - 1}
-        train = [d for i, d in enumerate(docs) if i not in val_idx]
-        val = [d for i, d in enumerate(docs) if i in val_idx]
-        return train, val
-    (doc,) = docs
-    cut = int(len(doc) * (1 - fraction))
-    return [doc[:cut]], [doc[cut:]]
-
-
-def save(arrays: dict[str, TokenArray], info: dict, directory: Path) -> None:
-    """Write token arrays into `directory` atomically (temp dir + rename); if another process
-    published it first, its copy is kept."""
-    with publish_dir(directory, replace=False) as tmp:
-        for name, arr in arrays.items():
-            arr.tokens.tofile(tmp / f"{name}.bin")
-            np.save(tmp / f"{name}_docs.npy", arr.doc_offsets)
-        info = {**info, "format": FORMAT_VERSION,
-                "dtype": str(next(iter(arrays.values())).tokens.dtype),
-                "splits": {n: {"tokens": len(a), "documents": a.n_docs} for n, a in arrays.items()}}
-        (tmp / "info.json").write_text(json.dumps(info, indent=1))
-
-
 def load(directory: Path) -> tuple[dict[str, TokenArray], dict] | None:
-    """Memory-map cached token arrays, or None when the cache entry does not exist."""
+    """Memory-map cached token arrays, or None when the cache entry does not exist (or is of
+    another format: it is then written again)."""
     info_path = directory / "info.json"
     if not info_path.is_file():
         return None
-    info = json.loads(info_path.read_text())
+    try:
+        info = json.loads(info_path.read_text())
+    except ValueError:
+        return None
     if info.get("format") != FORMAT_VERSION:
         return None
     dtype = np.dtype(info["dtype"])
     arrays = {}
     for name in info["splits"]:
-        size = (directory / f"{name}.bin").stat().st_size
-        tokens = np.memmap(directory / f"{name}.bin", dtype=dtype, mode="r") if size else np.zeros(0, dtype)
-        arrays[name] = TokenArray(tokens, np.load(directory / f"{name}_docs.npy"))
+        tok_path, doc_path = token_paths(directory, name)
+        tokens = np.memmap(tok_path, dtype=dtype, mode="r") if tok_path.stat().st_size else np.zeros(0, dtype)
+        arrays[name] = TokenArray(tokens, np.memmap(doc_path, dtype=np.int64, mode="r"))
     return arrays, info

@@ -28,7 +28,10 @@ class MetaConfig(Section):
     candidate when it occurs at least `max(band_min_count, k_shot + q_query)` times in the training
     corpus, at most `band_max_count` times (None: no cap), and is not among the `band_skip_top`
     most frequent units (function words / most frequent tokens). Special tokens and units without a
-    letter or digit (punctuation, whitespace) are never candidates.
+    letter or digit (punctuation, whitespace) are never candidates. A training corpus longer than
+    `index_tokens` tokens is indexed over a seeded sample of that many tokens (regions of up to 2^16
+    tokens, drawn by the run's seed; `meta.occurrences`): the counts — and so the band — are then
+    occurrences in the sample, and episodes are cut from the sampled regions.
 
     `hybrid` is the share of optimizer steps that are meta steps under `schedule` random or
     interleave (under `microbatch`: the probability that a micro-batch is a meta micro-batch); under
@@ -66,10 +69,12 @@ class MetaConfig(Section):
         None, description="SMLMT read-out position; null: last (sentence); the token variant reads the mask")
     window_len: int = Field(64, ge=4, description="tokens per SMLMT window / per LM-task sequence")
     band_min_count: int = Field(20, ge=1, description="SMLMT candidates occur at least max(this, k_shot + q_query) "
-                                "times in the corpus")
+                                "times in the corpus (in its index sample, see index_tokens)")
     band_max_count: int | None = Field(None, ge=1, description="SMLMT candidates occur at most this many times "
                                        "(null: no cap)")
     band_skip_top: int = Field(100, ge=0, description="the most frequent units excluded from SMLMT candidates")
+    index_tokens: int = Field(16_000_000, ge=1024, description="SMLMT occurrence index: built over a seeded sample of "
+                              "this many training tokens (the whole corpus when smaller); band counts are over it")
     hybrid: float = Field(0.5, ge=0, le=1, description="share of optimizer steps that are meta steps "
                           "(schedule random or interleave)")
     schedule: Literal["random", "interleave", "weighted", "microbatch"] = Field(

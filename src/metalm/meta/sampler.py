@@ -11,7 +11,8 @@ consumes (the step's batch, or one micro-batch of it, [R, seq_len + 1] training 
 split into `episodes_per_step` equal groups of consecutive rows, episode i taking group i.
 
 The episodes themselves are built in `meta.smlmt` (SMLMT, from the occurrence index of
-`meta.occurrences`) and `meta.lm_tasks` (LM tasks).
+`meta.occurrences` — over a sample of `meta.index_tokens` tokens seeded by the run's seed when the
+corpus is longer) and `meta.lm_tasks` (LM tasks).
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class EpisodeSampler:
                                   "load_tokenizer add one)")
             self.occurrences = occurrence_index(tokens, tokenizer, meta_cfg.smlmt_variant, meta_cfg.min_count(),
                                                 meta_cfg.band_max_count, meta_cfg.band_skip_top, cache_dir,
-                                                casefold=meta_cfg.casefold)
+                                                casefold=meta_cfg.casefold, index_tokens=meta_cfg.index_tokens,
+                                                seed=self.seed)
             unit = "words" if meta_cfg.smlmt_variant == "sentence" else "tokens"
             self.vocab_stats = VocabStats(unit, self.occurrences.n_candidates)
             if meta_cfg.layout == "dense":

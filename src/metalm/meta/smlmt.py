@@ -12,7 +12,10 @@ the corpus around it (inside its document when the document is long enough):
 - the labelled occurrence lands at a random offset in the second half of the row (so its hidden
   state has at least window_len/2 tokens of left context) — a different position in every row;
 - rows never overlap in the corpus: no two items of an episode (support or query, any class)
-  share a corpus token, so no item is shared between support and query.
+  share a corpus token, so no item is shared between support and query;
+- a sampled index (`OccurrenceIndex.regions`, DESIGN 2.9) cuts each row inside the indexed span
+  that holds its occurrence, so every occurrence of the class unit in the row is one the index
+  knows — and is masked.
 
 The `sentence` variant reads each row at its last position (pool=last) or at the labelled mask
 (pool=mask); the `token` variant always reads the labelled mask, where the vocabulary-indexed head
@@ -90,10 +93,12 @@ def _class_items(index: OccurrenceIndex, c: int, tokens: np.ndarray, doc_offsets
     for p in occ[picks]:
         p = int(p)
         d = int(np.searchsorted(doc_offsets, p, side="right")) - 1
-        got = cut_window(tokens, occ, occ_len, p, window, (int(doc_offsets[d]), int(doc_offsets[d + 1])), mask_id,
-                         rng)
+        lo, hi = int(doc_offsets[d]), int(doc_offsets[d + 1])
+        outer = index.region(p) or (0, n)  # a sampled index: the indexed span holding p
+        lo, hi = max(lo, outer[0]), min(hi, outer[1])
+        got = cut_window(tokens, occ, occ_len, p, window, (lo, hi), mask_id, rng)
         if got is None:
-            got = cut_window(tokens, occ, occ_len, p, window, (0, n), mask_id, rng)
+            got = cut_window(tokens, occ, occ_len, p, window, outer, mask_id, rng)
         if got is None:
             continue
         row, offset, (s, e) = got
