@@ -115,10 +115,9 @@ def test_a_kill_during_tokenization_leaves_no_complete_entry_and_a_rerun_resumes
     resumed = prepare_corpus(data_cfg(tmp_path / "train.txt", num_proc=1), str(cache))
     assert not partial.exists() and (Path(resumed.info["cache"]) / "info.json").is_file()
     n_resumed = len(encoded)
-    assert 0 < n_resumed < manifest["units"] + n_resumed  # the committed batches were not encoded again
-
     fresh = prepare_corpus(data_cfg(tmp_path / "train.txt", num_proc=1), str(tmp_path / "fresh-cache"))
-    assert len(encoded) - n_resumed > n_resumed  # a fresh run encodes every batch
+    n_fresh = len(encoded) - n_resumed
+    assert n_resumed > 0 and n_resumed == n_fresh - manifest["units"]  # committed batches were not encoded again
     for split in ("train", "validation"):
         a, b = getattr(resumed, split), getattr(fresh, split)
         assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.doc_offsets, b.doc_offsets)
@@ -326,3 +325,18 @@ def test_hub_datasets_are_streamed_and_stop_at_the_budget(tmp_path, monkeypatch)
     assert len(c.train) + len(c.validation) == 4000
     assert len(yielded) < 3000  # of 10,000 (records come 1,000 at a time): neither the tokenizer's sample nor the tokens read the stream to its end
     assert c.info["sources"][0]["source"] == "hf:someone/stream@train"
+
+
+def test_metalm_data_tokenizes_into_the_cache_and_describes_it(tmp_path, corpus_dir, monkeypatch, capsys):
+    from metalm.cli import main
+
+    monkeypatch.setenv("METALM_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cfg.yaml").write_text("{}")
+    argv = ["data", str(tmp_path / "cfg.yaml"), f"data.train={corpus_dir / 'train'}", "data.vocab_size=300",
+            "data.max_tokens=4000"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "data.max_tokens 4,000 reached" in out and "train-00.txt: text, " in out
+    assert main([*argv, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["tokens"] == 4000 and Path(info["cache"]).parent == tmp_path / "cache" / "tokens"

@@ -69,6 +69,28 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .data import prepare_corpus
+
+    cfg = load_config(args.config, args.overrides)
+    corpus = prepare_corpus(cfg.data, cfg.run.cache_dir, progress=cfg.run.progress)
+    info = corpus.info
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    for split, figures in info["splits"].items():
+        print(f"{split}: {figures['tokens']:,} tokens, {figures['documents']:,} documents")
+    for src in info["sources"]:
+        added = f" (+{src['eod_added']:,} end-of-document tokens added)" if src["eod_added"] else ""
+        print(f"  {src['split']} {src['source']}: {src['kind']}, {src['documents']:,} documents, "
+              f"{src['tokens']:,} tokens{added}")
+    if info.get("max_tokens_reached"):
+        print(f"  data.max_tokens {info['max_tokens']:,} reached: the rest of the sources was not read")
+    print(f"cache: {info['cache']}")
+    return 0
+
+
 def _cmd_eval_perplexity(args: argparse.Namespace) -> int:
     from .config_base import section_from_arguments
     from .evaluation.perplexity import evaluate_perplexity, format_perplexity_table, save_perplexity
@@ -305,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config file (an experiment file: each arm's config, first seed)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3")
     p.set_defaults(func=_cmd_config)
+
+    p = command(sub, "data", "tokenize a config's data into the cache now (e.g. before a multi-process run) and "
+                "describe it", setup=_config_help, **listing)
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.train=corpus/ data.num_proc=8")
+    p.add_argument("--json", action="store_true", help="print the data description as JSON")
+    p.set_defaults(func=_cmd_data)
 
     ev = command(sub, "eval", "evaluate a run or checkpoint").add_subparsers(dest="what", required=True)
     for name, help, func in (

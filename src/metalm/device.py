@@ -40,3 +40,36 @@ def autocast_context(precision: str, device: torch.device):
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def fused_adamw(device: torch.device) -> bool:
+    """Whether AdamW runs its fused kernel on `device`: on CUDA, yes — one kernel for every parameter
+    instead of a handful per parameter group, and it takes `found_inf`, so a non-finite step is
+    dropped on the device without a host sync (`training/guard.py`). On the CPU, no: the default
+    (foreach / for-loop) implementation is kept, so CPU numerics — and checkpoints written by earlier
+    versions, resumed bit for bit — stay exactly as they were (the fused CPU kernel rounds
+    differently in the last bits)."""
+    return device.type == "cuda"
+
+
+def defers_host_syncs(device: torch.device) -> bool:
+    """Whether the training loop keeps per-step decisions on the device and reads them on the host
+    only at its sync points (logged rows, evaluations, checkpoints, dynamics): on CUDA, where a host
+    sync stalls the launch queue; on the CPU a sync is free and the check stays immediate."""
+    return device.type == "cuda"
+
+
+def compile_enabled(setting: str | bool, device: torch.device) -> bool:
+    """`run.compile`: true / false, or auto — on for CUDA, off for the CPU (where compiling costs
+    tens of seconds of start-up for little gain at the sizes a CPU trains)."""
+    return device.type == "cuda" if setting == "auto" else bool(setting)
+
+
+def enable_tf32(device: torch.device) -> None:
+    """TF32 tensor-core matmuls and convolutions for the float32 work of a CUDA run (what autocast
+    leaves in float32, or everything without bf16); nothing changes for a CPU run."""
+    import torch
+
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True

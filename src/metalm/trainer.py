@@ -23,13 +23,14 @@ from .accounting import Work, ar_work
 from .checkpoint import save_pretrained_atomic
 from .config import Config
 from .data import PackedSequences, TrainBatches, cache_root, evenly_spaced, prepare_corpus, validation_batches
-from .device import autocast_context, resolve_device
+from .device import autocast_context, compile_enabled, defers_host_syncs, enable_tf32, fused_adamw, resolve_device
 from .distributed import Dist, init_distributed, shutdown
 from .dynamics.config import probe_shape
 from .dynamics.phases import format_phase_readout
 from .dynamics.recorder import DynamicsRecorder
 from .errors import ConfigError, DivergedError, StorageError
 from .model import build_model, describe, forward_flops_per_token
+from .peak_flops import peak_tflops
 from .run_dir import RunDir, config_differences, show_ranges, step_ranges
 from .run_log import RunLog, check_loggers
 from .schedule import lr_at
@@ -69,6 +70,7 @@ class Trainer:
         self.dist: Dist = init_distributed(self.device.type)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
+        enable_tf32(self.device)
         t = cfg.train
         per_micro = t.batch_size // t.grad_accum
         if per_micro % self.dist.world_size:
@@ -78,7 +80,15 @@ class Trainer:
             )
         self.per_rank = per_micro // self.dist.world_size
         self.state = TrainState()
-        self.guard = NonFiniteGuard(t.on_nonfinite, t.max_skipped_steps, self.state)
+        # Fused AdamW where it pays (CUDA); there, the non-finite check stays on the device too.
+        self.fused = fused_adamw(self.device)
+        self.deferred = self.fused and defers_host_syncs(self.device)
+        self.guard = NonFiniteGuard(t.on_nonfinite, t.max_skipped_steps, self.state, deferred=self.deferred)
+        self.compiled = compile_enabled(cfg.run.compile, self.device)
+        # The next-token loss of training steps: compiled, or the plain function. Only this function
+        # is compiled — the model object is untouched (its state_dict keys, checkpoints and the DDP
+        # wrapper are the same), and validation, meta steps and dynamics probes run eagerly.
+        self.ar_loss = torch.compile(next_token_loss) if self.compiled else next_token_loss
 
     def autocast(self):
         return autocast_context(self.cfg.run.precision, self.device)
@@ -100,7 +110,8 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         tokenizer = load_tokenizer(self.run_dir.tokenizer_dir) if self.run_dir.has_tokenizer() else None
         # Rank 0 tokenizes (and trains the tokenizer) into the cache; the others then read it.
-        self.corpus = self.dist.main_first(lambda: prepare_corpus(cfg.data, cfg.run.cache_dir, tokenizer))
+        self.corpus = self.dist.main_first(lambda: prepare_corpus(cfg.data, cfg.run.cache_dir, tokenizer,
+                                                                  progress=cfg.run.progress and self.dist.is_main))
         self.tokenizer = self.corpus.tokenizer
         self.train_seqs = PackedSequences(self.corpus.train, t.seq_len, "data.train")
         self.batches = TrainBatches(self.train_seqs, t.batch_size, cfg.run.seed)
@@ -124,6 +135,7 @@ class Trainer:
             self.trainable += self.meta.extra_named_parameters()
         self.optimizer = torch.optim.AdamW(
             decay_groups(self.trainable, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
+            **({"fused": True} if self.fused else {}),
         )
         self.ddp = None
         if self.dist.enabled:
@@ -140,7 +152,9 @@ class Trainer:
                                    self.autocast)
         self.checkpointer = Checkpointer(self.run_dir, Cadence(t.save_every, t.steps), t.keep_checkpoints, self.model,
                                          self.optimizer, self.state, self.meta, self.device, main)
-        self.rows = RowPolicy(Cadence(t.log_every, t.steps), self.kind_of if self.meta is not None else None)
+        peak = peak_tflops(cfg.run.peak_tflops, self.device) if main else None
+        self.rows = RowPolicy(Cadence(t.log_every, t.steps), self.kind_of if self.meta is not None else None,
+                              peak * 1e12 * self.dist.world_size if peak is not None else None)
 
     def kind_of(self, step: int) -> str:
         """The kind of 0-based optimizer step `step` (a pure function of the seed and the step)."""
@@ -213,7 +227,7 @@ class Trainer:
         net = self.model if sync is None or self.ddp is None else self.ddp
         with self.ddp.no_sync() if self.ddp is not None and sync is False else contextlib.nullcontext():
             with self.autocast():
-                loss = next_token_loss(net, self.rank_rows(batch, micro))
+                loss = self.ar_loss(net, self.rank_rows(batch, micro))
             (loss * scale).backward()
         rows = batch.shape[0] // self.cfg.train.grad_accum
         return loss, ar_work(rows * self.cfg.train.seq_len, self.fwd_flops)
@@ -240,18 +254,15 @@ class Trainer:
 
     def optimizer_step(self, step: int) -> tuple[float, torch.Tensor]:
         """Clip, apply AdamW at the step's learning rate unless the gradient norm is non-finite
-        (`train.on_nonfinite`: stop or skip), clear the gradients; returns (lr, grad norm)."""
+        (`train.on_nonfinite`: stop or skip; decided on the device on CUDA, see `training/guard.py`),
+        clear the gradients; returns (lr, grad norm)."""
         lr = lr_at(step, self.cfg.train)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         clip = self.cfg.train.grad_clip or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-        if self.guard.finite(grad_norm):
-            self.optimizer.step()
-            self.guard.applied()
-        else:  # train.on_nonfinite: stop (DivergedError) or skip the update
-            self.guard.nonfinite(step, grad_norm)
+        self.guard.step(self.optimizer, step, grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
         return lr, grad_norm
 
@@ -318,6 +329,8 @@ class Trainer:
     def announce(self) -> None:
         t = self.cfg.train
         log.info("%s", describe(self.model, t.seq_len))
+        log.info("next-token step: torch.compile %s (run.compile=%s), AdamW %s", "on" if self.compiled else "off",
+                 str(self.cfg.run.compile).lower(), "fused" if self.fused else "foreach")
         log.info("data: %s training tokens (%s documents, %s sequences of %d), %s validation tokens%s",
                  f"{len(self.corpus.train):,}", f"{self.corpus.train.n_docs:,}", f"{len(self.train_seqs):,}", t.seq_len,
                  f"{len(self.corpus.validation):,}", "  [synthetic DEMO data]" if self.corpus.info.get("demo") else "")
@@ -342,8 +355,10 @@ class Trainer:
             after = state.step + 1
             evaluate = self.validator.due(after)
             log_row = self.rows.due(after, kind, evaluate)
-            if self.device.type == "cuda" and (log_row or dynamics.due(after) or self.checkpointer.due(after)):
-                torch.cuda.synchronize(self.device)  # the step's time is complete before anything else runs
+            if log_row or evaluate or dynamics.due(after) or self.checkpointer.due(after):  # the loop's sync points
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)  # the step's time is complete before anything else runs
+                self.guard.check()  # deferred non-finite check: DivergedError before anything is written
             state.advance(kind, work, time.perf_counter() - started)
 
             val_loss = self.validator.evaluate() if evaluate else None

@@ -49,7 +49,9 @@ def prototypes(features: torch.Tensor, labels: torch.Tensor, n_way: int) -> torc
     """Mean feature of each class: [n_way, d] (differentiable in `features`)."""
     sums = torch.zeros(n_way, features.shape[-1], dtype=features.dtype, device=features.device)
     sums = sums.index_add(0, labels, features)
-    counts = torch.bincount(labels, minlength=n_way).clamp_min(1).to(features.dtype)
+    # Counted by index_add, not bincount: bincount sizes its output from labels.max(), a host sync on CUDA.
+    counts = torch.zeros(n_way, dtype=features.dtype, device=features.device)
+    counts = counts.index_add(0, labels, torch.ones_like(labels, dtype=features.dtype)).clamp_min(1)
     return sums / counts[:, None]
 
 

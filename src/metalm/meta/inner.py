@@ -35,9 +35,10 @@ class InnerResult:
 
     adapted: Params  # θ′ with the outer graph (see module docstring)
     adapted_detached: Params  # θ′ detached
-    loss_before: float
-    acc_before: float
-    grad_norm: float  # mean over inner steps of the global L2 norm of the support gradient
+    # Statistics: detached 0-dim tensors on the parameters' device (read on the host only when logged).
+    loss_before: torch.Tensor
+    acc_before: torch.Tensor
+    grad_norm: torch.Tensor  # mean over inner steps of the global L2 norm of the support gradient
 
 
 def adapt(
@@ -92,4 +93,4 @@ def adapt(
         adapted = p
     else:
         adapted = {k: params0[k] + (detached[k] - params0[k].detach()) for k in keys}
-    return InnerResult(adapted, detached, float(loss_before), float(acc_before), float(torch.stack(norms).mean()))
+    return InnerResult(adapted, detached, loss_before, acc_before, torch.stack(norms).mean())

@@ -26,6 +26,7 @@ meta step is the outer (query) gradient alone.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import fields
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +103,8 @@ class EpisodeRows:
 def run_episode(model, episode: Episode, meta_cfg, learned_head: LearnedHead | None = None,
                 episode_weight: float = 1.0, partition: BackbonePartition | None = None,
                 outer_gradient: bool = True) -> dict:
-    """One episode of `meta_cfg.algorithm` (see the module docstring): its statistics and `work`.
+    """One episode of `meta_cfg.algorithm` (see the module docstring): its statistics (detached
+    0-dim tensors, `METRIC_KEYS`) and `work`.
 
     `outer_gradient=False` (evaluation) adapts and measures only: no graph is kept for an outer
     gradient and nothing is written to `.grad`."""
@@ -170,10 +172,10 @@ def _run_episode(model, episode: Episode, meta_cfg, learned_head, episode_weight
                 _accumulate(param, grad)
 
     rule.apply(AdaptedEpisode(params0, inner, loss_q, k, lr, accumulate), episode_weight)
-    return {
-        "meta_loss": float(loss_q.detach()), "query_acc": float(acc_q),
+    return {  # statistics as detached 0-dim tensors: no host sync per episode
+        "meta_loss": loss_q.detach(), "query_acc": acc_q.detach(),
         "support_loss_before": inner.loss_before, "support_acc_before": inner.acc_before,
-        "support_loss_after": float(loss_after), "support_acc_after": float(acc_after),
+        "support_loss_after": loss_after, "support_acc_after": acc_after,
         "inner_grad_norm": inner.grad_norm,
         "work": episode_work(rows.shape, PassCosts.of(partition, rows.shape, head_hidden_widths(meta_cfg)), k, rule,
                              head_init),
@@ -237,40 +239,60 @@ class MetaStep:
         self.partition = backbone_partition(model, meta_cfg)
 
     def run(self, model: torch.nn.Module, batch: EpisodeBatch, loss_scale: float = 1.0,
-            outer_gradient: bool = True) -> dict:
+            outer_gradient: bool = True, as_tensors: bool = False) -> dict:
         """Run this rank's episodes; accumulate loss_scale × (mean outer gradient) in `.grad`
         (`outer_gradient=False`: adapt and measure only, e.g. for few-shot evaluation).
 
         Pass the plain model (not a DDP wrapper): inner loops are local, and the caller averages
         the outer gradients of the model's and the learned head's parameters across ranks.
-        Returns the mean statistics over this rank's episodes, `episodes`, and the summed `work`."""
+        Returns the mean statistics over this rank's episodes (floats; `as_tensors`: 0-dim float64
+        tensors on the model's device, so a training step never waits for the device), `episodes`,
+        and the summed `work`."""
         if self.partition.model is not model:
             self.partition = backbone_partition(model, self.cfg)
         device = next(model.parameters()).device
         episode_weight = loss_scale * batch.world_size / batch.global_count
-        sums = dict.fromkeys(METRIC_KEYS, 0.0)
+        sums = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=device)
         work = Work()
         for ep in batch.episodes:
-            stats = run_episode(model, ep.to(device), self.cfg, self.head, episode_weight, self.partition,
+            stats = run_episode(model, episode_to(ep, device), self.cfg, self.head, episode_weight, self.partition,
                                 outer_gradient)
-            for key in METRIC_KEYS:
-                sums[key] += stats[key]
+            sums += torch.stack([stats[key].double() for key in METRIC_KEYS])
             work += stats["work"]
-        n = max(1, len(batch))
-        return {**{key: v / n for key, v in sums.items()}, "episodes": len(batch), "work": work}
+        means = sums / max(1, len(batch))
+        values = means.unbind() if as_tensors else means.tolist()
+        return {**dict(zip(METRIC_KEYS, values)), "episodes": len(batch), "work": work}
+
+
+def episode_to(episode: Episode, device: torch.device) -> Episode:
+    """The episode on `device`; on CUDA from pinned host memory, so the copies are asynchronous."""
+    if device.type == "cuda" and not episode.support_ids.is_cuda:
+        moved: dict[int, torch.Tensor] = {}  # a tensor shared by two fields stays shared
+
+        def pin(v):
+            if isinstance(v, torch.Tensor) and id(v) not in moved:
+                moved[id(v)] = v.pin_memory()
+            return moved[id(v)] if isinstance(v, torch.Tensor) else v
+
+        episode = Episode(**{f.name: pin(getattr(episode, f.name)) for f in fields(episode)})
+    return episode.to(device)  # non_blocking copies
 
 
 def reduce_stats(stats: dict, all_reduce_sum, device: torch.device | str = "cpu") -> dict:
-    """Global statistics of a meta step from every rank's `MetaStep.run` result: metrics averaged
-    over all episodes, work summed. `all_reduce_sum(tensor)` sums a tensor in place across ranks."""
+    """Global statistics of a meta step from every rank's `MetaStep.run` result (floats or tensors):
+    metrics averaged over all episodes (0-dim float64 tensors on `device`, read on the host only when
+    a row is logged), work summed. `all_reduce_sum(tensor)` sums a tensor in place across ranks; None
+    for a single process, where nothing is read back from the device. Across processes the summed
+    work is read on the host (one sync per meta step): the accounting is kept in Python integers."""
     n = stats["episodes"]
-    metrics = torch.tensor([stats[k] * n for k in METRIC_KEYS] + [n], dtype=torch.float64, device=device)
+    metrics = torch.stack([torch.as_tensor(stats[k], dtype=torch.float64, device=device) * n for k in METRIC_KEYS]
+                          + [torch.tensor(float(n), dtype=torch.float64, device=device)])
     w = stats["work"]
-    work = torch.tensor([w.tokens, w.fwd_tokens, w.bwd_tokens, w.flops], dtype=torch.int64, device=device)
-    all_reduce_sum(metrics)
-    all_reduce_sum(work)
-    total = float(metrics[-1])
-    out = {k: float(metrics[i]) / max(total, 1.0) for i, k in enumerate(METRIC_KEYS)}
-    out["episodes"] = int(total)
-    out["work"] = Work(*(int(v) for v in work.tolist()))
-    return out
+    if all_reduce_sum is not None:
+        work = torch.tensor([w.tokens, w.fwd_tokens, w.bwd_tokens, w.flops], dtype=torch.int64, device=device)
+        all_reduce_sum(metrics)
+        all_reduce_sum(work)
+        w = Work(*(int(v) for v in work.tolist()))
+        n = int(metrics[-1])
+    means = metrics[:-1] / metrics[-1].clamp_min(1.0)
+    return {**dict(zip(METRIC_KEYS, means.unbind())), "episodes": n, "work": w}

@@ -119,9 +119,9 @@ class HybridStep:
         the global statistics (every rank's episodes) with the summed work."""
         kwargs = {} if rows is None and micro == 0 else {"rows": rows, "micro": micro}
         batch = self.meta.episodes(step, self.dist.rank, self.dist.world_size, **kwargs)
-        with self.autocast():
-            stats = self.meta.meta_step(self.model, batch, loss_scale=loss_scale)
-        return reduce_stats(stats, self.dist.all_reduce_sum, self.device)
+        with self.autocast():  # statistics stay on the device until a row is logged
+            stats = self.meta.runner.run(self.model, batch, loss_scale=loss_scale, as_tensors=True)
+        return reduce_stats(stats, self.dist.all_reduce_sum if self.dist.enabled else None, self.device)
 
     def _finish_gradients(self, meta_ran: bool, controlled: bool) -> None:
         """Zero gradients where the rules ask for them (a `momentum` control step; parameters a meta

@@ -4,6 +4,9 @@ A row is written every `train.log_every` steps, on every validation step, and �
 step kinds — for the first step of each kind (ar / meta / mixed) in a log interval, so a hybrid
 run's rows show both losses whatever the schedule's phase relative to `log_every`. Which kinds an
 interval has logged is derived from the schedule on resume, never stored in a checkpoint.
+
+Throughput since the previous row: `tokens_per_s`, and `mfu` (model FLOPs utilisation) = accounted
+FLOPs / seconds / (peak FLOP/s of one device × processes) when a peak is known (`metalm.peak_flops`).
 """
 
 from __future__ import annotations
@@ -17,22 +20,25 @@ from .state import TrainState
 
 
 def _value(x):
-    """A Python number from a tensor or number (the host sync happens here, only for logged rows)."""
-    return float(x) if isinstance(x, torch.Tensor) else x
+    """A Python number from a tensor or number (the host sync happens here, only for logged rows):
+    a float from a floating-point tensor, an int from an integer one."""
+    return x.item() if isinstance(x, torch.Tensor) else x
 
 
 class RowPolicy:
-    def __init__(self, cadence: Cadence, kind_of: Callable[[int], str] | None):
-        """`kind_of(step)`: the kind of 0-based optimizer step `step` (None: every step is "ar")."""
+    def __init__(self, cadence: Cadence, kind_of: Callable[[int], str] | None, peak_flops: float | None = None):
+        """`kind_of(step)`: the kind of 0-based optimizer step `step` (None: every step is "ar");
+        `peak_flops`: the FLOP/s all processes together can reach (None: no `mfu` column)."""
         self.cadence = cadence
         self.kind_of = kind_of
+        self.peak_flops = peak_flops
         self.kinds_logged: set[str] = set()
-        self.last_tokens = 0
+        self.last_tokens = self.last_flops = 0
         self.last_time = 0.0
 
     def resume(self, state: TrainState) -> None:
         """Reconstruct the interval's logged kinds and the throughput reference after a restore."""
-        self.last_tokens, self.last_time = state.work.tokens, state.time
+        self.last_tokens, self.last_flops, self.last_time = state.work.tokens, state.work.flops, state.time
         if self.kind_of is None:
             return
         start = state.step - state.step % self.cadence.every if self.cadence.every else 0
@@ -58,5 +64,7 @@ class RowPolicy:
             row["val_loss"] = val_loss
         seconds = state.time - self.last_time
         row["tokens_per_s"] = (state.work.tokens - self.last_tokens) / seconds if seconds > 0 else None
-        self.last_tokens, self.last_time = state.work.tokens, state.time
+        if self.peak_flops is not None:
+            row["mfu"] = (state.work.flops - self.last_flops) / seconds / self.peak_flops if seconds > 0 else None
+        self.last_tokens, self.last_flops, self.last_time = state.work.tokens, state.work.flops, state.time
         return row

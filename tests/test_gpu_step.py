@@ -1,0 +1,222 @@
+"""The GPU-ready training step, exercised on the CPU: `run.compile`, the deferred (device-side)
+non-finite check, the `mfu` column, the peak-FLOP/s table and the fused-AdamW choice.
+
+The CUDA-only paths run here through the same code: fused AdamW's `found_inf` works on the CPU too,
+so the deferred check is forced on (monkeypatched) and compared with the immediate one."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import metalm.trainer as trainer_mod
+from conftest import tiny_overrides
+from metalm.cli import main
+from metalm.config import load_config
+from metalm.device import compile_enabled, defers_host_syncs, fused_adamw
+from metalm.errors import DivergedError
+from metalm.peak_flops import gpu_peak_tflops, peak_tflops
+from metalm.run_dir import read_jsonl
+from metalm.trainer import Trainer
+from metalm.training.guard import NonFiniteGuard
+from metalm.training.state import TrainState
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
+TRAIN_STEP = Trainer.train_step
+SHORT = {"train.steps": 4, "train.eval_every": 2, "train.save_every": 4}
+
+
+def train(tmp_path, corpus, run, **extra) -> int:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("{}")
+    return main(["train", str(cfg), *tiny_overrides(corpus, run, **extra)])
+
+
+# -- run.compile ------------------------------------------------------------------------------------
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler (apt-get install g++)")
+def test_compiled_step_matches_eager_and_mfu_column(tmp_path, corpus_dir, capsys):
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    assert train(tmp_path, corpus_dir, eager, **SHORT, **{"run.peak_tflops": 0.001}) == 0
+    assert "torch.compile off (run.compile=auto)" in capsys.readouterr().err
+    assert train(tmp_path, corpus_dir, compiled, **SHORT, **{"run.compile": "true"}) == 0
+    err = capsys.readouterr().err
+    assert err.count("torch.compile on (run.compile=true)") == 1 and "set run.peak_tflops" in err
+
+    r_eager, r_compiled = read_jsonl(eager / "metrics.jsonl"), read_jsonl(compiled / "metrics.jsonl")
+    assert [r["step"] for r in r_eager] == [r["step"] for r in r_compiled] == [0, 1, 2, 3, 4]
+    for a, b in zip(r_eager, r_compiled):
+        for key in ("loss", "val_loss", "grad_norm"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], abs=1e-4, rel=1e-4), (a["step"], key)
+        assert a["flops"] == b["flops"]
+    # the compiled loss leaves the model as it is: same weight names, no compiled wrapper saved
+    w_eager, w_compiled = load_file(eager / "final" / "model.safetensors"), load_file(compiled / "final" / "model.safetensors")
+    assert set(w_eager) == set(w_compiled) and not any("_orig_mod" in k for k in w_compiled)
+    assert all(torch.allclose(w_eager[k], w_compiled[k], atol=1e-4) for k in w_eager)
+    ckpt = load_file(compiled / "checkpoints" / "step-00000004" / "model.safetensors")
+    assert set(ckpt) == set(w_eager)
+
+    # mfu: accounted FLOPs since the previous row / its seconds / the configured peak (1 GFLOP/s)
+    assert all("mfu" not in r for r in r_compiled)  # CPU without run.peak_tflops: no column
+    for prev, row in zip(r_eager, r_eager[1:]):
+        expected = (row["flops"] - prev["flops"]) / (row["time"] - prev["time"]) / 1e9
+        assert row["mfu"] == pytest.approx(expected, rel=1e-9)
+    assert "mfu" not in r_eager[0]
+
+
+# -- the deferred non-finite check -------------------------------------------------------------------
+def guarded_run(policy: str, bad_steps: set[int], steps: int, deferred: bool, check_every: int,
+                max_skipped: int = 2):
+    """AdamW (fused) on one parameter through `NonFiniteGuard`; NaN gradients at `bad_steps`; the
+    deferred counters read every `check_every` steps and at the end. Returns what a run ends with."""
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(4, 3))
+    opt = torch.optim.AdamW([p], lr=0.1, fused=True)
+    state = TrainState()
+    guard = NonFiniteGuard(policy, max_skipped, state, deferred=deferred)
+    error = None
+    try:
+        for step in range(steps):
+            gen = torch.Generator().manual_seed(step)
+            p.grad = torch.full_like(p, math.nan) if step in bad_steps else torch.randn(p.shape, generator=gen)
+            guard.step(opt, step, torch.nn.utils.clip_grad_norm_([p], 1.0))
+            opt.zero_grad(set_to_none=True)
+            if (step + 1) % check_every == 0 or step == steps - 1:
+                guard.check()
+    except DivergedError as exc:
+        error = str(exc)
+    moments = opt.state[p]
+    return (p.detach().clone(), float(moments["step"]) if moments else 0.0, state.skipped_steps,
+            state.skipped_in_a_row, error)
+
+
+@pytest.mark.parametrize("policy,bad,steps", [
+    ("skip", {1, 3, 4, 6}, 10),  # runs of 1 and 2: skipped, the run goes on
+    ("skip", {1, 3, 4, 6, 7, 8, 9}, 12),  # a third in a row: diverged at step 9, later steps dropped
+    ("skip", {0, 1, 2}, 6),  # before any update
+    ("stop", {5}, 12),
+    ("stop", set(), 6),
+])
+@pytest.mark.parametrize("check_every", [1, 4])
+def test_deferred_guard_matches_the_immediate_one(policy, bad, steps, check_every):
+    immediate = guarded_run(policy, bad, steps, deferred=False, check_every=1)
+    deferred = guarded_run(policy, bad, steps, deferred=True, check_every=check_every)
+    assert torch.equal(immediate[0], deferred[0])
+    assert immediate[1:] == deferred[1:]
+
+
+def test_deferred_guard_messages():
+    *_, skip_error = guarded_run("skip", {2, 3, 4}, 8, deferred=True, check_every=8)
+    assert skip_error.startswith("training diverged at step 5: 2 steps in a row were skipped and this one is "
+                                 "non-finite too (gradient norm nan)")
+    *_, stop_error = guarded_run("stop", {3}, 8, deferred=True, check_every=8)
+    assert stop_error.startswith("training diverged at step 4: non-finite gradient norm nan;")
+
+
+def poisoned_trainer(tmp_path, corpus, monkeypatch, name, deferred, at, **extra):
+    """A Trainer with fused AdamW (and the deferred check if asked) whose step `at` has a NaN
+    gradient; returns it after `run()` and the DivergedError's message, if any."""
+    monkeypatch.setattr(trainer_mod, "fused_adamw", lambda device: True)
+    monkeypatch.setattr(trainer_mod, "defers_host_syncs", lambda device: deferred)
+    def poisoned(self, step):
+        out = TRAIN_STEP(self, step)
+        if step == at:
+            next(self.model.parameters()).grad[0, 0] = math.nan
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    cfg = load_config(None, tiny_overrides(corpus, tmp_path / name, **{"train.log_every": 4, "train.eval_every": 4,
+                                                                         **extra}))
+    trainer = Trainer(cfg)
+    error = None
+    try:
+        trainer.run()
+    except DivergedError as exc:
+        error = str(exc)
+    assert trainer.deferred is deferred and trainer.optimizer.param_groups[0]["fused"]
+    return trainer, error
+
+
+@pytest.mark.parametrize("policy", ["skip", "stop"])
+def test_deferred_check_in_the_loop_matches_the_immediate_one(tmp_path, corpus_dir, monkeypatch, policy):
+    extra = {"train.on_nonfinite": policy}
+    now, now_error = poisoned_trainer(tmp_path, corpus_dir, monkeypatch, "now", False, 5, **extra)
+    later, later_error = poisoned_trainer(tmp_path, corpus_dir, monkeypatch, "later", True, 5, **extra)
+    assert now_error == later_error
+    assert (now_error is None) == (policy == "skip")
+    for (name, a), b in zip(now.model.named_parameters(), later.model.parameters()):
+        assert torch.equal(a, b), name
+    assert now.state.skipped_steps == later.state.skipped_steps == (1 if policy == "skip" else 0)
+    steps = [float(s["step"]) for s in now.optimizer.state_dict()["state"].values()]
+    assert steps == [float(s["step"]) for s in later.optimizer.state_dict()["state"].values()]
+
+    def rows(run):
+        return [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s")} for r in read_jsonl(run / "metrics.jsonl")]
+
+    assert rows(tmp_path / "now") == rows(tmp_path / "later")  # the bad step's row is never written
+    assert [r["step"] for r in rows(tmp_path / "later")] == ([0, 4, 8] if policy == "skip" else [0, 4])
+
+
+# -- peak FLOP/s and device choices ------------------------------------------------------------------
+@pytest.mark.parametrize("name,tflops", [
+    ("NVIDIA H100 80GB HBM3", 989), ("NVIDIA H100 PCIe", 756), ("NVIDIA H100 NVL", 835), ("NVIDIA H200", 989),
+    ("NVIDIA GH200 480GB", 989), ("NVIDIA A100-SXM4-80GB", 312), ("NVIDIA A100 80GB PCIe", 312),
+    ("NVIDIA A10G", 70), ("NVIDIA A10", 125), ("NVIDIA L4", 121), ("NVIDIA L40S", 362), ("NVIDIA L40", 181),
+    ("NVIDIA GeForce RTX 4090", 165), ("NVIDIA GeForce RTX 3090", 71), ("Tesla V100-SXM2-16GB", 125),
+    ("Tesla T4", 65), ("NVIDIA B200", 2250), ("AMD Instinct MI300X", 1307),
+    ("NVIDIA GeForce GTX 1080", None), ("Some Future Accelerator", None),
+])
+def test_peak_table_lookup(name, tflops):
+    assert gpu_peak_tflops(name) == tflops
+
+
+def test_peak_tflops_configured_wins_and_cpu_has_none(caplog):
+    assert peak_tflops(123.0, CPU) == 123.0
+    with caplog.at_level("INFO", logger="metalm"):
+        assert peak_tflops(None, CPU) is None
+    assert "run.peak_tflops" in caplog.text
+
+
+def test_device_choices():
+    assert fused_adamw(CUDA) and not fused_adamw(CPU)  # CPU keeps the foreach AdamW (bit-identical resumes)
+    assert defers_host_syncs(CUDA) and not defers_host_syncs(CPU)
+    assert compile_enabled("auto", CUDA) and not compile_enabled("auto", CPU)
+    assert compile_enabled(True, CPU) and not compile_enabled(False, CUDA)
+
+
+def test_cpu_trainer_keeps_the_default_adamw(tmp_path, corpus_dir):
+    trainer = Trainer(load_config(None, tiny_overrides(corpus_dir, tmp_path / "run")))
+    assert not trainer.fused and not trainer.deferred and not trainer.compiled
+    trainer.prepare()
+    assert not trainer.optimizer.param_groups[0]["fused"] and not hasattr(trainer.optimizer, "found_inf")
+
+
+# -- benchmarks/gpu.sh -------------------------------------------------------------------------------
+GPU_SH = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.sh"
+
+
+def test_gpu_benchmark_without_cuda_fails_in_one_clear_line():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    proc = subprocess.run(["bash", str(GPU_SH), "--presets", "tiny"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no CUDA device available" in proc.stderr and "--device cpu --quick" in proc.stderr
+
+
+def test_gpu_benchmark_quick_cpu_path(tmp_path, corpus_dir):
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(["bash", str(GPU_SH), "--device", "cpu", "--quick", "--data", str(corpus_dir), "--out",
+                           str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    (r,) = report["results"]
+    assert r["preset"] == "nano" and r["compile"] is False and not report["skipped"]
+    assert r["ar"]["tokens_per_step"] == r["meta"]["tokens_per_step"] == 4 * 64  # the meta step reads the AR rows
+    assert r["ar"]["tokens_per_s"] > 0 and r["meta_over_ar_step_time"] > 0 and r["ar"]["mfu"] is None
