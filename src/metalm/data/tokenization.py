@@ -85,8 +85,8 @@ def held_out(doc: np.ndarray, fraction: float) -> np.ndarray:
 
 
 class _Display:
-    """Tokenization progress: a tqdm bar (bytes of text, MB/s, tokens) on a terminal, a log line every
-    `LOG_EVERY_S` seconds otherwise, and a summary line at the end."""
+    """Tokenization progress (when `enabled`): a tqdm bar (bytes of text, MB/s, tokens) on a terminal, a
+    log line every `LOG_EVERY_S` seconds otherwise; and a summary line at the end in any case."""
 
     def __init__(self, key: str, enabled: bool, processes: int, text: bool):
         self.key, self.enabled, self.processes, self.text = key, enabled, processes, text
@@ -119,7 +119,7 @@ class _Display:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        if self.enabled and self.tokens:  # a job of a moment (tests, tiny corpora) is not worth a line
+        if self.tokens:  # the summary, with or without a progress display; a job of a moment is not worth a line
             big = time.perf_counter() - self.start >= 1.0 or self.tokens >= 1_000_000
             log.log(logging.INFO if big else logging.DEBUG, "%s", self.line("tokenized"))
 
