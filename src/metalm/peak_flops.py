@@ -78,5 +78,5 @@ def peak_tflops(configured: float | None, device) -> float | None:
         log.info("mfu: no peak TFLOP/s known for %s; set run.peak_tflops (the device's dense bf16 peak) for an "
                  "mfu column", name)
         return None
-    log.info("mfu: no peak TFLOP/s for a %s run; set run.peak_tflops for an mfu column", device.type)
+    log.debug("mfu: no peak TFLOP/s for a %s run; set run.peak_tflops for an mfu column", device.type)
     return None
