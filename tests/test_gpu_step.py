@@ -180,9 +180,9 @@ def test_peak_table_lookup(name, tflops):
 
 def test_peak_tflops_configured_wins_and_cpu_has_none(caplog):
     assert peak_tflops(123.0, CPU) == 123.0
-    with caplog.at_level("INFO", logger="metalm"):
+    with caplog.at_level("DEBUG", logger="metalm"):
         assert peak_tflops(None, CPU) is None
-    assert "run.peak_tflops" in caplog.text
+    assert "run.peak_tflops" in caplog.text  # a debug line: every CPU run would say it
 
 
 def test_device_choices():
