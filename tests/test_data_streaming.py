@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -340,3 +341,15 @@ def test_metalm_data_tokenizes_into_the_cache_and_describes_it(tmp_path, corpus_
     assert main([*argv, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["tokens"] == 4000 and Path(info["cache"]).parent == tmp_path / "cache" / "tokens"
+
+
+def test_stale_interrupted_tokenizations_of_other_data_are_removed(tmp_path, corpus_dir):
+    tokens = tmp_path / "cache" / "tokens"
+    old, recent = tokens / "aaaa.partial", tokens / "bbbb.partial"
+    for partial in (old, recent):
+        partial.mkdir(parents=True)
+        (partial / "progress.json").write_text("{}")
+    week = 8 * 24 * 3600
+    os.utime(old / "progress.json", (os.path.getatime(old) - week, os.path.getmtime(old) - week))
+    prepare_corpus(data_cfg(corpus_dir / "train"), str(tmp_path / "cache"))
+    assert not old.exists() and recent.exists()

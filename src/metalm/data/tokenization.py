@@ -16,7 +16,8 @@ tokens (or fewer, when the sources run out first).
 Interruptions: the work happens in `<entry>.partial/` under an exclusive lock (a second process
 waits, then reads the finished entry); progress is committed every `COMMIT_TOKENS` tokens (files
 synced, then a manifest written atomically), and a re-run resumes from the last commit. The entry
-appears under its final name only when complete, so no partial entry ever looks complete.
+appears under its final name only when complete, so no partial entry ever looks complete. A partial
+entry of other sources or settings, untouched for a week, is removed by the next tokenization.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ COMMIT_TOKENS = 1 << 25
 MANIFEST = "progress.json"
 INFO = "info.json"
 LOG_EVERY_S = 15.0
+STALE_PARTIAL_S = 7 * 24 * 3600  # an interrupted tokenization nobody resumed for a week is removed
 
 
 @dataclass
@@ -140,6 +142,29 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def prune_stale_partials(tokens_dir: Path, keep: Path, max_age_s: float = STALE_PARTIAL_S) -> None:
+    """Remove other entries' interrupted tokenizations untouched for `max_age_s` (their sources or
+    settings changed since, so nothing will resume them); one being written (lock held) is kept."""
+    for partial in tokens_dir.glob("*.partial"):
+        if partial == keep:
+            continue
+        manifest = partial / MANIFEST
+        with contextlib.suppress(FileNotFoundError):
+            age = time.time() - (manifest if manifest.exists() else partial).stat().st_mtime
+            if age < max_age_s:
+                continue
+            with open(partial.with_name(partial.name.removesuffix(".partial") + ".lock"), "a") as fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                try:
+                    shutil.rmtree(partial, ignore_errors=True)
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+            log.info("removed an interrupted tokenization not resumed for %.0f days: %s", age / 86400, partial)
+
+
 class StoreBuilder:
     """Writes one cache entry from its phases (training stream, then a validation source if any)."""
 
@@ -153,6 +178,7 @@ class StoreBuilder:
     # -- the whole build ---------------------------------------------------------------------------
     def build(self, is_complete, info: dict) -> None:
         """Write the entry unless `is_complete()` (another process finished it while we waited)."""
+        prune_stale_partials(self.directory.parent, self.partial)
         with _exclusive(self.directory.with_name(self.directory.name + ".lock")):
             if is_complete():
                 return
