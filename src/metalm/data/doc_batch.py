@@ -38,17 +38,6 @@ class DocBatch:
         return DocBatch(self.tokens[:n_tokens], lengths, self.source, self.text_bytes, self.eod_added, False)
 
 
-def with_eod(pieces: list[np.ndarray], eod: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, int]:
-    """(flat tokens, lengths, how many got one) of token-id records, each ending with `eod`: one is
-    appended to every record that does not already end with it; empty records are dropped."""
-    pieces = [p for p in pieces if p.size]
-    if not pieces:
-        return np.zeros(0, dtype), np.zeros(0, np.int64), 0
-    lengths = np.fromiter((p.size for p in pieces), np.int64, len(pieces))
-    missing = np.fromiter((p[-1] != eod for p in pieces), bool, len(pieces))
-    return flat_with_eod(np.concatenate(pieces), lengths, missing, eod, dtype)
-
-
 def flat_with_eod(values: np.ndarray, lengths: np.ndarray, missing: np.ndarray, eod: int,
                   dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, int]:
     """Records given as one flat `values` array and their `lengths`: an `eod` inserted after each

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from ..atomic import publish_dir
@@ -98,10 +97,6 @@ def obtain_tokenizer(data_cfg, text_documents: Callable[[], Iterable[str]], trai
     return load_tokenizer(directory)
 
 
-def token_dtype(tokenizer: PreTrainedTokenizerBase) -> np.dtype:
-    return np.dtype(np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32)
-
-
 def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrainedTokenizerBase | None = None,
                    progress: bool = True) -> Corpus:
     """Tokenizer and memory-mapped token arrays for a `data` section (cached by content hash;
@@ -142,7 +137,7 @@ def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrained
         remote = any(isinstance(s, HubDataset) for s in train_sources + (val_sources or []))
         if not remote and local_bytes < encode.PARALLEL_MIN_BYTES:
             processes = 1
-        builder = StoreBuilder(directory, phases, encoder_for(tokenizer, token_dtype(tokenizer)), len(tokenizer),
+        builder = StoreBuilder(directory, phases, encoder_for(tokenizer, token_store.token_dtype(len(tokenizer))), len(tokenizer),
                                data_cfg, processes, progress)
         builder.build(lambda: token_store.load(directory) is not None, info)
         loaded = token_store.load(directory)

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .doc_batch import DocBatch, flat_with_eod, with_eod
+from .doc_batch import DocBatch, flat_with_eod
 from .sources import (ARRAY_SUFFIXES, HubDataset, hub_batches, hub_columns, jsonl_records, open_hub_dataset,
                       table_batches, table_columns)
+from .token_store import token_dtype
 
 ARRAY_CHUNK = 1 << 22  # tokens of a flat array read at a time
 _RECORDS_PER_BATCH = 1024
@@ -60,15 +61,16 @@ def require_tokenizer(token_sources: list, data_cfg) -> None:
 
 
 def _check_ids(values: np.ndarray, vocab: int, where: str, first_record: int | None = None,
-               lengths: np.ndarray | None = None) -> None:
-    """DataError naming the file (and record) when an id lies outside [0, vocab)."""
+               lengths: np.ndarray | None = None, offset: int = 0) -> None:
+    """DataError naming the file (and record, or position + `offset` in the file) when an id lies
+    outside [0, vocab)."""
     if values.size == 0:
         return
     lo, hi = int(values.min()), int(values.max())
     if lo >= 0 and hi < vocab:
         return
     bad = int(np.flatnonzero((values < 0) | (values >= vocab))[0])
-    at = f"position {bad}"
+    at = f"position {offset + bad}"
     if lengths is not None and first_record is not None:
         record = int(np.searchsorted(np.cumsum(lengths), bad, side="right"))
         at = f"record {first_record + record}"
@@ -119,24 +121,29 @@ def _table_batches(path: Path, data_cfg, vocab: int, eod: int, dtype, source: in
 def _jsonl_batches(path: Path, data_cfg, vocab: int, eod: int, dtype, source: int) -> Iterator[DocBatch]:
     field = data_cfg.token_field
     pieces: list[np.ndarray] = []
+    first = 0
     for lineno, record in jsonl_records(path):
         ids = record.get(field)
         if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             missing = "has no" if ids is None else "has a non-list-of-integers"
             raise DataError(f"{path}:{lineno}: record {missing} {field!r} field (token ids; set data.token_field)")
         piece = np.asarray(ids, dtype=np.int64)
-        _check_ids(piece, vocab, f"{path}:{lineno}")
+        _check_ids(piece, vocab, f"{path}:{lineno}")  # here, to name the line
         pieces.append(piece)
         if len(pieces) == _RECORDS_PER_BATCH:
-            yield _pieces_batch(pieces, eod, dtype, source)
+            yield _pieces_batch(pieces, str(path), first, vocab, eod, dtype, source)
+            first += len(pieces)
             pieces = []
     if pieces:
-        yield _pieces_batch(pieces, eod, dtype, source)
+        yield _pieces_batch(pieces, str(path), first, vocab, eod, dtype, source)
 
 
-def _pieces_batch(pieces: list[np.ndarray], eod: int, dtype, source: int) -> DocBatch:
-    tokens, lengths, added = with_eod(pieces, eod, dtype)
-    return DocBatch(tokens, lengths, source, eod_added=added)
+def _pieces_batch(pieces: list[np.ndarray], where: str, first: int, vocab: int, eod: int, dtype,
+                  source: int) -> DocBatch:
+    """Records given as separate arrays, as `_records_batch` takes them (one flat array + lengths)."""
+    lengths = np.fromiter((p.size for p in pieces), np.int64, len(pieces))
+    flat = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+    return _records_batch(flat, lengths, where, first, vocab, eod, dtype, source)
 
 
 def _hub_token_batches(ref: HubDataset, data_cfg, vocab: int, eod: int, dtype, source: int) -> Iterator[DocBatch]:
@@ -144,9 +151,7 @@ def _hub_token_batches(ref: HubDataset, data_cfg, vocab: int, eod: int, dtype, s
     where = f"hf:{ref.name}"
     for values in hub_batches(ref, open_hub_dataset(ref), data_cfg.token_field, "data.token_field"):
         pieces = [np.asarray(v if v is not None else [], dtype=np.int64) for v in values]
-        lengths = np.fromiter((p.size for p in pieces), np.int64, len(pieces))
-        flat = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
-        yield _records_batch(flat, lengths, where, first, vocab, eod, dtype, source)
+        yield _pieces_batch(pieces, where, first, vocab, eod, dtype, source)
         first += len(pieces)
 
 
@@ -161,7 +166,7 @@ def open_array(path: Path, data_cfg, vocab: int) -> np.ndarray:
             raise DataError(f"{path}: a token array is a 1-D or 2-D array of integers, not {arr.ndim}-D {arr.dtype}")
         return arr
     name = data_cfg.bin_dtype
-    dtype = np.dtype(("uint16" if vocab <= 1 << 16 else "uint32") if name == "auto" else name)
+    dtype = token_dtype(vocab) if name == "auto" else np.dtype(name)
     size = path.stat().st_size
     if size % dtype.itemsize:
         raise DataError(f"{path}: {size} bytes is not a whole number of {dtype} tokens (set data.bin_dtype)")
@@ -180,11 +185,7 @@ def _array_batches(path: Path, data_cfg, vocab: int, eod: int, dtype, source: in
     n = arr.shape[0]
     for start in range(0, n, ARRAY_CHUNK):
         chunk = np.asarray(arr[start:start + ARRAY_CHUNK])
-        try:
-            _check_ids(chunk, vocab, str(path))
-        except DataError as exc:  # name the position in the whole file
-            bad = int(np.flatnonzero((chunk.astype(np.int64) < 0) | (chunk.astype(np.int64) >= vocab))[0])
-            raise DataError(str(exc).replace(f"at position {bad}", f"at position {start + bad}")) from None
+        _check_ids(chunk, vocab, str(path), offset=start)
         last = start + chunk.size >= n
         ends = np.flatnonzero(chunk == eod) + 1
         if last and (ends.size == 0 or ends[-1] != chunk.size):  # the array's last document gets its EOS

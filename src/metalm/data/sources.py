@@ -192,52 +192,47 @@ def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
             yield value
 
 
-def table_batches(path: Path, column: str, what: str) -> Iterator:
-    """Record batches (pyarrow) of one column of a .parquet or .arrow (Arrow IPC file or stream, as
-    `datasets` saves them) file, read a row group / batch at a time."""
+def _open_table(path: Path) -> tuple[list[str], object]:
+    """(column names, reader) of a .parquet file or an .arrow file (Arrow IPC file or stream, as
+    `datasets` saves them); a DataError naming the file when it is neither."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         if path.suffix == ".parquet":
             reader = pq.ParquetFile(path)
-            names = reader.schema_arrow.names
-            batches = reader.iter_batches(batch_size=1024, columns=[column]) if column in names else None
-        else:
-            source = pa.memory_map(str(path))
-            try:
-                reader = pa.ipc.open_file(source)
-                names = reader.schema.names
-                batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-            except pa.ArrowInvalid:
-                source.seek(0)
-                reader = pa.ipc.open_stream(source)
-                names = reader.schema.names
-                batches = iter(reader)
+            return list(reader.schema_arrow.names), reader
+        source = pa.memory_map(str(path))
+        try:
+            reader = pa.ipc.open_file(source)
+        except pa.ArrowInvalid:
+            source.seek(0)
+            reader = pa.ipc.open_stream(source)
+        return list(reader.schema.names), reader
     except (OSError, pa.ArrowInvalid) as exc:
         raise DataError(f"{path}: not a readable {path.suffix[1:]} file: {exc}") from None
-    if column not in names:
-        raise DataError(f"{path}: no column {column!r} (set {what}; columns: {', '.join(names)})")
-    for batch in batches:
-        yield batch.column(column)
 
 
 def table_columns(path: Path) -> list[str]:
     """Column names of a .parquet / .arrow file."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    return _open_table(path)[0]
 
-    try:
-        if path.suffix == ".parquet":
-            return list(pq.ParquetFile(path).schema_arrow.names)
-        source = pa.memory_map(str(path))
-        try:
-            return list(pa.ipc.open_file(source).schema.names)
-        except pa.ArrowInvalid:
-            source.seek(0)
-            return list(pa.ipc.open_stream(source).schema.names)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise DataError(f"{path}: not a readable {path.suffix[1:]} file: {exc}") from None
+
+def table_batches(path: Path, column: str, what: str) -> Iterator:
+    """One column of a .parquet / .arrow file, a row group / record batch at a time (pyarrow arrays)."""
+    import pyarrow as pa
+
+    names, reader = _open_table(path)
+    if column not in names:
+        raise DataError(f"{path}: no column {column!r} (set {what}; columns: {', '.join(names)})")
+    if isinstance(reader, pa.ipc.RecordBatchFileReader):
+        batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+    elif isinstance(reader, pa.ipc.RecordBatchStreamReader):
+        batches = iter(reader)
+    else:
+        batches = reader.iter_batches(batch_size=1024, columns=[column])
+    for batch in batches:
+        yield batch.column(column)
 
 
 def _table_documents(path: Path, text_field: str) -> Iterator[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,6 @@ from ..errors import DataError
 from .token_writer import token_paths
 
 FORMAT_VERSION = 2
-_ENCODE_BATCH = 128
 
 
 @dataclass
@@ -52,29 +51,21 @@ def tokenizer_hash(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(backend.to_str().encode()).hexdigest()
 
 
-def _batched(items: Iterable[str], n: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The store's element type: uint16 when every id fits, else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32)
 
 
 def tokenize_documents(docs: Iterable[str], tokenizer: PreTrainedTokenizerBase) -> list[np.ndarray]:
-    """Token ids of each document followed by EOS (no BOS: packing makes EOS the separator)."""
-    backend = tokenizer.backend_tokenizer
-    eos = tokenizer.eos_token_id
-    dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
-    out = []
-    for batch in _batched(docs, _ENCODE_BATCH):
-        for enc in backend.encode_batch(batch, add_special_tokens=False):
-            ids = np.empty(len(enc.ids) + 1, dtype=dtype)
-            ids[:-1] = enc.ids
-            ids[-1] = eos
-            out.append(ids)
+    """Token ids of each document followed by EOS, in memory (evaluation sets; a training corpus is
+    streamed by `data.tokenization` through the same `Encoder`)."""
+    from .encode import encoder_for, text_batches
+
+    encoder = encoder_for(tokenizer, token_dtype(len(tokenizer)))
+    out: list[np.ndarray] = []
+    for batch in text_batches(docs, 0):
+        encoded = encoder(batch)
+        out += np.split(encoded.tokens, np.cumsum(encoded.lengths)[:-1])
     return out
 
 
