@@ -341,10 +341,10 @@ class RunDir:
         have = {r.get("step") for r in self.read_metrics()}
         return sorted(set(expected) - have)
 
-    def metrics_problems(self) -> list[str]:
+    def metrics_problems(self, rows: list[dict] | None = None) -> list[str]:
         """What a report should warn about the metrics file: rows found missing when the run resumed
         (`metrics_gaps` in status.json, as step ranges) or rows lost after it finished (fewer than
-        the `rows` it recorded)."""
+        the `rows` it recorded). `rows`: the metrics rows, when the caller has read them already."""
         status = self.read_status() or {}
         problems = []
         if status.get("metrics_gaps"):
@@ -352,7 +352,7 @@ class RunDir:
                             "(lost before the run resumed)")
         written = status.get("rows")
         if isinstance(written, int):
-            have = len(self.read_metrics())
+            have = len(self.read_metrics() if rows is None else rows)
             if have < written:
                 problems.append(f"{self.metrics_path} holds {have} of the {written} rows the run wrote")
         return problems

@@ -41,7 +41,7 @@ KEYS = ("support_acc_before", "support_acc_after", "query_acc_before", "query_ac
 
 def _held_out_tokens(run_dir: Path | None, data: list[str] | None, tokenizer) -> token_store.TokenArray:
     if data:
-        return token_store.concat(token_store.tokenize_documents(held_out_documents(data), tokenizer), np.uint32)
+        return held_out_tokens(data, tokenizer)
     info = RunDir(run_dir).read_data_info() if run_dir else None
     if info is None:
         raise MetalmError("few-shot evaluation needs held-out text: pass --data (or a run directory)")
@@ -82,10 +82,11 @@ def check_fewshot(s: FewshotSettings, held_out: token_store.TokenArray, tokenize
         raise ConfigError(_renamed(exc, prefix)) from None
 
 
-def held_out_documents(data: list[str]) -> list[str]:
-    """The documents of few-shot `--data` held-out text."""
+def held_out_tokens(data: list[str], tokenizer) -> token_store.TokenArray:
+    """The few-shot `--data` held-out text, tokenized (in memory: held-out sets are small)."""
     data_cfg = DataConfig(text_field="text", txt_documents="blank_line")
-    return read_documents([f for spec in data for f in resolve_files(spec)], data_cfg, "eval")
+    docs = read_documents([f for spec in data for f in resolve_files(spec)], data_cfg, "eval")
+    return token_store.concat(token_store.tokenize_documents(docs, tokenizer), np.uint32)
 
 
 def evaluate_fewshot(checkpoint: str | Path, settings: FewshotSettings | None = None, *,
@@ -109,8 +110,13 @@ def evaluate_fewshot(checkpoint: str | Path, settings: FewshotSettings | None = 
     except ConfigError as exc:
         raise ConfigError(_renamed(exc, "fewshot.")) from None
     if task.head is not None and run_dir is not None:  # a meta run's learned head, if it kept one
-        latest = RunDir(run_dir).latest_checkpoint()
-        extra = load_extra(latest[1]) if latest else {}
+        run = RunDir(run_dir)
+        if Path(checkpoint) == run_dir and model_dir != run.final_dir:
+            latest_dir = model_dir  # resolve_model_dir chose (and verified) the latest checkpoint
+        else:
+            latest = run.latest_checkpoint()
+            latest_dir = latest[1] if latest else None
+        extra = load_extra(latest_dir) if latest_dir is not None else {}
         if set(extra) == set(task.state_dict()):
             task.load_state_dict(extra)
     # the initial head, read on the same episode: a meta step whose inner loop does not move

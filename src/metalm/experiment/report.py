@@ -141,7 +141,7 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
         for effect, key in (("meta-arm", "meta_effect"), ("replay", "replay_effect")) for p in pairs[key]]
     summary["controls"] = {"unpaired": pairs["unpaired"], "meta_without_control": pairs["meta_without_control"]}
     summary["metrics_problems"] = {f"{a} seed {s}": problems for a, seeds in runs.items() for s, d in seeds.items()
-                                   if (problems := RunDir(d).metrics_problems())}
+                                   if (problems := RunDir(d).metrics_problems(metrics[a][s]))}
     summary["verdict"] = verdict(summary)
     summary["versions"] = _versions()
     summary["configs"] = configs

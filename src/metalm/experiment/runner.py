@@ -102,6 +102,8 @@ def check_inputs(exp: Experiment) -> None:
     for arm in exp.arms:
         cfg = exp.config(arm, exp.seeds[0])
         key = cfg.data.model_dump_json() + repr(cfg.run.cache_dir)
+        if fewshot is not None:  # the few-shot check also depends on the arm's model
+            key += cfg.model.model_dump_json()
         if key in checked:
             continue  # arms that share their data (the usual case) are checked once
         checked.add(key)
@@ -125,16 +127,10 @@ def check_inputs(exp: Experiment) -> None:
 
 def _check_fewshot(settings, cfg, corpus) -> None:
     """The few-shot evaluation's episodes on its held-out text, for a model of `cfg`."""
-    import numpy as np
-
-    from ..data import token_store
-    from ..evaluation.fewshot import check_fewshot, held_out_documents
+    from ..evaluation.fewshot import check_fewshot, held_out_tokens
     from ..model import llama_config
 
-    held_out = corpus.validation
-    if settings.data:
-        docs = held_out_documents(settings.data)
-        held_out = token_store.concat(token_store.tokenize_documents(docs, corpus.tokenizer), np.uint32)
+    held_out = held_out_tokens(settings.data, corpus.tokenizer) if settings.data else corpus.validation
     model_config = None if cfg.model.hf_config else llama_config(cfg.model.preset, len(corpus.tokenizer),
                                                                   **cfg.model.overrides())
     check_fewshot(settings, held_out, corpus.tokenizer, model_config, cfg.run.cache_dir, prefix="evaluations.fewshot.")
