@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ELTEC, ROOT, ensure_worktree, machine, save_result
+
 TAG = "@@"  # protocol lines on the workers' stdout
 
 
@@ -98,24 +98,13 @@ class Worker:
         self.proc.wait()
 
 
-def ensure_worktree(commit: str, path: Path) -> Path:
-    if not (path / "src" / "metalm").is_dir():
-        subprocess.run(["git", "worktree", "add", "--detach", str(path), commit], cwd=ROOT, check=True)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, check=True, capture_output=True, text=True)
-    want = subprocess.run(["git", "rev-parse", commit], cwd=ROOT, check=True, capture_output=True, text=True)
-    if head.stdout.strip() != want.stdout.strip():
-        raise SystemExit(f"{path} is at {head.stdout.strip()[:12]}, not {commit}; remove it (git worktree remove "
-                         f"{path}) or pass --worktree")
-    return path / "src"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--config", default="configs/smoke.yaml")
     parser.add_argument("--before", default="0b48477", help="git commit of the 'before' code")
     parser.add_argument("--worktree", default="/tmp/metalm-before")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "corpora" / "eltec-eng"))
+    parser.add_argument("--data", default=str(ELTEC))
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--steps", type=int, default=8, help="steps per block")
     parser.add_argument("--warmup", type=int, default=3)
@@ -143,7 +132,7 @@ def main() -> None:
     result = {
         "benchmark": "next-token training step (train_step + optimizer_step), before vs after, interleaved",
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {workers[1].info['threads']} torch threads",
+        "machine": machine(),  # torch threads: each side's "threads"
         "before": {"commit": args.before, **workers[0].info, "ms_per_step_median": 1000 * before,
                    "all_ms": [1000 * t for t in workers[0].times]},
         "after": {"commit": "working tree", **workers[1].info, "ms_per_step_median": 1000 * after,
@@ -151,8 +140,7 @@ def main() -> None:
         "config": args.config, "overrides": Worker.overrides(args), "rounds": args.rounds, "steps_per_block": args.steps,
         "warmup": args.warmup, "after_over_before": after / before,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    save_result(args.out, result)
     print(f"before ({args.before}) {1000 * before:.1f} ms/step, after {1000 * after:.1f} ms/step: "
           f"after/before = {after / before:.3f} (median of {len(workers[0].times)} steps each) → {args.out}")
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -31,8 +30,8 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-ELTEC = ROOT.parent / "shared" / "data" / "corpora" / "eltec-eng"
+from common import ELTEC, ROOT, machine, save_result
+
 COMMON = ["model.preset=micro", "train.steps=2", "train.batch_size=8", "train.seq_len=128", "train.eval_every=0",
           "train.eval_batches=1", "train.save_every=0", "train.log_every=1", "dynamics.every=0", "run.progress=false"]
 META = ["meta.enabled=true", "meta.smlmt_variant=token", "meta.schedule=interleave", "meta.hybrid=0.5",
@@ -153,10 +152,9 @@ def main() -> int:
             print(json.dumps(row), flush=True)
             shutil.rmtree(run_dir, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
-    out = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+    out = {"machine": machine(),
            "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "results": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    save_result(args.out, out)
     print(f"wrote {args.out}")
     return 0
 

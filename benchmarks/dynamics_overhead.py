@@ -10,14 +10,12 @@ probe every `--every` steps: probe / (every × step). Writes benchmarks/results/
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from common import machine, save_result
 from metalm.config import load_config
 from metalm.dynamics.probe import dynamics_rows
 from metalm.trainer import Trainer
@@ -45,15 +43,14 @@ def main() -> None:
         probe_times.append(time.perf_counter() - start)
     step, probe = statistics.median(step_times[1:]), statistics.median(probe_times[1:])
     result = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "machine": machine(), "torch_threads": torch.get_num_threads(),
         "config": args.config, "overrides": args.overrides, "preset": cfg.model.preset,
         "tokens_per_step": cfg.train.batch_size * cfg.train.seq_len,
         "probe_tokens": int(trainer.probe.numel()), "rows_per_probe": len(rows), "groups": cfg.dynamics.groups,
         "seconds_per_step": step, "seconds_per_probe": probe, "every": args.every,
         "overhead": probe / (args.every * step),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    save_result(args.out, result)
     print(f"step {step:.4f} s, probe {probe:.4f} s ({len(rows)} rows): overhead at every={args.every}: "
           f"{100 * result['overhead']:.2f}% of training time")
 

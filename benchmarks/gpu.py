@@ -6,8 +6,9 @@ BPE vocabulary 8192, token-SMLMT meta-learning in the dense layout: the meta ste
 read from the very rows the AR step trains on, so both steps consume the same tokens), and
   - the AR step = `Trainer.ar_step` + `Trainer.optimizer_step` (the compiled loss when compile is
     on, fused AdamW, the device-side non-finite check),
-  - the meta step = `MetaTask.meta_step` on the dense episodes of the same batch + `optimizer_step`
-    (always eager: meta paths are not compiled),
+  - the meta step = `meta.runner.run(model, episodes, as_tensors=True)` under the trainer's autocast,
+    as the training loop runs it (statistics left on the device), on the dense episodes of the same
+    batch + `optimizer_step` (always eager: meta paths are not compiled),
 are timed over blocks of steps between two device synchronisations (the loop itself syncs only at
 logged rows). MFU = accounted FLOPs (DESIGN 2.5) / seconds / peak (`metalm.peak_flops`). One extra
 step of each kind runs under `torch.cuda.set_sync_debug_mode("warn")`: the host syncs it still
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import json
 import platform
 import re
 import sys
@@ -30,7 +30,7 @@ import time
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, save_result
 
 # (sequences, seq_len) per step, sized for one 80–140 GB GPU in bf16 (activations dominate; the
 # fp32 logits of a 8192-word vocabulary are 4 GB per 131k tokens).
@@ -113,7 +113,7 @@ def host_syncs(device, fn) -> list[str]:
     return [f"{w.filename}:{w.lineno}: {str(w.message).splitlines()[0]}" for w in caught]
 
 
-def measure(preset: str, compiled: bool, args, device_name: str, peak: float | None) -> dict:
+def measure(preset: str, compiled: bool, args, peak: float | None) -> dict:
     import torch
 
     from metalm.config import load_config
@@ -193,6 +193,26 @@ def release() -> None:
         torch.cuda.empty_cache()
 
 
+def configuration(label: str, preset: str, compiled: bool, args, peak: float | None, report: dict) -> None:
+    """Measure one configuration into `report` (its results, or its skipped list when out of memory)."""
+    import torch
+
+    try:
+        r = measure(preset, compiled, args, peak)
+    except torch.cuda.OutOfMemoryError as exc:
+        report["skipped"].append(f"{label}: out of memory ({str(exc).splitlines()[0]})")
+        print(f"{label}: out of memory", flush=True)
+        return
+    finally:
+        release()
+    report["results"].append(r)
+    ar = r["ar"]
+    mfu = f", MFU {100 * ar['mfu']:.1f}%" if ar["mfu"] is not None else ""
+    print(f"{label}: AR {ar['tokens_per_s']:,.0f} tokens/s{mfu}; meta/AR step time "
+          f"{r['meta_over_ar_step_time']:.2f}; first step {r['first_step_s']:.1f} s; host syncs per AR step "
+          f"{len(r['host_syncs']['ar_step'])}, per meta step {len(r['host_syncs']['meta_step'])}", flush=True)
+
+
 def default_out(device_name: str) -> Path:
     slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
     return ROOT / "benchmarks" / "results" / f"gpu-{slug}-{datetime.date.today().isoformat()}.json"
@@ -227,29 +247,10 @@ def main(argv=None) -> int:
             if time.perf_counter() - started > args.budget_s:
                 report["skipped"].append(label)
                 print(f"{label}: skipped (--budget-s {args.budget_s:.0f} spent)", flush=True)
-                continue
-            try:
-                r = measure(preset, compiled, args, device_name, peak)
-            except torch.cuda.OutOfMemoryError as exc:
-                r = None
-                report["skipped"].append(f"{label}: out of memory ({str(exc).splitlines()[0]})")
-                print(f"{label}: out of memory", flush=True)
-            finally:
-                release()
-            if r is None:
-                continue
-            report["results"].append(r)
-            ar = r["ar"]
-            mfu = f", MFU {100 * ar['mfu']:.1f}%" if ar["mfu"] is not None else ""
-            print(f"{label}: AR {ar['tokens_per_s']:,.0f} tokens/s{mfu}; meta/AR step time "
-                  f"{r['meta_over_ar_step_time']:.2f}; first step {r['first_step_s']:.1f} s; host syncs per AR step "
-                  f"{len(r['host_syncs']['ar_step'])}, per meta step {len(r['host_syncs']['meta_step'])}", flush=True)
+            else:
+                configuration(label, preset, compiled, args, peak, report)
             report["elapsed_s"] = time.perf_counter() - started
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(report, indent=1) + "\n")
-    report["elapsed_s"] = time.perf_counter() - started
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+            save_result(out, report)  # after every configuration: a run cut short keeps what it measured
     print(f"→ {out}")
     return 0
 

@@ -13,9 +13,7 @@ the same command run again. Writes benchmarks/results/kill_sweep.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
 import signal
 import subprocess
@@ -27,6 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from common import ROOT, machine, save_result
 from metalm.run_dir import RunDir
 
 META = {"meta.enabled": "true", "meta.smlmt_variant": "token", "meta.band_min_count": 5, "meta.band_skip_top": 10,
@@ -67,7 +66,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--save-every", type=int, default=5)
     parser.add_argument("--margin", type=float, default=0.25, help="seconds added on either side of the window")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "kill_sweep.json"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "kill_sweep.json"))
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="kill-sweep-"))
@@ -129,10 +128,9 @@ def main() -> None:
     summary = {"exact": exact, "kills": args.kills, "seed": args.seed, "steps": args.steps,
                "save_every": args.save_every, "reference_wall_s": round(wall, 1),
                "kill_window_s": [round(t, 2) for t in window], "killed": phases, "meta": META,
-               "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
+               "machine": machine(),
                "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "kills_detail": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
+    save_result(args.out, summary)
     print(f"{exact}/{args.kills} resumed runs exact (reference {wall:.1f}s, kills within {window[0]:.1f}–"
           f"{window[1]:.1f}s; killed {phases}); {args.out}")
 

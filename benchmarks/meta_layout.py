@@ -22,22 +22,20 @@ Writes benchmarks/results/meta_layout.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from common import ELTEC, machine, save_result
 from metalm.data import token_store
 from metalm.meta import MetaConfig, MetaTask
 from metalm.model import build_model, describe
 from metalm.tokenizer import train_tokenizer
 from metalm.training.losses import next_token_loss
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpora" / "eltec-eng" / "train" / "train-00.txt"
+CORPUS = ELTEC / "train" / "train-00.txt"
 ROWS, SEQ, VOCAB = 16, 128, 8192
 EPISODE = dict(enabled=True, task="smlmt", smlmt_variant="token", n_way=32, k_shot=4, q_query=1, inner_steps=10,
                inner_lr=0.5, algorithm="fomaml", inner_params="head", band_min_count=20, band_skip_top=100)
@@ -115,12 +113,11 @@ def main() -> None:
         r["tokens_per_s"] = r["tokens_per_step"] / r["best_wall_seconds_per_step"]
         r["labelled_positions_per_s"] = r["labelled_positions_per_step"] / r["best_wall_seconds_per_step"]
         r["cost_per_token_vs_ar"] = r["best_wall_seconds_per_step"] / r["tokens_per_step"] / ar_per_token
-    out = {"machine": f"{platform.machine()}, {args.threads} torch threads (2-core CPU)", "torch": torch.__version__,
+    out = {"machine": machine(), "torch_threads": args.threads, "torch": torch.__version__,
            "model": describe(model, SEQ), "data": f"{CORPUS.name}, first {args.mb} MB, BPE vocabulary {len(tok)}",
            "episode": {k: v for k, v in EPISODE.items() if k != "enabled"}, "rows": ROWS, "seq_len": SEQ,
            "repeats": args.repeats, "results": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    save_result(args.out, out)
     print(f"{'':<16} {'best s':>7} {'median':>7} {'CPU s':>7} {'tokens':>7} {'labels':>7} {'N':>5} {'tokens/s':>9} "
           f"{'labels/s':>9} {'cost/token vs AR':>17}")
     for name, r in results.items():

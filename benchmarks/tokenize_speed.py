@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,10 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ar_step_speed import ensure_worktree
-
-ROOT = Path(__file__).resolve().parent.parent
-ELTEC = ROOT.parent / "shared" / "data" / "corpora" / "eltec-eng" / "train"
+from common import ELTEC, ROOT, ensure_worktree, machine, save_result
 
 CHILD = """
 import json, resource, sys, time
@@ -49,7 +45,7 @@ def text_mb(path: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(ELTEC))
+    ap.add_argument("--data", default=str(ELTEC / "train"))
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--num-proc", type=int, default=None, help="after: data.num_proc (default: all cores)")
     ap.add_argument("--before", default="0b48477")
@@ -89,11 +85,11 @@ def main() -> None:
                       "peak_rss_mb": max(x["peak_rss_mb"] for x in rs), "tokens": rs[0]["tokens"]}
                for side, rs in runs.items()}
     assert summary["before"]["tokens"] == summary["after"]["tokens"], "the two sides disagree on the token count"
-    out = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+    out = {"machine": machine(),
            "date": time.strftime("%Y-%m-%d"), "data": str(data), "text_mb": mb, "before": args.before,
            "num_proc": args.num_proc, "summary": summary, "runs": runs,
            "after_speedup": summary["before"]["median_s"] / summary["after"]["median_s"]}
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    save_result(args.out, out)
     print(f"before {summary['before']['mb_per_s']:.2f} MB/s, after {summary['after']['mb_per_s']:.2f} MB/s "
           f"({out['after_speedup']:.2f}×); peak RSS {summary['before']['peak_rss_mb']:.0f} → "
           f"{summary['after']['peak_rss_mb']:.0f} MB → {args.out}")
