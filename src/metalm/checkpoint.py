@@ -89,9 +89,10 @@ def prune(run: RunDir, keep: int) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def resolve_model_dir(path: str | Path) -> tuple[Path, Path, Path | None]:
+def resolve_model_dir(path: str | Path, verify: bool = True) -> tuple[Path, Path, Path | None]:
     """(model dir, tokenizer dir, run dir or None) for a run directory (its `final/` export, or
-    its latest checkpoint while it trains) or a save_pretrained checkpoint directory."""
+    its latest intact checkpoint while it trains) or a save_pretrained checkpoint directory.
+    `verify=False` skips the checksums, for a caller that only needs the run directory."""
     path = Path(path)
     if not path.exists():
         raise MetalmError(f"no such run or checkpoint: {path}")
@@ -99,14 +100,14 @@ def resolve_model_dir(path: str | Path) -> tuple[Path, Path, Path | None]:
         run = RunDir(path)
         if run.has_final():
             return run.final_dir, run.final_dir, path
-        latest = run.latest_checkpoint()
+        latest = run.latest_checkpoint(verify=verify)
         if latest is None:
             if run.checkpoints():
                 raise CheckpointError(f"run {path} has no final model and every checkpoint is damaged")
             raise MetalmError(f"run {path} has no final model and no checkpoint yet")
         return latest[1], run.tokenizer_dir, path
     if is_model_dir(path):
-        problem = checkpoint_problem(path)
+        problem = checkpoint_problem(path) if verify else None
         if problem is not None:
             raise CheckpointError(f"checkpoint {path} is damaged: {problem}")
         parent = path.parent.parent if path.parent.name == "checkpoints" else (path.parent if path.name == "final" else None)

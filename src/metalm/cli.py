@@ -36,7 +36,7 @@ def _report(args: argparse.Namespace, result: dict, table: str, save) -> None:
     from .checkpoint import resolve_model_dir
 
     print(json.dumps(result, indent=1) if args.json else table)
-    run_dir = resolve_model_dir(args.checkpoint)[2]
+    run_dir = resolve_model_dir(args.checkpoint, verify=False)[2]  # the run only: loading verified it
     if run_dir is not None:
         logger.info(f"saved {save(result, run_dir)}")
 

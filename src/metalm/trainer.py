@@ -137,6 +137,7 @@ class Trainer:
             decay_groups(self.trainable, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
             **({"fused": True} if self.fused else {}),
         )
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]  # clipping order
         self.ddp = None
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -259,9 +260,8 @@ class Trainer:
         lr = lr_at(step, self.cfg.train)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
         clip = self.cfg.train.grad_clip or float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
         self.guard.step(self.optimizer, step, grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
         return lr, grad_norm

@@ -92,7 +92,7 @@ def format_perplexity_table(result: dict) -> str:
 
 def save_perplexity(result: dict, checkpoint: str | Path) -> Path | None:
     """Save into RUN/eval/perplexity.json when the checkpoint belongs to a run."""
-    _, _, run_dir = resolve_model_dir(checkpoint)
+    _, _, run_dir = resolve_model_dir(checkpoint, verify=False)  # the run only: loading verified it
     if run_dir is None:
         return None
     return RunDir(run_dir).write_eval("perplexity", result)

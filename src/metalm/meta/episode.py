@@ -66,13 +66,16 @@ class Episode:
         return torch.arange(ids.shape[0], device=ids.device)
 
     def to(self, device: torch.device | str) -> "Episode":
+        """The episode on `device`; onto CUDA from pinned host memory, so the copies are asynchronous."""
+        device = torch.device(device)
         moved: dict[int, torch.Tensor] = {}  # a tensor shared by two fields stays shared
 
         def move(v):
             if not isinstance(v, torch.Tensor):
                 return v
             if id(v) not in moved:
-                moved[id(v)] = v.to(device, non_blocking=True)
+                pinned = v.pin_memory() if device.type == "cuda" and not v.is_cuda else v
+                moved[id(v)] = pinned.to(device, non_blocking=True)
             return moved[id(v)]
 
         return Episode(**{f.name: move(getattr(self, f.name)) for f in fields(self)})

@@ -26,7 +26,6 @@ meta step is the outer (query) gradient alone.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import fields
 
 import torch
 import torch.nn.functional as F
@@ -255,27 +254,13 @@ class MetaStep:
         sums = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=device)
         work = Work()
         for ep in batch.episodes:
-            stats = run_episode(model, episode_to(ep, device), self.cfg, self.head, episode_weight, self.partition,
+            stats = run_episode(model, ep.to(device), self.cfg, self.head, episode_weight, self.partition,
                                 outer_gradient)
             sums += torch.stack([stats[key].double() for key in METRIC_KEYS])
             work += stats["work"]
         means = sums / max(1, len(batch))
         values = means.unbind() if as_tensors else means.tolist()
         return {**dict(zip(METRIC_KEYS, values)), "episodes": len(batch), "work": work}
-
-
-def episode_to(episode: Episode, device: torch.device) -> Episode:
-    """The episode on `device`; on CUDA from pinned host memory, so the copies are asynchronous."""
-    if device.type == "cuda" and not episode.support_ids.is_cuda:
-        moved: dict[int, torch.Tensor] = {}  # a tensor shared by two fields stays shared
-
-        def pin(v):
-            if isinstance(v, torch.Tensor) and id(v) not in moved:
-                moved[id(v)] = v.pin_memory()
-            return moved[id(v)] if isinstance(v, torch.Tensor) else v
-
-        episode = Episode(**{f.name: pin(getattr(episode, f.name)) for f in fields(episode)})
-    return episode.to(device)  # non_blocking copies
 
 
 def reduce_stats(stats: dict, all_reduce_sum, device: torch.device | str = "cpu") -> dict:

@@ -41,22 +41,14 @@ class NonFiniteGuard:
         """Apply `optimizer` for 0-based step `step` unless its gradient norm is non-finite."""
         if self.deferred:
             self._deferred_step(optimizer, step, grad_norm)
-        elif self.finite(grad_norm):
+        elif torch.isfinite(grad_norm).item():  # a non-finite loss makes the norm non-finite too
             optimizer.step()
-            self.applied()
+            self.state.skipped_in_a_row = 0
         else:
-            self.nonfinite(step, grad_norm)
+            self._nonfinite(step, grad_norm)
 
     # -- immediate -------------------------------------------------------------------------------
-    @staticmethod
-    def finite(grad_norm: torch.Tensor) -> bool:
-        """Whether the step's total gradient norm is finite (a non-finite loss makes it non-finite)."""
-        return bool(torch.isfinite(grad_norm).item())
-
-    def applied(self) -> None:
-        self.state.skipped_in_a_row = 0
-
-    def nonfinite(self, step: int, grad_norm: torch.Tensor) -> None:
+    def _nonfinite(self, step: int, grad_norm: torch.Tensor) -> None:
         """Account for 0-based step `step` being non-finite: DivergedError under `stop`, or once more
         than `max_skipped` steps in a row were skipped; otherwise the step counts as skipped."""
         if self.policy == "skip" and self.state.skipped_in_a_row < self.max_skipped:

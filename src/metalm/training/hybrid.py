@@ -37,7 +37,8 @@ class HybridStep:
         """`ar_step(batch, scale)`: the next-token forward/backward of a whole step's batch (mean loss,
         work); `ar_micro(batch, micro, scale, sync)`: the same for this rank's rows of
         micro-batch `micro` of `batch`, gradients × `scale`; returns the loss tensor and its work."""
-        self.cfg, self.meta, self.model, self.trainable = cfg, meta, model, trainable
+        self.cfg, self.meta, self.model = cfg, meta, model
+        self.params = [p for _, p in trainable]  # the order gradients are zeroed and averaged in
         self.dist, self.device, self.autocast, self.batches = dist, device, autocast, batches
         self.ar_step, self.ar_micro = ar_step, ar_micro
         self.control = cfg.meta.control
@@ -117,8 +118,7 @@ class HybridStep:
     def _meta(self, step: int, micro: int, rows: np.ndarray | None, loss_scale: float) -> dict:
         """This rank's episodes of (step, micro-batch), outer gradient × loss_scale into `.grad`;
         the global statistics (every rank's episodes) with the summed work."""
-        kwargs = {} if rows is None and micro == 0 else {"rows": rows, "micro": micro}
-        batch = self.meta.episodes(step, self.dist.rank, self.dist.world_size, **kwargs)
+        batch = self.meta.episodes(step, self.dist.rank, self.dist.world_size, rows=rows, micro=micro)
         with self.autocast():  # statistics stay on the device until a row is logged
             stats = self.meta.runner.run(self.model, batch, loss_scale=loss_scale, as_tensors=True)
         return reduce_stats(stats, self.dist.all_reduce_sum if self.dist.enabled else None, self.device)
@@ -126,7 +126,7 @@ class HybridStep:
     def _finish_gradients(self, meta_ran: bool, controlled: bool) -> None:
         """Zero gradients where the rules ask for them (a `momentum` control step; parameters a meta
         step did not reach under `untouched: momentum`), then average what DDP did not."""
-        params = [p for _, p in self.trainable]
+        params = self.params
         zero = self.control == "momentum" if controlled else (meta_ran and self.cfg.meta.untouched == "momentum")
         if zero:
             for p in params:
