@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,6 +49,28 @@ def make_docs(seed: int, n_docs: int = 50, long_share: float = 0.12) -> list[str
     return docs
 
 
+def tokenized(docs: list[str], vocab_size: int = 300):
+    """(tokenizer, token array, document offsets) in the token-store layout: EOS after each document."""
+    from metalm.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(docs, vocab_size)
+    ids, offsets = [], [0]
+    for d in docs:
+        ids += tok(d)["input_ids"] + [tok.eos_token_id]
+        offsets.append(len(ids))
+    return tok, np.asarray(ids, dtype=np.uint16), np.asarray(offsets, dtype=np.int64)
+
+
+def decoded(tok, tokens):
+    """Text of the token stream (special tokens, the mask among them, as NUL) and each token's first
+    character offset."""
+    tokens = np.asarray(tokens)
+    special = set(tok.all_special_ids)
+    pieces = {i: ("\0" if i in special else tok.decode([i])) for i in np.unique(tokens).tolist()}
+    texts = [pieces[t] for t in tokens.tolist()]
+    return "".join(texts), np.concatenate([[0], np.cumsum([len(t) for t in texts])])
+
+
 def write_corpus(path: Path, n_docs: int = 40, words_per_doc: int = 300, seed: int = 0) -> Path:
     """A small deterministic corpus in the shared format: blank-line-separated documents."""
     rng = random.Random(seed)
@@ -78,6 +101,13 @@ def make_corpus(root: Path, val_docs: int = 4) -> Path:
     return root
 
 
+def data_cfg(train, validation=None, **kw):
+    """A DataConfig for `train` (and `validation`) with the tests' 300-token vocabulary."""
+    from metalm.config import DataConfig
+
+    return DataConfig(train=str(train), validation=None if validation is None else str(validation), vocab_size=300, **kw)
+
+
 def tiny_overrides(corpus: Path, run_dir: Path, **extra) -> list[str]:
     """Overrides for a seconds-long run of the nano preset on `corpus`."""
     items = {
@@ -90,6 +120,16 @@ def tiny_overrides(corpus: Path, run_dir: Path, **extra) -> list[str]:
     }
     items.update(extra)
     return [f"{k}={v}" for k, v in items.items()]
+
+
+def train_tiny(corpus: Path, run: Path, **extra) -> int:
+    """`metalm train` in process on `corpus` with `tiny_overrides` (an empty cfg.yaml beside the
+    corpus); the exit code."""
+    from metalm.cli import main
+
+    cfg = corpus.parent / "cfg.yaml"
+    cfg.write_text("{}")
+    return main(["train", str(cfg), *tiny_overrides(corpus, run, **extra)])
 
 
 def train_one_and_two_processes(tmp_path: Path, corpus: Path, **common) -> tuple[Path, Path]:
@@ -122,6 +162,21 @@ def interrupt_at(monkeypatch, at: int) -> None:
     monkeypatch.setattr(Trainer, "train_step", dying)
 
 
+def poison_step(monkeypatch, at: int) -> None:
+    """A NaN in one gradient of 0-based step `at` (a non-finite loss, as far as the optimizer knows)."""
+    from metalm.trainer import Trainer
+
+    original = Trainer.train_step
+
+    def poisoned(self, step):
+        out = original(self, step)
+        if step == at:
+            next(self.model.parameters()).grad[0, 0] = float("nan")
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+
+
 def interrupt_and_resume(monkeypatch, run, at_step: int) -> None:
     """`run()` interrupted when training reaches optimizer step `at_step`, then `run()` again, which
     resumes from the last checkpoint to the end."""
@@ -132,6 +187,26 @@ def interrupt_and_resume(monkeypatch, run, at_step: int) -> None:
     assert run() == 130
     monkeypatch.setattr(Trainer, "train_step", original)
     assert run() == 0
+
+
+TIME_KEYS = {"time", "tokens_per_s", "mfu"}  # wall-clock columns
+
+
+def deterministic(rows: list[dict]) -> list[dict]:
+    """Metrics rows without their wall-clock columns."""
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Runs `a` and `b` ended identically: the same metrics rows (wall-clock columns aside) and
+    bit-identical final weights under the same names."""
+    from safetensors.torch import load_file
+
+    from metalm.run_dir import read_jsonl
+
+    assert deterministic(read_jsonl(a / "metrics.jsonl")) == deterministic(read_jsonl(b / "metrics.jsonl"))
+    wa, wb = load_file(a / "final" / "model.safetensors"), load_file(b / "final" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def assert_processes_match(one: Path, two: Path, keys: tuple[str, ...]) -> None:

@@ -7,16 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from metalm.config import DataConfig
+from conftest import data_cfg
 from metalm.data import PackedSequences, TrainBatches, prepare_corpus, validation_batches
 from metalm.data.sources import iter_documents, resolve_files
 from metalm.data.token_store import TokenArray
 from metalm.data.tokenization import held_out
 from metalm.errors import DataError
-
-
-def data_cfg(train, validation=None, **kw):
-    return DataConfig(train=str(train), validation=None if validation is None else str(validation), vocab_size=300, **kw)
 
 
 def test_txt_jsonl_parquet_sources(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_corpus, tiny_overrides, write_corpus
+from conftest import data_cfg, make_corpus, tiny_overrides, write_corpus
 from metalm.config import DataConfig
 from metalm.data import PackedSequences, TrainBatches, encode, prepare_corpus, tokenization
 from metalm.errors import ConfigError, DataError
@@ -22,10 +22,6 @@ from metalm.errors import ConfigError, DataError
 
 def digest(a) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
-
-
-def data_cfg(train, validation=None, **kw) -> DataConfig:
-    return DataConfig(train=str(train), validation=None if validation is None else str(validation), vocab_size=300, **kw)
 
 
 # Digests of the token arrays and of the first batches, written by the pipeline before streaming

@@ -19,21 +19,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import interrupt_at, make_corpus, tiny_overrides
+from conftest import (assert_same_run, deterministic, interrupt_at, make_corpus, poison_step, tiny_overrides,
+                      train_tiny)
 from metalm import checkpoint as ckpt
 from metalm.checkpoint import resolve_model_dir
-from metalm.cli import main
 from metalm.config import load_config
 from metalm.errors import CheckpointError, ConfigError
 from metalm.run_dir import RunDir, read_jsonl
-from metalm.trainer import Trainer
 
-TIME_KEYS = {"time", "tokens_per_s"}
 SAVE_EVERY_2 = {"train.save_every": 2}
-
-
-def deterministic(rows):
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]
 
 
 @pytest.fixture(scope="module")
@@ -41,17 +35,11 @@ def corpus(tmp_path_factory) -> Path:
     return make_corpus(tmp_path_factory.mktemp("faults") / "corpus")
 
 
-def train(corpus: Path, run: Path, **extra) -> int:
-    cfg = corpus.parent / "cfg.yaml"
-    cfg.write_text("{}")
-    return main(["train", str(cfg), *tiny_overrides(corpus, run, **extra)])
-
-
 @pytest.fixture(scope="module")
 def full(corpus, tmp_path_factory) -> Path:
     """The uninterrupted reference run (checkpoints at 2, 4, 6, 8)."""
     run = tmp_path_factory.mktemp("full") / "run"
-    assert train(corpus, run, **SAVE_EVERY_2) == 0
+    assert train_tiny(corpus, run, **SAVE_EVERY_2) == 0
     return run
 
 
@@ -67,15 +55,9 @@ def full_rows(run: Path) -> list[dict]:
     return read_jsonl(run / "metrics.jsonl")
 
 
-def assert_same_run(a: Path, b: Path) -> None:
-    assert deterministic(read_jsonl(a / "metrics.jsonl")) == deterministic(read_jsonl(b / "metrics.jsonl"))
-    wa, wb = weights(a / "final"), weights(b / "final")
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
 def interrupted_run(corpus, run, monkeypatch, at: int = 7, **extra) -> Path:
     interrupt_at(monkeypatch, at)
-    assert train(corpus, run, **{**SAVE_EVERY_2, **extra}) == 130
+    assert train_tiny(corpus, run, **{**SAVE_EVERY_2, **extra}) == 130
     monkeypatch.undo()
     assert status(run)["state"] == "interrupted"
     return run
@@ -87,12 +69,12 @@ def interrupted_run(corpus, run, monkeypatch, at: int = 7, **extra) -> Path:
 def test_kill_before_the_first_checkpoint_restarts_without_duplicate_rows(corpus, tmp_path, monkeypatch):
     settings = {"train.save_every": 0, "dynamics.every": 2}
     reference, run = tmp_path / "reference", tmp_path / "run"
-    assert train(corpus, reference, **settings) == 0
+    assert train_tiny(corpus, reference, **settings) == 0
     interrupt_at(monkeypatch, 5)
-    assert train(corpus, run, **settings) == 130
+    assert train_tiny(corpus, run, **settings) == 130
     monkeypatch.undo()
     assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == list(range(6)) and not (run / "checkpoints").exists()
-    assert train(corpus, run, **settings) == 0
+    assert train_tiny(corpus, run, **settings) == 0
     assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == list(range(9))  # each step once
     assert read_jsonl(run / "dynamics.jsonl") == read_jsonl(reference / "dynamics.jsonl")
     assert_same_run(reference, run)
@@ -111,11 +93,11 @@ def test_disk_full_at_the_first_save_then_resume_is_exact(corpus, full, tmp_path
     monkeypatch.setattr(ckpt, "save_checkpoint", full_disk)
     run = tmp_path / "run"
     capsys.readouterr()
-    assert train(corpus, run, **SAVE_EVERY_2) == 2
+    assert train_tiny(corpus, run, **SAVE_EVERY_2) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("metalm: error: no space left") and "Traceback" not in "".join(err)
     assert status(run)["state"] == "failed" and not (run / "checkpoints").exists()
-    assert train(corpus, run, **SAVE_EVERY_2) == 0
+    assert train_tiny(corpus, run, **SAVE_EVERY_2) == 0
     assert_same_run(full, run)
 
 
@@ -128,7 +110,7 @@ def all_checkpoints_finite(run: Path) -> bool:
 
 def test_divergence_stops_the_run_without_a_nonfinite_checkpoint(corpus, tmp_path, capsys):
     run = tmp_path / "run"
-    assert train(corpus, run, **{"train.lr": 1e6, "train.save_every": 1}) == 2
+    assert train_tiny(corpus, run, **{"train.lr": 1e6, "train.save_every": 1}) == 2
     message = capsys.readouterr().err.strip().splitlines()[-1]
     assert message.startswith("metalm: error: training diverged at step ") and "on_nonfinite" in message
     st = status(run)
@@ -139,7 +121,7 @@ def test_divergence_stops_the_run_without_a_nonfinite_checkpoint(corpus, tmp_pat
 
 def test_skip_policy_counts_skipped_steps_and_stops_after_the_maximum(corpus, tmp_path):
     run = tmp_path / "run"
-    rc = train(corpus, run, **{"train.lr": 1e6, "train.save_every": 1, "train.on_nonfinite": "skip",
+    rc = train_tiny(corpus, run, **{"train.lr": 1e6, "train.save_every": 1, "train.on_nonfinite": "skip",
                                "train.max_skipped_steps": 2})
     assert rc == 2 and status(run)["state"] == "diverged" and "2 steps in a row were skipped" in status(run)["error"]
     rows = read_jsonl(run / "metrics.jsonl")[1:]
@@ -147,23 +129,10 @@ def test_skip_policy_counts_skipped_steps_and_stops_after_the_maximum(corpus, tm
     assert all_checkpoints_finite(run)
 
 
-def poison_step(monkeypatch, at: int) -> None:
-    """A NaN in one gradient of 0-based step `at` (a non-finite loss, as far as the optimizer knows)."""
-    original = Trainer.train_step
-
-    def poisoned(self, step):
-        out = original(self, step)
-        if step == at:
-            next(self.model.parameters()).grad[0, 0] = float("nan")
-        return out
-
-    monkeypatch.setattr(Trainer, "train_step", poisoned)
-
-
 def test_a_skipped_step_leaves_the_weights_and_the_run_goes_on(corpus, full, tmp_path, monkeypatch):
     run = tmp_path / "run"
     poison_step(monkeypatch, 2)
-    assert train(corpus, run, **{"train.save_every": 1, "train.on_nonfinite": "skip"}) == 0
+    assert train_tiny(corpus, run, **{"train.save_every": 1, "train.on_nonfinite": "skip"}) == 0
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r.get("skipped_steps") for r in rows] == [None, 0, 0, 1, 1, 1, 1, 1, 1]
     assert rows[3]["grad_norm"] is None and rows[3]["tokens"] == full_rows(full)[3]["tokens"]
@@ -212,7 +181,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(corpus, full, 
         (latest / "checksums.json").unlink()
     damage(latest / name)
     with caplog.at_level(logging.WARNING, logger="metalm"):
-        assert train(corpus, run, **SAVE_EVERY_2) == 0
+        assert train_tiny(corpus, run, **SAVE_EVERY_2) == 0
     assert "step-00000006 is damaged" in caplog.text and (name in caplog.text or "does not load" in caplog.text)
     assert_same_run(full, run)
 
@@ -233,7 +202,7 @@ def test_every_checkpoint_damaged_is_one_line_and_status_failed(corpus, tmp_path
         flip_byte(path / "state.pt")
     before = read_jsonl(run / "metrics.jsonl")
     capsys.readouterr()
-    assert train(corpus, run, **SAVE_EVERY_2) == 2
+    assert train_tiny(corpus, run, **SAVE_EVERY_2) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("metalm: error: no usable checkpoint in ")
     assert status(run)["state"] == "failed" and read_jsonl(run / "metrics.jsonl") == before  # nothing discarded
 
@@ -248,7 +217,7 @@ def test_rows_lost_before_the_checkpoint_are_reported(corpus, full, tmp_path, mo
     cut = text.index('{"step": 2')
     metrics.write_text(text[: cut + 10])  # a torn row 2; rows 2–7 gone (the checkpoint is at 6)
     with caplog.at_level(logging.WARNING, logger="metalm"):
-        assert train(corpus, run, **SAVE_EVERY_2) == 0
+        assert train_tiny(corpus, run, **SAVE_EVERY_2) == 0
     assert "lacks the rows of steps 2–6" in caplog.text
     assert status(run)["metrics_gaps"] == [[2, 6]] and status(run)["state"] == "finished"
     rows = deterministic(read_jsonl(metrics))
@@ -265,7 +234,7 @@ def test_rows_lost_after_the_run_finished_are_reported(corpus, full, tmp_path, c
     (run / "metrics.jsonl").write_text("".join(lines[:4]))
     assert RunDir(run).metrics_problems() == [f"{run / 'metrics.jsonl'} holds 4 of the 9 rows the run wrote"]
     with caplog.at_level(logging.INFO, logger="metalm"):
-        assert train(corpus, run, **SAVE_EVERY_2) == 0
+        assert train_tiny(corpus, run, **SAVE_EVERY_2) == 0
     assert "already finished" in caplog.text and "holds 4 of the 9 rows" in caplog.text
 
 
@@ -298,7 +267,7 @@ def test_sigterm_interrupts_like_ctrl_c_and_resumes_exactly(corpus, tmp_path):
 
 def test_signal_handlers_are_restored_after_a_run(corpus, tmp_path):
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    assert train(corpus, tmp_path / "run", **{"train.steps": 2}) == 0
+    assert train_tiny(corpus, tmp_path / "run", **{"train.steps": 2}) == 0
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
@@ -310,7 +279,7 @@ def test_a_moved_run_directory_resumes(corpus, full, tmp_path, monkeypatch):
     moved = tmp_path / "elsewhere" / "moved"
     moved.parent.mkdir()
     shutil.move(run, moved)
-    assert train(corpus, moved, **SAVE_EVERY_2) == 0
+    assert train_tiny(corpus, moved, **SAVE_EVERY_2) == 0
     assert_same_run(full, moved)
 
 
@@ -324,7 +293,7 @@ def test_unusable_run_dir_is_one_line_before_anything_is_written(corpus, tmp_pat
         real_access = os.access
         monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path / "ro" else real_access(p, mode))
     capsys.readouterr()
-    assert train(corpus, run) == 2
+    assert train_tiny(corpus, run) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("metalm: error: run.dir "), lines
     assert blocker.read_text() == "x" and not (tmp_path / "ro" / "run").exists()

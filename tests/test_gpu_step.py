@@ -17,8 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 import metalm.trainer as trainer_mod
-from conftest import tiny_overrides
-from metalm.cli import main
+from conftest import deterministic, poison_step, tiny_overrides, train_tiny
 from metalm.config import load_config
 from metalm.device import compile_enabled, defers_host_syncs, fused_adamw
 from metalm.errors import DivergedError
@@ -29,14 +28,7 @@ from metalm.training.guard import NonFiniteGuard
 from metalm.training.state import TrainState
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
-TRAIN_STEP = Trainer.train_step
 SHORT = {"train.steps": 4, "train.eval_every": 2, "train.save_every": 4}
-
-
-def train(tmp_path, corpus, run, **extra) -> int:
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("{}")
-    return main(["train", str(cfg), *tiny_overrides(corpus, run, **extra)])
 
 
 # -- run.compile ------------------------------------------------------------------------------------
@@ -44,9 +36,9 @@ def train(tmp_path, corpus, run, **extra) -> int:
                     reason="torch.compile on the CPU needs a C++ compiler (apt-get install g++)")
 def test_compiled_step_matches_eager_and_mfu_column(tmp_path, corpus_dir, capsys):
     eager, compiled = tmp_path / "eager", tmp_path / "compiled"
-    assert train(tmp_path, corpus_dir, eager, **SHORT, **{"run.peak_tflops": 0.001}) == 0
+    assert train_tiny(corpus_dir, eager, **SHORT, **{"run.peak_tflops": 0.001}) == 0
     assert "torch.compile off (run.compile=auto)" in capsys.readouterr().err
-    assert train(tmp_path, corpus_dir, compiled, **SHORT, **{"run.compile": "true"}) == 0
+    assert train_tiny(corpus_dir, compiled, **SHORT, **{"run.compile": "true"}) == 0
     err = capsys.readouterr().err
     assert err.count("torch.compile on (run.compile=true)") == 1 and "mfu" not in err  # CPU: no mfu line either
 
@@ -124,23 +116,18 @@ def test_deferred_guard_messages():
 def poisoned_trainer(tmp_path, corpus, monkeypatch, name, deferred, at, **extra):
     """A Trainer with fused AdamW (and the deferred check if asked) whose step `at` has a NaN
     gradient; returns it after `run()` and the DivergedError's message, if any."""
-    monkeypatch.setattr(trainer_mod, "fused_adamw", lambda device: True)
-    monkeypatch.setattr(trainer_mod, "defers_host_syncs", lambda device: deferred)
-    def poisoned(self, step):
-        out = TRAIN_STEP(self, step)
-        if step == at:
-            next(self.model.parameters()).grad[0, 0] = math.nan
-        return out
-
-    monkeypatch.setattr(Trainer, "train_step", poisoned)
     cfg = load_config(None, tiny_overrides(corpus, tmp_path / name, **{"train.log_every": 4, "train.eval_every": 4,
                                                                          **extra}))
-    trainer = Trainer(cfg)
-    error = None
-    try:
-        trainer.run()
-    except DivergedError as exc:
-        error = str(exc)
+    with monkeypatch.context() as patch:  # undone on return: the next call poisons the real step again
+        patch.setattr(trainer_mod, "fused_adamw", lambda device: True)
+        patch.setattr(trainer_mod, "defers_host_syncs", lambda device: deferred)
+        poison_step(patch, at)
+        trainer = Trainer(cfg)
+        error = None
+        try:
+            trainer.run()
+        except DivergedError as exc:
+            error = str(exc)
     assert trainer.deferred is deferred and trainer.optimizer.param_groups[0]["fused"]
     return trainer, error
 
@@ -159,7 +146,7 @@ def test_deferred_check_in_the_loop_matches_the_immediate_one(tmp_path, corpus_d
     assert steps == [float(s["step"]) for s in later.optimizer.state_dict()["state"].values()]
 
     def rows(run):
-        return [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s")} for r in read_jsonl(run / "metrics.jsonl")]
+        return deterministic(read_jsonl(run / "metrics.jsonl"))
 
     assert rows(tmp_path / "now") == rows(tmp_path / "later")  # the bad step's row is never written
     assert [r["step"] for r in rows(tmp_path / "later")] == ([0, 4, 8] if policy == "skip" else [0, 4])

@@ -6,10 +6,9 @@ from __future__ import annotations
 import copy
 
 import torch
-from safetensors.torch import load_file
 
-from conftest import assert_processes_match, interrupt_and_resume, tiny_overrides, train_one_and_two_processes
-from metalm.cli import main
+from conftest import (assert_processes_match, assert_same_run, interrupt_and_resume, tiny_overrides,
+                      train_one_and_two_processes, train_tiny)
 from metalm.config import load_config
 from metalm.meta.schedule import microbatch_is_meta
 from metalm.run_dir import read_jsonl
@@ -18,7 +17,6 @@ from metalm.trainer import Trainer
 META = {"meta.enabled": "true", "meta.smlmt_variant": "token", "meta.head_init": "learned", "meta.band_min_count": 5,
         "meta.band_skip_top": 10, "meta.window_len": 16, "meta.n_way": 3, "meta.k_shot": 2, "meta.q_query": 2,
         "meta.inner_steps": 2, "meta.inner_lr": 0.5, "meta.schedule": "interleave", "meta.hybrid": 0.5}
-TIME_KEYS = {"time", "tokens_per_s"}
 
 
 def trainer_at_first_meta_step(tmp_path, corpus, **extra) -> tuple[Trainer, int]:
@@ -110,20 +108,14 @@ MICRO = {**META, "meta.schedule": "microbatch", "train.grad_accum": 2, "train.st
 
 
 def test_microbatch_runs_resume_exactly(tmp_path, corpus_dir, monkeypatch):
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("{}")
-
     def run(name):
-        return main(["train", str(cfg), *tiny_overrides(corpus_dir, tmp_path / name, **MICRO)])
+        return train_tiny(corpus_dir, tmp_path / name, **MICRO)
 
     assert run("full") == 0
     rows = read_jsonl(tmp_path / "full" / "metrics.jsonl")[1:]
     assert {r["step_kind"] for r in rows} >= {"mixed"}
     interrupt_and_resume(monkeypatch, lambda: run("resumed"), at_step=6)
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]  # noqa: E731
-    assert strip(read_jsonl(tmp_path / "full" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "resumed" / "metrics.jsonl"))
-    a, b = load_file(tmp_path / "full" / "final" / "model.safetensors"), load_file(tmp_path / "resumed" / "final" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_run(tmp_path / "full", tmp_path / "resumed")
 
 
 def test_microbatch_two_processes_match_one(tmp_path, corpus_dir):
@@ -136,10 +128,8 @@ def test_token_accounting_counts_each_training_row_once(tmp_path, corpus_dir):
     weighted step's dense episodes reuse the next-token rows (counted once)."""
     dense = {"meta.layout": "dense", "meta.k_shot": 1, "meta.q_query": 1, "meta.n_way": 2, "meta.episodes_per_step": 1,
              "train.steps": 3, "train.eval_every": 3, "train.save_every": 3}
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("{}")
     for name, extra in (("weighted", {"meta.schedule": "weighted", "meta.weight": 0.5}),
                         ("micro", {"meta.schedule": "microbatch", "train.grad_accum": 2})):
-        assert main(["train", str(cfg), *tiny_overrides(corpus_dir, tmp_path / name, **{**META, **dense, **extra})]) == 0
+        assert train_tiny(corpus_dir, tmp_path / name, **{**META, **dense, **extra}) == 0
         rows = read_jsonl(tmp_path / name / "metrics.jsonl")
         assert [r["tokens"] for r in rows] == [0, 4 * 32, 8 * 32, 12 * 32], name  # batch 4 × seq 32 per step

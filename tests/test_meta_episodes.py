@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import LONG, make_docs
+from conftest import LONG, decoded, make_docs, tokenized
 
 from metalm.meta import MetaConfig, MetaTask
 from metalm.meta import occurrences as occ_mod
@@ -20,16 +20,6 @@ torch.set_num_threads(1)
 
 
 
-def tokenized(docs: list[str], vocab_size: int = 300):
-    """(tokenizer, token array, document offsets) in the token-store layout: EOS after each document."""
-    tok = train_tokenizer(docs, vocab_size)
-    ids, offsets = [], [0]
-    for d in docs:
-        ids += tok(d)["input_ids"] + [tok.eos_token_id]
-        offsets.append(len(ids))
-    return tok, np.asarray(ids, dtype=np.uint16), np.asarray(offsets, dtype=np.int64)
-
-
 @pytest.fixture(scope="module")
 def corpus():
     return tokenized(make_docs(0))
@@ -39,15 +29,6 @@ def corpus():
 def model(corpus):
     torch.manual_seed(0)
     return build_model("nano", vocab_size=len(corpus[0]))
-
-
-def char_layout(tok, tokens):
-    """Text of the token stream (special tokens as NUL) and each token's first character offset."""
-    special = set(tok.all_special_ids)
-    pieces = {i: ("\0" if i in special else tok.decode([i])) for i in np.unique(tokens).tolist()}
-    texts = [pieces[t] for t in tokens.tolist()]
-    starts = np.concatenate([[0], np.cumsum([len(t) for t in texts])])
-    return "".join(texts), starts
 
 
 def word_occurrences(word: str, text: str, starts: np.ndarray) -> list[tuple[int, int]]:
@@ -62,7 +43,7 @@ def word_occurrences(word: str, text: str, starts: np.ndarray) -> list[tuple[int
 
 def test_index_matches_regex_word_counts(corpus):
     tok, tokens, _ = corpus
-    text, starts = char_layout(tok, tokens)
+    text, starts = decoded(tok, tokens)
     index = build_index(tokens, tok, "sentence", 5, None, 0)
     words = [index.text(c, tokens, tok) for c in range(index.n_candidates)]
     assert len(set(words)) == len(words)  # one unit per word
@@ -139,7 +120,7 @@ def check_common(ep, cfg):
 @pytest.mark.parametrize("pool", ["last", "mask"])
 def test_sentence_episode(corpus, model, pool):
     tok, tokens, offsets = corpus
-    text, starts = char_layout(tok, tokens)
+    text, starts = decoded(tok, tokens)
     cfg = smlmt_cfg(smlmt_variant="sentence", pool=pool)
     task = MetaTask(cfg, tokens, offsets, tok, model, seed=3)
     ep = task.episode(step=7, index=0)

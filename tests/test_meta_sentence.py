@@ -9,12 +9,11 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, decoded, tokenized
 
 from metalm.meta import MetaConfig, MetaTask
 from metalm.meta.occurrences import build_index
 from metalm.model import build_model
-from metalm.tokenizer import train_tokenizer
 
 torch.set_num_threads(1)
 
@@ -27,19 +26,7 @@ def prose():
     if not files:
         pytest.skip(f"the ELTeC English corpus is not at {ELTEC}")
     docs = files[0].read_text(encoding="utf-8")[:300_000].split("\n\n")[:-1]
-    tok = train_tokenizer(docs, 1500)  # small: many words have no bare (space-less) form
-    ids, offsets = [], [0]
-    for d in docs:
-        ids += tok(d)["input_ids"] + [tok.eos_token_id]
-        offsets.append(len(ids))
-    return tok, np.asarray(ids, dtype=np.uint16), np.asarray(offsets, dtype=np.int64)
-
-
-def decoded(tok, tokens):
-    """Text of the token stream (special tokens, the mask among them, as NUL) and each token's start."""
-    special = set(tok.all_special_ids)
-    texts = ["\0" if t in special else tok.decode([t]) for t in np.asarray(tokens).tolist()]
-    return "".join(texts), np.concatenate([[0], np.cumsum([len(t) for t in texts])])
+    return tokenized(docs, 1500)  # small vocabulary: many words have no bare (space-less) form
 
 
 def word_pattern(word: str, casefold: bool) -> re.Pattern:

@@ -13,17 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import interrupt_at, tiny_overrides, train_one_and_two_processes
+from conftest import assert_same_run, interrupt_at, tiny_overrides, train_one_and_two_processes
 from metalm.cli import main
 from metalm.run_dir import read_jsonl
 from metalm.trainer import Trainer
-
-TIME_KEYS = {"time", "tokens_per_s"}
-
-
-def deterministic(rows):
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]
-
 
 def train(tmp_path, corpus, run, *extra, config_text="{}"):
     cfg = tmp_path / "cfg.yaml"
@@ -75,12 +68,10 @@ def test_kill_and_resume_is_exact(tmp_path, corpus_dir, monkeypatch):
     monkeypatch.setattr(Trainer, "train_step", original)
     assert train(tmp_path, corpus_dir, resumed, *dyn) == 0
 
-    assert deterministic(read_jsonl(full / "metrics.jsonl")) == deterministic(read_jsonl(resumed / "metrics.jsonl"))
+    assert_same_run(full, resumed)  # bit-identical on CPU
     dynamics = read_jsonl(full / "dynamics.jsonl")
     assert sorted({r["step"] for r in dynamics}) == [0, 2, 4, 6, 8]
     assert dynamics == read_jsonl(resumed / "dynamics.jsonl")
-    a, b = load_file(full / "final" / "model.safetensors"), load_file(resumed / "final" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-identical on CPU
 
 
 def test_sigkill_and_resume_is_exact(tmp_path, corpus_dir):
@@ -103,9 +94,7 @@ def test_sigkill_and_resume_is_exact(tmp_path, corpus_dir):
     proc.wait()
     assert not (killed / "final").exists(), "the run finished before it could be killed"
     subprocess.run(command(killed), check=True, env=env, capture_output=True)
-    assert deterministic(read_jsonl(full / "metrics.jsonl")) == deterministic(read_jsonl(killed / "metrics.jsonl"))
-    a, b = load_file(full / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_run(full, killed)
 
 
 def test_export_loads_with_auto_classes_and_generates(tmp_path, corpus_dir):

@@ -7,23 +7,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import assert_processes_match, interrupt_and_resume, tiny_overrides, train_one_and_two_processes
-from metalm.cli import main
+from conftest import (assert_processes_match, assert_same_run, interrupt_and_resume, train_one_and_two_processes,
+                      train_tiny)
 from metalm.run_dir import read_jsonl
 
 META = {"meta.enabled": "true", "meta.band_min_count": 5, "meta.band_skip_top": 10, "meta.window_len": 16, "meta.n_way": 3,
         "meta.k_shot": 2, "meta.q_query": 2, "meta.inner_steps": 3, "meta.inner_lr": 0.5}
-TIME_KEYS = {"time", "tokens_per_s"}
-
-
-def strip(rows):
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]
 
 
 def run(tmp_path, corpus, name, **extra):
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("{}")
-    return main(["train", str(cfg), *tiny_overrides(corpus, tmp_path / name, **{**META, **extra})])
+    return train_tiny(corpus, tmp_path / name, **{**META, **extra})
 
 
 @pytest.mark.parametrize("variant, head_init", [("sentence", "proto"), ("token", "learned")])
@@ -43,11 +36,7 @@ def test_meta_rows_and_exact_resume(tmp_path, corpus_dir, monkeypatch, variant, 
     assert rows[-1]["meta_steps"] == 4
 
     interrupt_and_resume(monkeypatch, lambda: run(tmp_path, corpus_dir, "resumed", **extra), at_step=6)
-    assert strip(read_jsonl(tmp_path / "full" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "resumed" / "metrics.jsonl"))
-    for name in ("model.safetensors",):
-        a = load_file(tmp_path / "full" / "final" / name)
-        b = load_file(tmp_path / "resumed" / "final" / name)
-        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_run(tmp_path / "full", tmp_path / "resumed")
     extra_a = load_file(tmp_path / "full" / "checkpoints" / "step-00000008" / "extra.safetensors") if head_init == "learned" else {}
     if extra_a:
         extra_b = load_file(tmp_path / "resumed" / "checkpoints" / "step-00000008" / "extra.safetensors")

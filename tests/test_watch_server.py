@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from urllib.parse import quote
 
 import pytest
@@ -23,6 +24,20 @@ def _line(step: int) -> str:
                        "time": step * 0.1, "step_kind": "ar"}) + "\n"
 
 
+@contextmanager
+def serving(paths, **kwargs):
+    """`make_server(paths, **kwargs)` serving on a daemon thread: (server, url); shut down and closed
+    on exit."""
+    server, url = make_server(paths, **kwargs)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server, url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def served(tmp_path):
     run = tmp_path / "run"
@@ -30,14 +45,8 @@ def served(tmp_path):
     (run / "metrics.jsonl").write_text("".join(_line(s) for s in range(1, 6)))
     (run / "config.yaml").write_text("model:\n  preset: nano\n")
     (tmp_path / "secret.txt").write_text("do not serve\n")
-    server, url = make_server([run], poll_interval=0.01)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving([run], poll_interval=0.01) as (server, url):
         yield server, url, run
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _get(server, target: str, method: str = "GET", host: str | None = None) -> tuple[int, bytes, dict]:
@@ -182,17 +191,6 @@ def test_make_server_rejects_missing_paths(tmp_path):
         make_server([])
 
 
-def _serve(server) -> threading.Thread:
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    return thread
-
-
-def _stop(server) -> None:
-    server.shutdown()
-    server.server_close()
-
-
 def test_symlinks_out_of_the_watched_tree_are_not_followed(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -209,12 +207,8 @@ def test_symlinks_out_of_the_watched_tree_are_not_followed(tmp_path):
     (run / "metrics.jsonl").symlink_to(outside / "metrics.jsonl")
     os.mkfifo(run / "status.json")  # not a regular file either: must not hang the reader
     (exp / "linked").symlink_to(foreign, target_is_directory=True)
-    server, _ = make_server([exp], poll_interval=0.01)
-    _serve(server)
-    try:
+    with serving([exp], poll_interval=0.01) as (server, _):
         answer = _update(server)
-    finally:
-        _stop(server)
     assert [r["name"] for r in answer["runs"]] == ["arm/seed-0"]  # the linked directory is no run
     (state,) = answer["runs"]
     assert state["info"]["config"] is None and state["metrics"]["n"] == 0
@@ -226,24 +220,18 @@ def test_a_watched_path_may_itself_be_a_link(tmp_path):
     run.mkdir()
     (run / "metrics.jsonl").write_text(_line(1))
     (tmp_path / "alias").symlink_to(run, target_is_directory=True)
-    server, _ = make_server([tmp_path / "alias"], poll_interval=0.01)
-    _serve(server)
-    try:
+    with serving([tmp_path / "alias"], poll_interval=0.01) as (server, _):
         assert _update(server)["runs"][0]["metrics"]["n"] == 1  # the user named it: it is watched
-    finally:
-        _stop(server)
 
 
 def test_all_interfaces_warns_prints_a_usable_url_and_checks_host(tmp_path, caplog):
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.jsonl").write_text(_line(1))
-    with caplog.at_level(logging.WARNING, logger="metalm"):
-        server, url = make_server([run], host="0.0.0.0", poll_interval=0.01)
-    assert any("not loopback" in r.getMessage() for r in caplog.records)
-    assert "0.0.0.0" not in url and "127.0.0.1" not in url
-    _serve(server)
-    try:
+    with caplog.at_level(logging.WARNING, logger="metalm"), \
+            serving([run], host="0.0.0.0", poll_interval=0.01) as (server, url):
+        assert any("not loopback" in r.getMessage() for r in caplog.records)  # before any request
+        assert "0.0.0.0" not in url and "127.0.0.1" not in url
         port = server.server_address[1]
         assert _get(server, "/", host="evil.com")[0] == 403
         assert _get(server, "/", host=f"evil.com:{port}")[0] == 403
@@ -252,16 +240,12 @@ def test_all_interfaces_warns_prints_a_usable_url_and_checks_host(tmp_path, capl
         assert _get(server, "/", host=url.split("/")[2])[0] == 200  # the printed URL works
         for name in machine_names():
             assert _get(server, "/", host=f"[{name}]:{port}" if ":" in name else f"{name}:{port}")[0] == 200
-    finally:
-        _stop(server)
 
 
 def test_a_silent_or_half_sent_request_is_dropped_after_the_timeout(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    server, _ = make_server([run], poll_interval=0.01, request_timeout=0.3)
-    _serve(server)
-    try:
+    with serving([run], poll_interval=0.01, request_timeout=0.3) as (server, _):
         start = time.monotonic()
         answer = _raw(server, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n", timeout=10)  # headers never end
         assert time.monotonic() - start < 5 and b"200 OK" not in answer
@@ -269,37 +253,31 @@ def test_a_silent_or_half_sent_request_is_dropped_after_the_timeout(tmp_path):
         _raw(server, b"", timeout=10)  # connects, says nothing
         assert time.monotonic() - start < 5
         assert _get(server, "/")[0] == 200
-    finally:
-        _stop(server)
 
 
 def test_requests_beyond_the_thread_cap_get_503_at_once(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    server, _ = make_server([run], poll_interval=0.01, request_timeout=5, max_threads=4)
-    _serve(server)
-    idle = []
-    try:
-        base = threading.active_count()
-        for _ in range(4):  # four silent connections hold all four request threads
-            idle.append(socket.create_connection(server.server_address[:2], timeout=5))
+    with serving([run], poll_interval=0.01, request_timeout=5, max_threads=4) as (server, _):
+        idle = []
+        try:
+            base = threading.active_count()
+            for _ in range(4):  # four silent connections hold all four request threads
+                idle.append(socket.create_connection(server.server_address[:2], timeout=5))
+            deadline = time.monotonic() + 5
+            while threading.active_count() < base + 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            for _ in range(20):
+                idle.append(socket.create_connection(server.server_address[:2], timeout=5))
+            assert _get(server, "/")[0] == 503
+            assert threading.active_count() <= base + 4
+        finally:
+            for sock in idle:
+                sock.close()
         deadline = time.monotonic() + 5
-        while threading.active_count() < base + 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        for _ in range(20):
-            idle.append(socket.create_connection(server.server_address[:2], timeout=5))
-        assert _get(server, "/")[0] == 503
-        assert threading.active_count() <= base + 4
-    finally:
-        for sock in idle:
-            sock.close()
-    deadline = time.monotonic() + 5
-    while _get(server, "/")[0] != 200 and time.monotonic() < deadline:  # slots come back as connections close
-        time.sleep(0.05)
-    try:
+        while _get(server, "/")[0] != 200 and time.monotonic() < deadline:  # slots come back as connections close
+            time.sleep(0.05)
         assert _get(server, "/")[0] == 200
-    finally:
-        _stop(server)
 
 
 def test_make_server_refuses_a_port_out_of_range(tmp_path):
