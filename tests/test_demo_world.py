@@ -198,11 +198,11 @@ def test_readme_says_synthetic_and_reports_computed_sizes(world_dir):
 
 
 def test_ensure_demo_world_generates_once_then_reuses(tmp_path, monkeypatch):
-    stale = tmp_path / ".tmp-demo-world-v1-seed0.killed"  # left by a generation killed long ago
+    stale = tmp_path / f".tmp-demo-world-v{gen.VERSION}-seed0.killed"  # left by a generation killed long ago
     (stale / "corpus").mkdir(parents=True)
     os.utime(stale, (time.time() - 2 * gen.STALE_TMP_SECONDS,) * 2)
     path = gen.ensure_demo_world(tmp_path, seed=0)
-    assert path == tmp_path / "demo-world-v1-seed0"
+    assert path == tmp_path / f"demo-world-v{gen.VERSION}-seed0"
     assert (path / "corpus" / "train" / "train-00.txt").is_file()
     assert (path / "ner" / "xx" / "test.iob2").is_file() and (path / "README.md").is_file()
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp dir left behind

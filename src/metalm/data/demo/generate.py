@@ -8,10 +8,10 @@ from pathlib import Path
 from ...atomic import publish_dir, remove_stale_temps
 from .lexicon import corpus_templates, xx_lexicon
 from .tables import NER_TEMPLATES
-from .text import XX_SHARE, corpus_documents, ner_sentences
+from .text import CHRONICLE_CHARS, CHRONICLE_SHARE, XX_SHARE, corpus_documents, ner_sentences
 from .world import KIND_LABELS, World, build_world
 
-VERSION = 1  # bump whenever output for a seed changes (tables, templates, sizes): names the cache dir
+VERSION = 2  # bump whenever output for a seed changes (tables, templates, sizes): names the cache dir
 TRAIN_BYTES = 2_500_000
 VALIDATION_BYTES = 125_000
 LANGUAGES = ("en", "xx")
@@ -67,8 +67,9 @@ draw conclusions about meta-learning.
 
 How it was made: a random toy world ({counts}) with
 consistent relations (birthplaces, employers, founders, rivals, mayors, rivers through cities) is
-drawn from `random.Random` seeded with the seed; documents (profiles and news items) are written
-from {n_corpus} sentence templates with `[a|b]` alternatives, filled with the world's facts and
+drawn from `random.Random` seeded with the seed; documents (profiles and news items, and about
+{CHRONICLE_SHARE:.0%} chronicles — a profile then news items about one subject, at least {CHRONICLE_CHARS:,}
+characters, long enough for LM-task episodes) are written from {n_corpus} sentence templates with `[a|b]` alternatives, filled with the world's facts and
 random numbers, dates and common words. {held_out} of {len(world.subjects())} entities are held
 out: documents about them form the validation corpus. About {XX_SHARE:.0%} of the documents are in
 the toy language `xx`: every English word outside names is replaced through a fixed substitution

@@ -1,4 +1,10 @@
-"""Text from the world: corpus documents (profiles and news items) and tagged NER sentences.
+"""Text from the world: corpus documents (profiles, news items and long chronicles) and tagged NER
+sentences.
+
+Chronicles — a profile followed by news items about the same subject, at least `CHRONICLE_CHARS`
+long — exist so that LM-task episodes (DESIGN 2.3: support and query are different sequences of one
+document) find documents long enough with their default settings; profiles and news items alone
+are a few sentences (~80 tokens).
 
 Rendering goes template -> segments (text, entity label or None) -> text in a language, or IOB2
 tokens. Everything is a pure function of the seed (stdlib `random.Random` seeded with strings, no
@@ -21,6 +27,10 @@ from .tables import (
 from .world import FACTS, Entity, World
 
 XX_SHARE = 0.10  # share of corpus documents written in the toy language
+CHRONICLE_SHARE = 0.05  # share of corpus documents that are chronicles
+# ≥ 8 windows of 65 tokens (meta.task=lm defaults: k_shot + q_query = 8, window_len + 1 = 65) at the
+# demo tokenizer's ~3.3 characters per token, with a margin
+CHRONICLE_CHARS = 2800
 NER_SENTENCES = {"train": 1500, "dev": 300, "test": 300}
 
 POOLS = {"person": PERSON_POOLS, "city": CITY_POOLS, "country": COUNTRY_POOLS, "river": RIVER_POOLS,
@@ -211,6 +221,17 @@ def _document(subject: Entity, rng: random.Random, world: World) -> list[list[li
     return _profile(subject, facts, rng, world)
 
 
+def _chronicle(subject: Entity, rng: random.Random, world: World) -> list[list[list]]:
+    """A profile, then news items (or further profile paragraphs for subjects without events) about
+    `subject`, until the text reaches CHRONICLE_CHARS."""
+    facts = FACTS[subject.kind](subject)
+    paragraphs = _profile(subject, facts, rng, world)
+    while len(_document_text(paragraphs, "en")) < CHRONICLE_CHARS:
+        news = _news(subject, {**_event_facts(rng, world, facts), **facts}, rng, world)
+        paragraphs += news if news else _profile(subject, facts, rng, world)[1:]
+    return paragraphs
+
+
 def _document_text(paragraphs: list[list[list]], lang: str) -> str:
     lines = [" ".join(_text(_surface(s, lang)) for s in p) for p in paragraphs if p]
     return "\n".join(line for line in lines if line.strip())
@@ -226,7 +247,8 @@ def corpus_documents(world: World, split: str, budget_bytes: int, seed: int) -> 
         rng.shuffle(subjects)
         for subject in subjects:
             lang = "xx" if rng.random() < XX_SHARE else "en"
-            text = _document_text(_document(subject, rng, world), lang)
+            make = _chronicle if rng.random() < CHRONICLE_SHARE else _document
+            text = _document_text(make(subject, rng, world), lang)
             docs.append((lang, text))
             size += len(text.encode("utf-8")) + 2
             if size >= budget_bytes:
