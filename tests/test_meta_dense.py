@@ -162,8 +162,7 @@ def test_dense_config_combinations():
         MetaConfig(control="momentum")
     with pytest.raises(ValueError, match="meta.enabled"):
         MetaConfig(untouched="momentum")
-    with pytest.raises(ValueError, match="weighted"):
-        MetaConfig(enabled=True, control="skip", schedule="weighted")
+    assert MetaConfig(enabled=True, control="skip", schedule="weighted").control == "skip"  # keeps its AR share
     cfg = MetaConfig(enabled=True, smlmt_variant="token", layout="dense", head_layers=3, head_hidden=32,
                      feature_scale="none", schedule="microbatch", control="momentum", untouched="momentum")
     assert cfg.resolved_head_hidden() == 32 and MetaConfig(head_layers=2, smlmt_variant="token").resolved_head_hidden() == 256

@@ -99,8 +99,9 @@ class MetaConfig(Section):
         "freeze", description="parameters a meta step does not reach (e.g. the LM head): no gradient, AdamW "
         "leaves them and their state alone (freeze), or a zero gradient, AdamW moves them by momentum (momentum)")
     control: Literal["none", "momentum", "skip"] = Field(
-        "none", description="control arm: meta steps on the same schedule apply a zero gradient to every "
-        "parameter (momentum) or nothing (skip) and do no meta work; none: the real meta arm")
+        "none", description="control arm: meta steps on the same schedule do no meta work and apply a zero "
+        "gradient to exactly the parameters the meta work reaches, the others treated as untouched says "
+        "(momentum), or nothing (skip); none: the real meta arm")
 
     @model_validator(mode="after")
     def _combinations(self) -> "MetaConfig":
@@ -150,10 +151,6 @@ class MetaConfig(Section):
             key = "control" if self.control != "none" else "untouched"
             raise ValueError(f"{key}={getattr(self, key)!r} changes what meta steps do, but meta.enabled is false: "
                              "there are no meta steps (set meta.enabled=true, or remove meta." + key + ")")
-        if self.control != "none" and self.schedule == "weighted":
-            raise ValueError(f"control={self.control!r} replaces whole meta steps (or meta micro-batches), but "
-                             "schedule=weighted mixes meta into every step: use schedule random, interleave or "
-                             "microbatch for a control arm")
 
     def resolved_head_hidden(self) -> int:
         """Hidden width of the MLP learned head (head_layers > 1)."""
