@@ -140,6 +140,11 @@ def test_token_accounting_counts_each_training_row_once(tmp_path, corpus_dir):
         assert train_tiny(corpus_dir, tmp_path / name, **{**META, **dense, **extra}) == 0
         rows = read_jsonl(tmp_path / name / "metrics.jsonl")
         assert [r["tokens"] for r in rows] == [0, 4 * 32, 8 * 32, 12 * 32], name  # batch 4 × seq 32 per step
+        # every meta step's row records the realised episode: at most one query item per row (q_query 1)
+        # in the episode's rows (weighted: the whole batch of 4; microbatch: a micro-batch of 2)
+        metas = [r for r in rows[1:] if r["step_kind"] != "ar"]
+        assert metas and all(1 <= r["episode_classes"] <= 2 and r["episode_support_min"] <= r["episode_support_median"]
+                             and 1 <= r["episode_query_items"] <= {"weighted": 4, "micro": 2}[name] for r in metas)
 
 
 # ---- a control arm is its meta arm with the meta gradient's value changed (DESIGN 2.4) -------------

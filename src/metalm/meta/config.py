@@ -60,8 +60,11 @@ class MetaConfig(Section):
     inner_optimizer: Literal["sgd", "adamw"] = Field("sgd", description="inner-loop optimizer")
     inner_weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay, in the inner loop only")
     n_way: int = Field(5, ge=2, description="N: classes per SMLMT episode")
-    k_shot: int = Field(4, ge=1, description="K: support items per class (LM tasks: support sequences)")
-    q_query: int = Field(4, ge=1, description="Q: query items per class (LM tasks: query sequences)")
+    k_shot: int = Field(4, ge=1, description="K: support items per class in the window layout; in the dense "
+                        "layout a cap on labelled support positions per row (the shots a class gets depend on "
+                        "the rows: metrics rows record the realised episode); LM tasks: support sequences")
+    q_query: int = Field(4, ge=1, description="Q: query items per class in the window layout; in the dense layout "
+                         "a cap on labelled query positions per row; LM tasks: query sequences")
     episodes_per_step: int = Field(1, ge=1, description="global meta batch (all ranks) of one optimizer step")
     head_init: Literal["zero", "proto", "learned"] | None = Field(
         None, description="SMLMT episode head initialisation; null: learned (token variant), proto (sentence)")
