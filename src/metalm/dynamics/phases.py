@@ -308,8 +308,12 @@ def readout_header(readout: dict) -> str:
             f": smoothing ({requested} points requested) needs at least six recorded steps, and its window "
             "never exceeds a third of them" if requested > 1 else "") + ".")
     noise = (f" A trough or peak counts only when it is deeper or higher than the curve's threshold (column "
-             f"'threshold'): {NOISE_FACTOR:g} × its noise (the robust spread of the recorded points around the "
-             f"smoothed curve), and at least {ABS_FLOOR:g}; a part of a curve that moves less is flat.")
+             f"'threshold'): {NOISE_FACTOR:g} × the curve's noise (1.4826 × the median distance of its recorded "
+             f"points from the line through their neighbours), and at least {ABS_FLOOR:g}; a part of a curve that "
+             "moves less is flat." if n >= 6 else
+             f" A trough or peak counts only when it is deeper or higher than {ABS_FLOOR:g} (column 'threshold'; "
+             "with fewer than six recorded steps the curves' noise cannot be estimated); a part of a curve that "
+             "moves less is flat.")
     return head + smoothing + noise
 
 
