@@ -275,9 +275,13 @@ def reduce_stats(stats: dict, all_reduce_sum, device: torch.device | str = "cpu"
     for a single process, where nothing is read back from the device. Across processes the summed
     work is read on the host (one sync per meta step): the accounting is kept in Python integers."""
     n = stats["episodes"]
-    keys = METRIC_KEYS + tuple(k for k in EPISODE_KEYS if k in stats)  # the same on every rank (one task)
-    metrics = torch.stack([torch.as_tensor(stats[k], dtype=torch.float64, device=device) * n for k in keys]
-                          + [torch.tensor(float(n), dtype=torch.float64, device=device)])
+    realised = tuple(k for k in EPISODE_KEYS if k in stats)  # host floats; the same keys on every rank (one task)
+    keys = METRIC_KEYS + realised
+    # the host values (realised episode, episode count) go to the device in one copy that does not wait
+    host = torch.tensor([float(stats[k]) * n for k in realised] + [float(n)], dtype=torch.float64)
+    host = (host.pin_memory() if torch.device(device).type == "cuda" else host).to(device, non_blocking=True)
+    metrics = torch.cat([torch.stack([torch.as_tensor(stats[k], dtype=torch.float64, device=device) * n
+                                      for k in METRIC_KEYS]), host])
     w = stats["work"]
     if all_reduce_sum is not None:
         work = torch.tensor([w.tokens, w.fwd_tokens, w.bwd_tokens, w.flops], dtype=torch.int64, device=device)
