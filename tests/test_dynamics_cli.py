@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import tiny_overrides
 from metalm.cli import main
+from metalm.dynamics.phases import PHASE_TEXT, section_entries
 from metalm.run_dir import read_jsonl
 
 
@@ -15,6 +18,11 @@ def test_posthoc_rows_equal_training_rows(tmp_path, corpus_dir, capsys):
     run = tmp_path / "run"
     assert main(["train", str(cfg), *tiny_overrides(corpus_dir, run, **{"dynamics.every": 4})]) == 0
     assert (run / "phases.json").is_file() and any((run / "plots").glob("*.png"))
+    phases = json.loads((run / "phases.json").read_text())
+    assert {e["component"] for e in phases["weight_per"]["components"]} >= {"q", "k", "v", "o", "gate", "up", "down"}
+    assert {e["component"] for e in phases["grad_per"]["components"]} >= {"q", "down"}
+    for key in ("effective_rank", "head_entropy", "weight_per", "grad_per"):  # every curve has a phase
+        assert all(e["phase"] in PHASE_TEXT for e in section_entries(phases[key])), key
     assert main(["dynamics", str(run)]) == 0
     live = {(r["step"], r["group"], r["layer"], r.get("component"), r.get("head")): r for r in read_jsonl(run / "dynamics.jsonl")}
     post = read_jsonl(run / "dynamics-posthoc.jsonl")

@@ -15,7 +15,7 @@ from metalm.errors import ConfigError
 from metalm.meta import MetaConfig, MetaTask, reduce_stats
 from metalm.meta.backbone import LastLayersPartition, backbone_partition, inner_parameter_names
 from metalm.meta.flops import PassCosts, episode_work
-from metalm.meta.meta_step import METRIC_KEYS, EpisodeRows, run_episode
+from metalm.meta.meta_step import EPISODE_KEYS, METRIC_KEYS, EpisodeRows, run_episode
 from metalm.meta.outer import outer_rule
 from metalm.meta.heads import head_logits, proto_head
 from metalm.model import backbone_flops_per_token, build_model, head_flops
@@ -409,14 +409,15 @@ def test_rank_split_equals_single_process(corpus):
     def fake_all_reduce(tensor):  # sum over the two simulated ranks
         other, n = rank_stats[1], rank_stats[1]["episodes"]
         if tensor.dtype == torch.float64:
-            tensor += torch.tensor([other[k] * n for k in METRIC_KEYS] + [n], dtype=tensor.dtype)
+            tensor += torch.tensor([other[k] * n for k in METRIC_KEYS + EPISODE_KEYS] + [n], dtype=tensor.dtype)
         else:
             tensor += torch.tensor([getattr(other["work"], f) for f in ("tokens", "fwd_tokens", "bwd_tokens", "flops")])
 
     merged = reduce_stats(rank_stats[0], fake_all_reduce)
     assert merged["episodes"] == 4 and merged["work"] == stats["work"]
-    for key in METRIC_KEYS:
+    for key in METRIC_KEYS + EPISODE_KEYS:  # the realised episode too (window layout: N-way, K support per class, N·Q query)
         assert merged[key] == pytest.approx(stats[key], rel=1e-5)
+    assert [stats[k] for k in EPISODE_KEYS] == [cfg.n_way, cfg.k_shot, cfg.k_shot, cfg.n_way * cfg.q_query]
 
 
 def test_episode_weight_scales_the_outer_gradient(corpus):

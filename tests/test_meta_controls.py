@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from conftest import (assert_processes_match, assert_same_run, interrupt_and_resume, tiny_overrides,
                       train_one_and_two_processes, train_tiny)
 from metalm.config import load_config
+from metalm.meta.outer import FOMAML
 from metalm.meta.schedule import microbatch_is_meta
 from metalm.run_dir import read_jsonl
 from metalm.trainer import Trainer
@@ -64,14 +66,19 @@ def test_momentum_control_applies_adamws_zero_gradient_update(tmp_path, corpus_d
     t = trainer.cfg.train
     moved = 0
     for name, p in trainer.trainable:
+        if name == "lm_head.weight":  # not reached by the meta work: frozen, as the arm's `untouched: freeze`
+            assert torch.equal(p.detach(), before[name])
+            assert all(torch.equal(v, trainer.optimizer.state[p][k]) for k, v in states[name].items())
+            continue
         s = states[name] or {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p), "step": 0}
         m, v, k = t.beta1 * s["exp_avg"], t.beta2 * s["exp_avg_sq"], float(s["step"]) + 1
         expected = before[name] * (1 - lr * decay[id(p)])
         expected = expected - lr * (m / (1 - t.beta1 ** k)) / ((v / (1 - t.beta2 ** k)).sqrt() + t.eps)
         assert torch.allclose(p.detach(), expected, rtol=1e-5, atol=1e-7), name
         moved += not torch.equal(p.detach(), before[name])
-    # Replay (and weight decay) move every parameter but the meta head's bias, which no step has reached.
-    assert moved == len(trainer.trainable) - 1 and not states["meta_head.bias"]
+    # Replay (and weight decay) move every reached parameter but the meta head's bias, which no step has
+    # reached before (no momentum, no decay).
+    assert moved == len(trainer.trainable) - 2 and not states["meta_head.bias"]
 
 
 def test_freeze_leaves_parameters_the_meta_loss_does_not_reach(tmp_path, corpus_dir):
@@ -133,3 +140,74 @@ def test_token_accounting_counts_each_training_row_once(tmp_path, corpus_dir):
         assert train_tiny(corpus_dir, tmp_path / name, **{**META, **dense, **extra}) == 0
         rows = read_jsonl(tmp_path / name / "metrics.jsonl")
         assert [r["tokens"] for r in rows] == [0, 4 * 32, 8 * 32, 12 * 32], name  # batch 4 × seq 32 per step
+        # every meta step's row records the realised episode: at most one query item per row (q_query 1)
+        # in the episode's rows (weighted: the whole batch of 4; microbatch: a micro-batch of 2)
+        metas = [r for r in rows[1:] if r["step_kind"] != "ar"]
+        assert metas and all(1 <= r["episode_classes"] <= 2 and r["episode_support_min"] <= r["episode_support_median"]
+                             and 1 <= r["episode_query_items"] <= {"weighted": 4, "micro": 2}[name] for r in metas)
+
+
+# ---- a control arm is its meta arm with the meta gradient's value changed (DESIGN 2.4) -------------
+def lockstep(tmp_path, corpus, arm: dict, control: dict, steps: int = 8) -> set[str]:
+    """Train the meta arm and its control side by side; after every optimizer step both hold
+    bit-identical weights and optimizer state. Returns the step kinds the arm went through."""
+    runs = [Trainer(load_config(None, tiny_overrides(corpus, tmp_path / name, **{**META, **extra})))
+            for name, extra in (("arm", arm), ("control", control))]
+    for trainer in runs:
+        trainer.prepare()
+    kinds = set()
+    for step in range(steps):
+        for trainer in runs:
+            kind, _, _ = trainer.train_step(step)
+            trainer.optimizer_step(step)
+        kinds.add(runs[0].kind_of(step))
+        (a, a_state), (c, c_state) = (snapshot(t) for t in runs)
+        assert a.keys() == c.keys()
+        for n in a:
+            assert torch.equal(a[n], c[n]), f"step {step} ({kinds}): {n} differs"
+        assert a_state.keys() == c_state.keys(), f"step {step}: optimizer state of different parameters"
+        for i in a_state:
+            assert a_state[i].keys() == c_state[i].keys()
+            assert all(torch.equal(a_state[i][k], c_state[i][k]) for k in a_state[i]), f"step {step}: state {i}"
+    return kinds
+
+
+SCHEDULES = {"interleave": {}, "random": {"meta.schedule": "random"},
+             "weighted": {"meta.schedule": "weighted", "meta.weight": 0.3},
+             "microbatch": {"meta.schedule": "microbatch", "train.grad_accum": 2}}
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("untouched", ["freeze", "momentum"])
+def test_momentum_control_is_the_meta_arm_with_a_zero_meta_gradient(tmp_path, corpus_dir, monkeypatch, schedule,
+                                                                      untouched):
+    """The meta arm's query loss scaled by zero (a zero outer gradient on everything it reaches) and
+    its momentum control end every step identical: weights and AdamW state (the old control
+    zero-filled the LM head too, which a `freeze` arm's meta step leaves alone)."""
+    monkeypatch.setattr(FOMAML, "apply", lambda self, episode, weight: (episode.query_loss * (0.0 * weight)).backward())
+    arm = {**SCHEDULES[schedule], "meta.untouched": untouched}
+    kinds = lockstep(tmp_path, corpus_dir, arm, {**arm, "meta.control": "momentum"})
+    assert kinds == {"weighted": {"mixed"}, "microbatch": {"ar", "meta", "mixed"}}.get(schedule, {"ar", "meta"})
+
+
+def test_skip_control_is_the_meta_arm_without_a_meta_gradient(tmp_path, corpus_dir, monkeypatch):
+    """Under `microbatch`: the meta work writing no gradient at all (an all-meta step then updates
+    nothing; a mixed step is its next-token micro-batches alone) is the skip control."""
+    monkeypatch.setattr(FOMAML, "apply", lambda self, episode, weight: None)
+    arm = SCHEDULES["microbatch"]
+    assert lockstep(tmp_path, corpus_dir, arm, {**arm, "meta.control": "skip"}) == {"ar", "meta", "mixed"}
+
+
+def test_reached_parameters_are_what_a_meta_step_writes(tmp_path, corpus_dir):
+    """`MetaTask.reached_parameters` (what a momentum control zero-fills) against the `.grad`s a real
+    meta step leaves, for several algorithms and inner loops."""
+    for name, extra in (("fomaml", {}), ("reptile", {"meta.algorithm": "reptile"}),
+                        ("reptile_last", {"meta.algorithm": "reptile", "meta.inner_params": "head+last_n_layers",
+                                          "meta.inner_lr": 0.01}),
+                        ("lm", {"meta.task": "lm", "meta.smlmt_variant": "sentence", "meta.head_init": "null"})):
+        trainer, step = trainer_at_first_meta_step(tmp_path / name, corpus_dir, **extra)
+        trainer.train_step(step)
+        wrote = {n for n, p in trainer.trainable if p.grad is not None}
+        reached = {id(p) for p in trainer.meta.reached_parameters(trainer.model)}
+        assert {n for n, p in trainer.trainable if id(p) in reached} == wrote, name
+        assert ("lm_head.weight" in wrote) == (name == "lm"), name

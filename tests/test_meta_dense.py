@@ -162,8 +162,7 @@ def test_dense_config_combinations():
         MetaConfig(control="momentum")
     with pytest.raises(ValueError, match="meta.enabled"):
         MetaConfig(untouched="momentum")
-    with pytest.raises(ValueError, match="weighted"):
-        MetaConfig(enabled=True, control="skip", schedule="weighted")
+    assert MetaConfig(enabled=True, control="skip", schedule="weighted").control == "skip"  # keeps its AR share
     cfg = MetaConfig(enabled=True, smlmt_variant="token", layout="dense", head_layers=3, head_hidden=32,
                      feature_scale="none", schedule="microbatch", control="momentum", untouched="momentum")
     assert cfg.resolved_head_hidden() == 32 and MetaConfig(head_layers=2, smlmt_variant="token").resolved_head_hidden() == 256
@@ -357,3 +356,25 @@ def test_dense_work_counts_every_labelled_position(corpus, head_layers):
     backward = k * 2 * head * s + 2 * (head * q + backbone)
     assert (work.tokens, work.fwd_tokens, work.bwd_tokens) == (tokens_in, tokens_in, tokens_in)
     assert work.flops == forward + backward
+
+
+def test_realised_episode_counts_by_hand():
+    """A dense episode whose every assignment is forced: rows 0 and 2 hold token 10 twice (one query,
+    one support each), row 1 holds 11 twice (one of each), rows 3 and 4 hold 12 once (query first:
+    one query each, no support left). So 3 classes, support per class 2, 1, 0 (min 0, median 1) and
+    5 query items — a "3-way 1-shot" configuration that realises a median of 1 shot."""
+    rows = np.array([[1, 10, 10, 2, 2, 2], [1, 11, 11, 2, 2, 2], [1, 10, 10, 2, 2, 2], [1, 12, 2, 2, 2, 2],
+                     [1, 2, 12, 2, 2, 2]])
+    candidates = np.zeros(13, dtype=bool)
+    candidates[[10, 11, 12]] = True
+    for seed in range(5):
+        ep = dense_episode(rows, 6, candidates, n_way=3, k_shot=1, q_query=1, mask_id=3,
+                           rng=np.random.default_rng(seed))
+        assert ep.realised() == {"episode_classes": 3.0, "episode_support_min": 0.0, "episode_support_median": 1.0,
+                                 "episode_query_items": 5.0}
+    # window layout: N classes, K support each, N·Q query items
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    window = dense_episode(rows, 6, candidates, 3, 1, 1, 3, np.random.default_rng(0))
+    window.layout, window.support_labels, window.query_labels = "window", labels, torch.arange(3).repeat(4)
+    assert window.realised() == {"episode_classes": 3.0, "episode_support_min": 2.0, "episode_support_median": 2.0,
+                                 "episode_query_items": 12.0}

@@ -14,7 +14,7 @@ import pytest
 from metalm.errors import MetalmError
 from metalm.watch.discover import discover_runs
 from metalm.watch.heatmap import heatmap_matrix
-from metalm.watch.phases import phase_table
+from metalm.watch.phases import component_phase_table, phase_table
 from metalm.watch.run_state import Cursor, DynamicsSelection, RunState
 from metalm.watch.store import MetricsStore
 from metalm.watch.tail import FileSnapshot, JsonlTail, parse_json
@@ -315,6 +315,15 @@ def test_phase_table_lays_out_the_saved_readout():
     assert table["rows"][1][4:] == [None, None, None]  # the final norm has no attention
     assert phase_table({"note": "no layers here"}) is None and phase_table([1, 2]) is None
     assert phase_table(phase_readout([], smoothing=1)) is None
+    assert component_phase_table(phase_readout(rows, smoothing=5)) is None  # no weight or gradient rows
+    # weight and gradient PER, averaged over layers: one row per component
+    rows = [{"step": s, "group": group, "layer": layer, "component": c, "per": v + layer * 0.01}
+            for s, v in ((0, 0.9), (10, 0.8), (20, 0.7), (30, 0.6)) for layer in (0, 1)
+            for group, c in (("weights", "q"), ("weights", "down"), ("gradients", "q"))]
+    table = component_phase_table(phase_readout(rows, smoothing=5))
+    assert table["columns"][:2] == ["component", "weight PER: phases"] and len(table["columns"]) == 7
+    assert table["rows"] == [["attention q", "still collapsing", 30, None, "still collapsing", 30, None],
+                             ["MLP down", "still collapsing", 30, None, None, None, None]]
 
 
 def test_differences_table_lists_only_differing_keys():

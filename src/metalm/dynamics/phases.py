@@ -15,12 +15,26 @@ Initialisation is never the peak. The post-trough peak's step is the layer's pha
 order in which layers reach it is the specialisation timeline. A layer whose peak is the last
 point has not reached its boundary yet ("still diversifying"), and neither has one whose curve
 only falls ("still collapsing": no trough yet, so no diversify phase and no peak) — both are
-listed after the timeline as not reached. A curve that changes by less than `FLAT` of its magnitude
-is "flat".
+listed after the timeline as not reached.
+
+Noise: a trough or a peak counts only when its depth or height exceeds the curve's threshold,
+`NOISE_FACTOR` × its noise (`noise_scale`: a robust scale — 1.4826 × the median absolute value —
+of the recorded points' residuals around the locally smoothed curve, here the line through each
+point's two neighbours, which follows the curve's slope so a trend is not mistaken for noise; a
+moving average's residuals would count every bend of a short curve as noise), and at least
+`ABS_FLOOR` (and `REL_FLOOR` of the curve's magnitude). A rise smaller than that does not end the
+initial descent, and a part of the curve that changes by less is **flat**; a curve with no phase at
+all reads "flat" — never an empty label. Below six points (unsmoothed) there is no noise estimate,
+so only the floors apply.
+
+Besides the per-layer curves (activation effective rank, head entropy), the read-out covers the
+paper's curves: PER of every weight matrix and of every weight's gradient, averaged over layers,
+per component (attention q/k/v/o, MLP gate/up/down; the embedding and the LM head on their own).
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -35,12 +49,26 @@ PHASE_TEXT = {
     "single-step": ("one step only", "one step only"),
 }
 
-# Changes smaller than this share of the curve's magnitude are no change (numerical noise of a
-# curve that has not moved): no collapse, no diversify, or a flat curve.
-FLAT = 1e-4
+# The noise threshold (module docstring). On pure-noise curves a factor of 6 reads about 97% of
+# 9-point curves as flat (91% of 6-point, 99% of 15-point ones); real phases of the recorded curves
+# are tens of noise scales deep.
+NOISE_FACTOR = 6.0
+ABS_FLOOR = 1e-3  # smaller changes are no phase whatever the noise (nats, PER, effective-rank units)
+REL_FLOOR = 1e-4  # numerical noise of a curve that has not moved, as a share of its magnitude
 
-# The read-out's per-metric sections and their titles (the live view lays its table out from these).
-SECTIONS = {"effective_rank": "effective rank", "head_entropy": "head entropy"}
+# The read-out's sections and their titles (the live view and the report lay their tables out from
+# these): per-layer sections list "layers", per-component ones "components".
+SECTIONS = {"effective_rank": "effective rank", "head_entropy": "head entropy",
+            "weight_per": "weight PER", "grad_per": "gradient PER"}
+COMPONENT_SECTIONS = {"weight_per": "weights", "grad_per": "gradients"}  # section → dynamics row group
+_COMPONENT_NAMES = {"embed": "embedding", "q": "attention q", "k": "attention k", "v": "attention v",
+                    "o": "attention o", "gate": "MLP gate", "up": "MLP up", "down": "MLP down", "lm_head": "LM head"}
+
+
+def section_entries(section: dict | None) -> list[dict]:
+    """The curves of a read-out section: its layers or its components."""
+    section = section or {}
+    return section.get("layers") or section.get("components") or []
 
 
 def phase_text(phase: str, short: bool = False) -> str:
@@ -77,38 +105,49 @@ def smooth_curve(values: Sequence[float], window: int) -> list[float]:
     return values[:1] + moving_average(values[1:], window)
 
 
+def noise_scale(values: Sequence[float]) -> float:
+    """One recorded point's noise: 1.4826 × the median absolute residual of each point around the
+    straight line through its two neighbours (a normal sd, rescaled by √(2/3): a residual holds its
+    neighbours' noise too), over the points after the first (initialisation is a jump). That local
+    line follows the curve's slope, so a trend is not counted as noise, and the median ignores the
+    few large residuals at the curve's bends; 0 below six points (too few residuals to read a scale
+    from, as too few points to smooth)."""
+    if len(values) < 6:
+        return 0.0
+    rest = [float(v) for v in values[1:]]
+    residuals = sorted(abs(rest[i] - (rest[i - 1] + rest[i + 1]) / 2) for i in range(1, len(rest) - 1))
+    mid = len(residuals) // 2
+    median = residuals[mid] if len(residuals) % 2 else (residuals[mid - 1] + residuals[mid]) / 2
+    return 1.4826 * median * math.sqrt(2 / 3)
+
+
 def curve_phases(steps: Sequence[int], values: Sequence[float], window: int) -> dict:
     """The phases of one curve (module docstring), read on the curve smoothed with
     `effective_window(len(values), window)` points."""
     n = len(values)
     used = effective_window(n, window)
     smoothed = smooth_curve(values, used)
-    # the initial descent (non-increasing), and its lowest point: the first trough
-    end = 0
-    while end + 1 < n and smoothed[end + 1] <= smoothed[end]:
-        end += 1
-    trough = min(range(end + 1), key=lambda i: (smoothed[i], i))
+    noise = noise_scale(values)
+    threshold = max(NOISE_FACTOR * noise, ABS_FLOOR, REL_FLOOR * max(abs(v) for v in smoothed))
+    # the initial descent: it ends at the first rise of more than the threshold above its lowest point
+    trough = 0
+    for i in range(1, n):
+        if smoothed[i] - smoothed[trough] > threshold:
+            break
+        if smoothed[i] < smoothed[trough]:
+            trough = i
     after = range(trough + 1, n)
     peak = max(after, key=lambda i: (smoothed[i], -i)) if after else None
-    tol = FLAT * max(abs(v) for v in smoothed)
-    collapse = trough > 0 and smoothed[0] - smoothed[trough] > tol
-    diversify = peak is not None and smoothed[peak] - smoothed[trough] > tol
+    collapse = smoothed[0] - smoothed[trough] > threshold
+    diversify = peak is not None and smoothed[peak] - smoothed[trough] > threshold
     if not diversify:
         peak = None
-    compress = diversify and smoothed[peak] - min(smoothed[peak:]) > tol  # a plateau at the top is no compression
-    if n == 1:
-        phase = "single-step"
-    elif max(smoothed) - min(smoothed) <= tol:
-        phase = "flat"
-    else:
-        phase = "-".join(name for name, seen in (("collapse", collapse), ("diversify", diversify),
-                                                 ("compress", compress)) if seen)
-    segments = []
-    if phase not in ("flat", "single-step"):
-        bounds = [(name, start, stop) for name, seen, start, stop in (
-            ("collapse", collapse, 0, trough), ("diversify", diversify, trough, peak),
-            ("compress", compress, peak, n - 1)) if seen]
-        segments = [{"phase": name, "from_step": steps[start], "to_step": steps[stop]} for name, start, stop in bounds]
+    compress = diversify and smoothed[peak] - min(smoothed[peak:]) > threshold  # a plateau at the top is none
+    seen = [name for name, on in (("collapse", collapse), ("diversify", diversify), ("compress", compress)) if on]
+    phase = "single-step" if n == 1 else ("-".join(seen) or "flat")
+    bounds = {"collapse": (0, trough), "diversify": (trough, peak), "compress": (peak, n - 1)}
+    segments = [{"phase": name, "from_step": steps[bounds[name][0]], "to_step": steps[bounds[name][1]]}
+                for name in seen]
     return {
         "phase": phase,
         "phases": segments,
@@ -122,6 +161,8 @@ def curve_phases(steps: Sequence[int], values: Sequence[float], window: int) -> 
         "last_value": smoothed[-1],
         "n_steps": n,
         "window": used,
+        "noise": noise,
+        "threshold": threshold,
     }
 
 
@@ -139,15 +180,41 @@ def _per_layer_curves(rows: Iterable[dict], group: str, value_key: str) -> dict[
     return curves
 
 
+def _per_component_curves(rows: Iterable[dict], group: str) -> dict[str, tuple[list[int], list[float]]]:
+    """component → (steps, PER of that component's `group` rows averaged over layers at each step),
+    in display order (embedding, attention q/k/v/o, MLP gate/up/down, LM head)."""
+    sums: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        value = row.get("per")
+        if row.get("group") == group and value is not None:
+            sums[row["component"]][row["step"]].append(value)
+    order = list(_COMPONENT_NAMES)
+    curves = {}
+    for component in sorted(sums, key=lambda c: (order.index(c) if c in order else len(order), c)):
+        by_step = sums[component]
+        steps = sorted(by_step)
+        curves[component] = (steps, [sum(by_step[s]) / len(by_step[s]) for s in steps])
+    return curves
+
+
+def _timeline(entries: list[dict], key: str) -> dict:
+    """The order in which curves reach their phase boundary, and the ones that have not."""
+    reached = sorted((e for e in entries if e["boundary_step"] is not None), key=lambda e: e["boundary_step"])
+    return {"timeline": [{key: e[key], "name": e["name"], "boundary_step": e["boundary_step"]} for e in reached],
+            "not_reached": [{key: e[key], "name": e["name"], "phase": e["phase"]} for e in entries
+                            if e["boundary_step"] is None and e["phase"] not in ("flat", "single-step")]}
+
+
 def _section(rows: list[dict], group: str, value_key: str, metric: str, smoothing: int, n_layers: int | None) -> dict:
-    layers = []
-    for layer, (steps, values) in _per_layer_curves(rows, group, value_key).items():
-        layers.append({"layer": layer, "name": layer_name(layer, n_layers), **curve_phases(steps, values, smoothing)})
-    reached = sorted((e for e in layers if e["boundary_step"] is not None), key=lambda e: (e["boundary_step"], e["layer"]))
-    timeline = [{"layer": e["layer"], "name": e["name"], "boundary_step": e["boundary_step"]} for e in reached]
-    not_reached = [{"layer": e["layer"], "name": e["name"], "phase": e["phase"]} for e in layers
-                   if e["boundary_step"] is None and e["phase"] not in ("flat", "single-step")]
-    return {"metric": metric, "layers": layers, "timeline": timeline, "not_reached": not_reached}
+    layers = [{"layer": layer, "name": layer_name(layer, n_layers), **curve_phases(steps, values, smoothing)}
+              for layer, (steps, values) in _per_layer_curves(rows, group, value_key).items()]
+    return {"metric": metric, "layers": layers, **_timeline(layers, "layer")}
+
+
+def _component_section(rows: list[dict], group: str, metric: str, smoothing: int) -> dict:
+    components = [{"component": c, "name": _COMPONENT_NAMES.get(c, c), **curve_phases(steps, values, smoothing)}
+                  for c, (steps, values) in _per_component_curves(rows, group).items()]
+    return {"metric": metric, "components": components, **_timeline(components, "component")}
 
 
 def _num_layers(rows: list[dict]) -> int | None:
@@ -172,7 +239,8 @@ def layer_name(layer: int, n_layers: int | None) -> str:
 def phase_readout(rows: Iterable[dict], smoothing: int = 5) -> dict:
     """JSON-able read-out: per layer the phases of the smoothed activation effective-rank and mean
     head-entropy curves (`curve_phases`), and the specialisation timeline (layers ordered by the step
-    of their post-trough peak, the ones that have not reached it listed apart)."""
+    of their post-trough peak, the ones that have not reached it listed apart); per component the
+    same for weight and gradient PER averaged over layers."""
     rows = list(rows)
     n_layers = _num_layers(rows)
     steps = sorted({row["step"] for row in rows})
@@ -187,6 +255,9 @@ def phase_readout(rows: Iterable[dict], smoothing: int = 5) -> dict:
         "head_entropy": _section(
             rows, "attention", "entropy", "attention entropy (nats), mean over heads", smoothing, n_layers
         ),
+        "weight_per": _component_section(rows, "weights", "PER of the weight matrices, mean over layers", smoothing),
+        "grad_per": _component_section(rows, "gradients", "PER of the weights' gradients on the probe batch, mean "
+                                       "over layers", smoothing),
     }
 
 
@@ -203,14 +274,18 @@ def timeline_text(section: dict) -> str:
 
 def _format_section(title: str, section: dict) -> list[str]:
     lines = [title + f" — {section['metric']}"]
-    if not section["layers"]:
+    entries = section_entries(section)
+    if not entries:
         return lines + ["  (no rows recorded)"]
-    lines.append(f"  {'layer':<11}{'start':>9}{'trough':>9}{'at step':>9}{'peak':>9}{'at step':>9}{'last':>9}  phases")
-    for e in section["layers"]:
+    what = "layer" if "layers" in section else "component"
+    lines.append(f"  {what:<13}{'start':>9}{'trough':>9}{'at step':>9}{'peak':>9}{'at step':>9}{'last':>9}"
+                 f"{'threshold':>11}  phases")
+    for e in entries:
         peak = "–" if e["peak_value"] is None else f"{e['peak_value']:.3f}"
+        noise = f"{e['threshold']:.2g}" if "threshold" in e else "–"
         lines.append(
-            f"  {e['name']:<11}{e['first_value']:>9.3f}{e['trough_value']:>9.3f}{_step(e['trough_step']):>9}"
-            f"{peak:>9}{_step(e['peak_step']):>9}{e['last_value']:>9.3f}  {phase_text(e['phase'])}"
+            f"  {e['name']:<13}{e['first_value']:>9.3f}{e['trough_value']:>9.3f}{_step(e['trough_step']):>9}"
+            f"{peak:>9}{_step(e['peak_step']):>9}{e['last_value']:>9.3f}{noise:>11}  {phase_text(e['phase'])}"
         )
     text = timeline_text(section)
     if text:
@@ -218,17 +293,36 @@ def _format_section(title: str, section: dict) -> list[str]:
     return lines
 
 
+def readout_header(readout: dict) -> str:
+    """What the read-out was computed from and how it decides, in sentences."""
+    n, span, requested = readout["n_steps"], readout["steps"], readout["smoothing"]
+    window = readout.get("window", requested)
+    where = f" (steps {span[0]} to {span[1]})" if span and n > 1 else (f" (step {span[0]})" if span else "")
+    head = f"Phase read-out of {n} recorded step{'s' * (n != 1)}{where}."
+    if window > 1:
+        smoothing = (f" Each curve is smoothed with a centered moving average over {window} points"
+                     + (f" ({requested} requested; the window never exceeds a third of the points)"
+                        if window != requested else "") + ".")
+    else:
+        smoothing = (" The curves are read unsmoothed" + (
+            f": smoothing ({requested} points requested) needs at least six recorded steps, and its window "
+            "never exceeds a third of them" if requested > 1 else "") + ".")
+    noise = (f" A trough or peak counts only when it is deeper or higher than the curve's threshold (column "
+             f"'threshold'): {NOISE_FACTOR:g} × the curve's noise (1.4826 × the median distance of its recorded "
+             f"points from the line through their neighbours), and at least {ABS_FLOOR:g}; a part of a curve that "
+             "moves less is flat." if n >= 6 else
+             f" A trough or peak counts only when it is deeper or higher than {ABS_FLOOR:g} (column 'threshold'; "
+             "with fewer than six recorded steps the curves' noise cannot be estimated); a part of a curve that "
+             "moves less is flat.")
+    return head + smoothing + noise
+
+
 def format_phase_readout(readout: dict) -> str:
     """A human-readable table of `phase_readout`'s result."""
-    span = readout["steps"]
-    window = readout.get("window", readout["smoothing"])
-    smoothing = (f"centered moving average over {window} points" if window > 1 else "no smoothing")
-    head = (
-        f"Phase read-out: {readout['n_steps']} recorded steps"
-        + (f" ({span[0]}–{span[1]})" if span else "")
-        + f", {smoothing} (requested {readout['smoothing']}; at most a third of the points, none below six)"
-    )
-    lines = [head]
+    lines = [readout_header(readout)]
     lines += _format_section("Activation effective rank", readout["effective_rank"])
     lines += _format_section("Head entropy", readout["head_entropy"])
+    for key, title in (("weight_per", "Weight PER"), ("grad_per", "Gradient PER")):
+        if key in readout:
+            lines += _format_section(title, readout[key])
     return "\n".join(lines)

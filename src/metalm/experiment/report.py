@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from ..atomic import write_json_atomic, write_text_atomic
-from ..dynamics.phases import SECTIONS, phase_text, timeline_text
+from ..dynamics.phases import COMPONENT_SECTIONS, SECTIONS, phase_text, section_entries, timeline_text
 from ..run_dir import RunDir
 from .compare import (
     MEASURES,
@@ -435,7 +435,7 @@ _NOW = {"collapse": "collapsing", "diversify": "diversifying", "compress": "comp
 def _phase_cell(entry: dict) -> str:
     """'trough step → peak step, current phase' of one layer's read-out ('–' for a step not reached)."""
     phase = entry.get("phase")
-    if phase is None:
+    if not phase:  # none, or an older read-out's empty label
         return "–"
     now = _NOW.get(str(phase).rsplit("-", 1)[-1])
     if now is None:  # flat, one step, or an older read-out's key
@@ -445,30 +445,34 @@ def _phase_cell(entry: dict) -> str:
 
 
 def phase_tables(summary: dict) -> list[Table]:
-    """The dynamics phase read-out side by side: per metric, one row per layer and one column per
-    arm × seed, each cell the step of the first trough, of the post-trough peak, and the phases; then
-    each run's specialisation timeline."""
+    """The dynamics phase read-out side by side: per metric, one row per layer (activation effective
+    rank, head entropy) or per component (weight and gradient PER, averaged over layers) and one
+    column per arm × seed, each cell the step of the first trough, of the post-trough peak, and the
+    phases; then each run's specialisation timeline."""
     runs = [(arm, seed, ph) for arm, e in summary["arms"].items()
             for seed, ph in sorted(e["evaluations"].get("phases", {}).items(), key=lambda kv: int(kv[0]))]
     out: list[Table] = []
     timelines = []
     for key, title in SECTIONS.items():
         cells: dict[str, dict[int, str]] = {}
+        per = "component" if key in COMPONENT_SECTIONS else "layer"
         for i, (arm, seed, ph) in enumerate(runs):
-            section = ph.get(key) or {}
-            for layer in section.get("layers", []):
-                cells.setdefault(layer["name"], {})[i] = _phase_cell(layer)
-            if section.get("layers"):
-                timelines.append([f"{arm} seed {seed}", title, timeline_text(section) or "–"])
+            entries = section_entries(ph.get(key))
+            for entry in entries:
+                cells.setdefault(entry["name"], {})[i] = _phase_cell(entry)
+            if entries:
+                timelines.append([f"{arm} seed {seed}", title, timeline_text(ph[key]) or "–"])
         if cells:
             rows = [[name] + [by_run.get(i, "–") for i in range(len(runs))] for name, by_run in cells.items()]
-            out.append(((f"Phase read-out, {title} (DESIGN 2.7): per layer, the step of the first trough (end of the "
+            what = "per layer" if per == "layer" else "per component, averaged over layers"
+            out.append(((f"Phase read-out, {title} (DESIGN 2.7): {what}, the step of the first trough (end of the "
                          "initial collapse) → the step of the post-trough peak (end of diversifying: the phase "
-                         "boundary), and the phase the run ended in; '–': not reached."),
-                        ["layer"] + [f"{arm} seed {seed}" for arm, seed, _ in runs], rows))
+                         "boundary), and the phase the run ended in; '–': not reached. A trough or peak counts only "
+                         "when it exceeds the curve's noise threshold; a curve that moves less reads 'flat'."),
+                        [per] + [f"{arm} seed {seed}" for arm, seed, _ in runs], rows))
     if timelines:
-        out.append((("Specialisation timeline: layers in the order they reach their phase boundary (step in brackets); "
-                     "layers still diversifying or collapsing have not reached it."),
+        out.append((("Specialisation timeline: layers (or components) in the order they reach their phase boundary "
+                     "(step in brackets); those still diversifying or collapsing have not reached it."),
                     ["run", "metric", "timeline"], timelines))
     return out
 

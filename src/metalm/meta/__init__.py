@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .backbone import outer_parameter_names
 from .config import MetaConfig, validate_meta
 from .episode import Episode
 from .heads import LearnedHead
@@ -84,6 +85,12 @@ class MetaTask:
         if self.head is None:
             return []
         return [(f"meta_head.{n}", p) for n, p in self.head.named_parameters()]
+
+    def reached_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """Every parameter a meta step's outer gradient reaches: model parameters
+        (`backbone.outer_parameter_names`) and the learned head."""
+        named = dict(model.named_parameters())
+        return [named[n] for n in outer_parameter_names(model, self.cfg)] + self.extra_parameters()
 
     def extra_parameters(self) -> list[torch.nn.Parameter]:
         return [p for _, p in self.extra_named_parameters()]

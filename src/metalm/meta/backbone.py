@@ -22,6 +22,7 @@ from torch.func import functional_call
 from ..errors import ConfigError
 from ..model import backbone_flops_per_token
 from .inner import Params
+from .outer import outer_rule
 
 
 def _base(model: nn.Module) -> tuple[nn.Module, str]:
@@ -47,6 +48,24 @@ def inner_parameter_names(model: nn.Module, meta_cfg) -> list[str]:
     if meta_cfg.task == "lm":
         names += [n for n in head_parameter_names(model) if n not in names]
     return names
+
+
+def outer_parameter_names(model: nn.Module, meta_cfg) -> list[str]:
+    """Model parameters a meta step's outer gradient reaches (the learned head aside), in model order.
+
+    Rules that backpropagate the query loss (FOMAML, MAML) reach the whole backbone — the query
+    features are computed from it with a graph — and, for LM tasks, the LM head; Reptile reaches
+    only θ₀'s entries, the parameters the inner loop adapts. A momentum control arm (DESIGN 2.4)
+    zero-fills exactly these (and the learned head), so it differs from its meta arm only in the
+    value of the meta gradient."""
+    if not outer_rule(meta_cfg.algorithm).query_backward:
+        reached = set(inner_parameter_names(model, meta_cfg))
+    else:
+        base, prefix = _base(model)
+        reached = {prefix + n for n, _ in base.named_parameters()}
+        if meta_cfg.task == "lm":
+            reached.update(head_parameter_names(model))
+    return [n for n, _ in model.named_parameters() if n in reached]
 
 
 def _layer_flops_per_token(layer: nn.Module, seq_len: int, d_model: int) -> int:

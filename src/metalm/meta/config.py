@@ -60,8 +60,11 @@ class MetaConfig(Section):
     inner_optimizer: Literal["sgd", "adamw"] = Field("sgd", description="inner-loop optimizer")
     inner_weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay, in the inner loop only")
     n_way: int = Field(5, ge=2, description="N: classes per SMLMT episode")
-    k_shot: int = Field(4, ge=1, description="K: support items per class (LM tasks: support sequences)")
-    q_query: int = Field(4, ge=1, description="Q: query items per class (LM tasks: query sequences)")
+    k_shot: int = Field(4, ge=1, description="K: support items per class in the window layout; in the dense "
+                        "layout a cap on labelled support positions per row (the shots a class gets depend on "
+                        "the rows: metrics rows record the realised episode); LM tasks: support sequences")
+    q_query: int = Field(4, ge=1, description="Q: query items per class in the window layout; in the dense layout "
+                         "a cap on labelled query positions per row; LM tasks: query sequences")
     episodes_per_step: int = Field(1, ge=1, description="global meta batch (all ranks) of one optimizer step")
     head_init: Literal["zero", "proto", "learned"] | None = Field(
         None, description="SMLMT episode head initialisation; null: learned (token variant), proto (sentence)")
@@ -99,8 +102,9 @@ class MetaConfig(Section):
         "freeze", description="parameters a meta step does not reach (e.g. the LM head): no gradient, AdamW "
         "leaves them and their state alone (freeze), or a zero gradient, AdamW moves them by momentum (momentum)")
     control: Literal["none", "momentum", "skip"] = Field(
-        "none", description="control arm: meta steps on the same schedule apply a zero gradient to every "
-        "parameter (momentum) or nothing (skip) and do no meta work; none: the real meta arm")
+        "none", description="control arm: meta steps on the same schedule do no meta work and apply a zero "
+        "gradient to exactly the parameters the meta work reaches, the others treated as untouched says "
+        "(momentum), or nothing (skip); none: the real meta arm")
 
     @model_validator(mode="after")
     def _combinations(self) -> "MetaConfig":
@@ -150,10 +154,6 @@ class MetaConfig(Section):
             key = "control" if self.control != "none" else "untouched"
             raise ValueError(f"{key}={getattr(self, key)!r} changes what meta steps do, but meta.enabled is false: "
                              "there are no meta steps (set meta.enabled=true, or remove meta." + key + ")")
-        if self.control != "none" and self.schedule == "weighted":
-            raise ValueError(f"control={self.control!r} replaces whole meta steps (or meta micro-batches), but "
-                             "schedule=weighted mixes meta into every step: use schedule random, interleave or "
-                             "microbatch for a control arm")
 
     def resolved_head_hidden(self) -> int:
         """Hidden width of the MLP learned head (head_layers > 1)."""

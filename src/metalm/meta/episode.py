@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
 
@@ -56,6 +57,21 @@ class Episode:
         width = self.support_ids.shape[1] - (1 if self.task == "lm" else 0)
         rows = self.support_ids.shape[0] + (0 if self.shared_rows else self.query_ids.shape[0])
         return rows * width
+
+    def realised(self) -> dict[str, float]:
+        """The episode as built (DESIGN 2.3; SMLMT only, empty for LM tasks): `episode_classes` — classes
+        with at least one labelled item, support or query; `episode_support_min` / `_median` — support
+        items per class over the episode's `n_way` classes (a class without any counts 0);
+        `episode_query_items` — query items in all. In the window layout these are N, K, K and N·Q; in
+        the dense layout K and Q cap items per row, so they depend on the rows. Read on the host,
+        where episodes are built (no device sync)."""
+        if self.support_labels is None:
+            return {}
+        support = np.bincount(self.support_labels.cpu().numpy(), minlength=self.n_way)
+        query = np.bincount(self.query_labels.cpu().numpy(), minlength=self.n_way)
+        return {"episode_classes": float(np.count_nonzero(support + query)),
+                "episode_support_min": float(support.min()), "episode_support_median": float(np.median(support)),
+                "episode_query_items": float(query.sum())}
 
     def item_rows(self, support: bool) -> torch.Tensor:
         """Row index of each support (or query) item."""

@@ -42,6 +42,7 @@ from .sampler import EpisodeBatch
 HEAD_PREFIX = "head."  # the episode head's entries in θ₀
 METRIC_KEYS = ("meta_loss", "support_loss_before", "support_acc_before", "support_loss_after",
                "support_acc_after", "query_acc", "inner_grad_norm")
+EPISODE_KEYS = ("episode_classes", "episode_support_min", "episode_support_median", "episode_query_items")
 
 
 def _fp32(x: torch.Tensor) -> torch.Tensor:
@@ -246,21 +247,25 @@ class MetaStep:
         the outer gradients of the model's and the learned head's parameters across ranks.
         Returns the mean statistics over this rank's episodes (floats; `as_tensors`: 0-dim float64
         tensors on the model's device, so a training step never waits for the device), `episodes`,
-        and the summed `work`."""
+        and the summed `work`. SMLMT steps also return the realised episode (`EPISODE_KEYS`, see
+        `Episode.realised`; means over the episodes, computed on the host where episodes are built)."""
         if self.partition.model is not model:
             self.partition = backbone_partition(model, self.cfg)
         device = next(model.parameters()).device
         episode_weight = loss_scale * batch.world_size / batch.global_count
         sums = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=device)
         work = Work()
+        realised: dict[str, float] = {}
         for ep in batch.episodes:
+            for key, value in ep.realised().items():
+                realised[key] = realised.get(key, 0.0) + value / len(batch)
             stats = run_episode(model, ep.to(device), self.cfg, self.head, episode_weight, self.partition,
                                 outer_gradient)
             sums += torch.stack([stats[key].double() for key in METRIC_KEYS])
             work += stats["work"]
         means = sums / max(1, len(batch))
         values = means.unbind() if as_tensors else means.tolist()
-        return {**dict(zip(METRIC_KEYS, values)), "episodes": len(batch), "work": work}
+        return {**dict(zip(METRIC_KEYS, values)), **realised, "episodes": len(batch), "work": work}
 
 
 def reduce_stats(stats: dict, all_reduce_sum, device: torch.device | str = "cpu") -> dict:
@@ -270,8 +275,13 @@ def reduce_stats(stats: dict, all_reduce_sum, device: torch.device | str = "cpu"
     for a single process, where nothing is read back from the device. Across processes the summed
     work is read on the host (one sync per meta step): the accounting is kept in Python integers."""
     n = stats["episodes"]
-    metrics = torch.stack([torch.as_tensor(stats[k], dtype=torch.float64, device=device) * n for k in METRIC_KEYS]
-                          + [torch.tensor(float(n), dtype=torch.float64, device=device)])
+    realised = tuple(k for k in EPISODE_KEYS if k in stats)  # host floats; the same keys on every rank (one task)
+    keys = METRIC_KEYS + realised
+    # the host values (realised episode, episode count) go to the device in one copy that does not wait
+    host = torch.tensor([float(stats[k]) * n for k in realised] + [float(n)], dtype=torch.float64)
+    host = (host.pin_memory() if torch.device(device).type == "cuda" else host).to(device, non_blocking=True)
+    metrics = torch.cat([torch.stack([torch.as_tensor(stats[k], dtype=torch.float64, device=device) * n
+                                      for k in METRIC_KEYS]), host])
     w = stats["work"]
     if all_reduce_sum is not None:
         work = torch.tensor([w.tokens, w.fwd_tokens, w.bwd_tokens, w.flops], dtype=torch.int64, device=device)
@@ -280,4 +290,4 @@ def reduce_stats(stats: dict, all_reduce_sum, device: torch.device | str = "cpu"
         w = Work(*(int(v) for v in work.tolist()))
         n = int(metrics[-1])
     means = metrics[:-1] / metrics[-1].clamp_min(1.0)
-    return {**dict(zip(METRIC_KEYS, means.unbind())), "episodes": n, "work": w}
+    return {**dict(zip(keys, means.unbind())), "episodes": n, "work": w}

@@ -10,8 +10,11 @@ their optimizer state; `momentum` gives them a zero gradient, so AdamW keeps mov
 momentum of earlier next-token steps (an effect that must not be credited to meta-learning).
 
 Control arms (`meta.control`) keep the meta arm's schedule but do no meta work: `momentum` applies a
-zero gradient to every parameter (AdamW momentum replay only), `skip` applies nothing (the step
-counter and the LR schedule still advance). Their work is accounted as none.
+zero gradient to exactly the parameters the arm's meta work reaches (`MetaTask.reached_parameters`)
+and treats every other parameter as the arm's `meta.untouched` does, so a momentum control is its
+meta arm with the meta gradient's value set to zero (AdamW momentum replay only); `skip` applies
+nothing (the step counter and the LR schedule still advance). Their work is accounted as none. Under
+`weighted` and `microbatch` a control step keeps its next-token share.
 
 Meta work runs under the same autocast as next-token work; inner loops are local to each rank and
 only the outer gradient is averaged across processes.
@@ -39,6 +42,8 @@ class HybridStep:
         micro-batch `micro` of `batch`, gradients × `scale`; returns the loss tensor and its work."""
         self.cfg, self.meta, self.model = cfg, meta, model
         self.params = [p for _, p in trainable]  # the order gradients are zeroed and averaged in
+        reached = {id(p) for p in meta.reached_parameters(model)}
+        self.reached = [p for p in self.params if id(p) in reached]  # what the meta work writes `.grad` to
         self.dist, self.device, self.autocast, self.batches = dist, device, autocast, batches
         self.ar_step, self.ar_micro = ar_step, ar_micro
         self.control = cfg.meta.control
@@ -124,18 +129,21 @@ class HybridStep:
         return reduce_stats(stats, self.dist.all_reduce_sum if self.dist.enabled else None, self.device)
 
     def _finish_gradients(self, meta_ran: bool, controlled: bool) -> None:
-        """Zero gradients where the rules ask for them (a `momentum` control step; parameters a meta
-        step did not reach under `untouched: momentum`), then average what DDP did not."""
+        """Zero gradients where the rules ask for them (on a `momentum` control step, the parameters
+        the meta work would have reached; on a meta or momentum-control step under `untouched:
+        momentum`, every other one too), then average what DDP did not."""
         params = self.params
-        zero = self.control == "momentum" if controlled else (meta_ran and self.cfg.meta.untouched == "momentum")
-        if zero:
-            for p in params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
+        replay = controlled and self.control == "momentum"
+        zero = []
+        if replay or meta_ran:
+            zero = params if self.cfg.meta.untouched == "momentum" else (self.reached if replay else [])
+        for p in zero:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
         if not self.dist.enabled:
             return
         microbatch = self.cfg.meta.schedule == "microbatch"
-        if meta_ran or microbatch or (controlled and self.control == "momentum"):
+        if meta_ran or microbatch or replay:
             # Inner loops are local; only the outer gradient is averaged across processes (next-token
             # gradients already averaged by DDP and identical on every rank are unchanged by this).
             # Every rank holds gradients for the same parameters (the schedule is rank-independent).

@@ -20,7 +20,7 @@ import numpy as np
 from metalm.run_dir import RunDir
 from metalm.watch.downsample import even_columns
 from metalm.watch.heatmap import ATTENTION_GROUP, heatmap_matrix, members
-from metalm.watch.phases import phase_table
+from metalm.watch.phases import component_phase_table, phase_table
 from metalm.watch.store import DynamicsStore, MetricsStore
 from metalm.watch.tail import FileSnapshot, JsonlTail, parse_json, parse_yaml
 
@@ -224,5 +224,6 @@ class RunState:
                 "config": json_safe(self.config_file.value),
                 "phases": phases,
                 "phase_table": phase_table(phases) if phases is not None else None,
+                "component_phase_table": component_phase_table(phases) if phases is not None else None,
             }
         return out

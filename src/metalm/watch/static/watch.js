@@ -304,7 +304,8 @@ function renderInfo() {
     anyPhases = true;
     const block = el("div", {}, [el("h3", { text: run.name })]);
     if (info.phase_table) block.append(table(info.phase_table.columns, info.phase_table.rows));
-    block.append(el("details", info.phase_table ? {} : { open: "" }, [el("summary", { text: "phases.json" }), el("pre", { text: JSON.stringify(info.phases, null, 2) })]));
+    if (info.component_phase_table) block.append(table(info.component_phase_table.columns, info.component_phase_table.rows));
+    block.append(el("details", info.phase_table || info.component_phase_table ? {} : { open: "" }, [el("summary", { text: "phases.json" }), el("pre", { text: JSON.stringify(info.phases, null, 2) })]));
     phases.append(block);
   }
   $("no-phases").classList.toggle("hidden", anyPhases);
