@@ -27,16 +27,22 @@ from .compare import (
     MEASURES,
     control_kind,
     cost_to_target,
+    curve_differences,
     default_target,
     is_meta_arm,
     loss_at,
     mean_ci,
     missed_target,
     pair_controls,
+    paired_at_steps,
     paired_difference,
+    schedule_point,
     speedups,
     val_curve,
 )
+from .matched import final_flops
+from .metatask import meta_task, query_curve
+from .regime import UNIGRAM_MARGIN, UNIGRAM_STAGE, not_learning, regime, run_unigram_ce
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +107,16 @@ def _role(arm: str, baseline: str, config: dict | None) -> str:
 
 # -- summary -----------------------------------------------------------------------------------------
 
+def _train(config: dict | None) -> dict | None:
+    return (config or {}).get("train")
+
+
+def _meta_settings(config: dict | None) -> dict:
+    return (config or {}).get("meta") or {}
+
+
 def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, list[dict]]], baseline: str,
-              target: float | None) -> dict:
+              target: float | None, matched: dict[str, dict[int, Path]] | None = None) -> dict:
     configs = {a: {s: RunDir(d).read_config() for s, d in seeds.items()} for a, seeds in runs.items()}
     arm_config = {a: next((c for c in cs.values() if c), None) for a, cs in configs.items()}
     curves = {a: {s: val_curve(rows) for s, rows in by_seed.items()} for a, by_seed in metrics.items()}
@@ -113,31 +127,53 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
                          f"{baseline!r} arm, so every {baseline} seed reaches it")
     else:
         target_source = "given"
-    summary = {"baseline": baseline, "target_loss": target, "target_source": target_source, "arms": {}}
+    memo: dict[str, float] = {}
+    unigram = {a: next((u for d in seeds.values() if (u := run_unigram_ce(d, memo)) is not None), None)
+               for a, seeds in runs.items()}
+    summary = {"baseline": baseline, "target_loss": target, "target_source": target_source,
+               "unigram_ce": unigram.get(baseline) if unigram.get(baseline) is not None
+               else next((u for u in unigram.values() if u is not None), None),
+               "unigram_ce_source": ("the validation set's cross-entropy under the training set's token frequencies, "
+                                     "add-one smoothed (nats/token)"), "arms": {}}
+    matched_curves, summary["matched_baselines"] = _matched(matched or {}, metrics)
     costs = {a: {s: (cost_to_target(c, target) if target is not None else None) for s, c in cs.items()}
              for a, cs in curves.items()}
     # Equal compute across the whole experiment: the largest budget every run of every arm reached.
     budgets = {m: min((c[m][-1] for cs in curves.values() for c in cs.values() if c[m]), default=None)
                for m in ("tokens", "flops")}
     for arm, seeds in runs.items():
+        trains = {s: _train(c) for s, c in configs[arm].items()}
         entry = {"role": _role(arm, baseline, arm_config[arm]), "control": control_kind(arm_config[arm]),
                  "runs": {str(s): str(d) for s, d in seeds.items()},
                  "final_val_loss": {**mean_ci(list(finals[arm].values())), "per_seed": finals[arm]},
+                 "regime": regime(finals[arm], unigram[arm]),
                  "cost_to_target": {str(s): c for s, c in costs[arm].items()},
                  "missed_target": missed_target(costs[arm]) if target is not None else [],
-                 "val_loss_at_equal": {m: {"budget": b, **mean_ci([v for v in (loss_at(c, m, b) for c in curves[arm].values())
-                                                                  if v is not None])}
-                                       for m, b in budgets.items() if b is not None}}
+                 "val_loss_at_equal": {m: _at_equal(curves[arm], trains, m, b) for m, b in budgets.items() if b is not None}}
         if arm != baseline:
             entry["speedup"] = speedups(costs[baseline], costs[arm])
-            entry["paired_difference_at_equal_flops"] = paired_difference(curves[baseline], curves[arm])
+            base_trains = {s: _train(c) for s, c in configs[baseline].items()}
+            against = matched_curves.get(arm)
+            if against:
+                pd = paired_difference(against, curves[arm])
+                pd["against"] = "matched baseline"
+            else:
+                pd = paired_difference(curves[baseline], curves[arm],
+                                       train=(next(iter(base_trains.values()), None), next(iter(trains.values()), None)))
+                pd["against"] = baseline
+            entry["paired_difference_at_equal_flops"] = pd
+            entry["curve_differences"] = {
+                m: {**curve_differences(against if (m == "flops" and against) else curves[baseline], curves[arm], m),
+                    "against": "matched baseline" if (m == "flops" and against) else baseline}
+                for m in ("step", "tokens", "flops")}
         entry["evaluations"] = _evaluations(seeds)
-        entry["meta_query_acc_last"] = mean_ci([r["query_acc"] for rows in metrics[arm].values()
-                                                for r in rows[-20:] if r.get("query_acc") is not None])
         summary["arms"][arm] = entry
+    summary["meta_task"] = {arm: meta_task(metrics[arm], int(_meta_settings(arm_config[arm]).get("n_way") or 0),
+                                           (_train(arm_config[arm]) or {}).get("steps"))
+                            for arm in runs if is_meta_arm(arm_config[arm])}
     pairs = pair_controls(arm_config)
     summary["attributions"] = [
-        {"effect": effect, "arm": p["arm"], "control": p["control"], **paired_difference(curves[p["control"]], curves[p["arm"]])}
+        {"effect": effect, "arm": p["arm"], "control": p["control"], **paired_at_steps(curves[p["control"]], curves[p["arm"]])}
         for effect, key in (("meta-arm", "meta_effect"), ("replay", "replay_effect")) for p in pairs[key]]
     summary["controls"] = {"unpaired": pairs["unpaired"], "meta_without_control": pairs["meta_without_control"]}
     summary["metrics_problems"] = {f"{a} seed {s}": problems for a, seeds in runs.items() for s, d in seeds.items()
@@ -146,6 +182,36 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
     summary["versions"] = _versions()
     summary["configs"] = configs
     return summary
+
+
+def _at_equal(curves: dict[int, dict], trains: dict[int, dict | None], measure: str, budget: float) -> dict:
+    """An arm's mean validation loss at `budget` of `measure`, and the seeds read there mid-schedule
+    (each with its step and LR fraction)."""
+    losses = {s: v for s, c in curves.items() if (v := loss_at(c, measure, budget)) is not None}
+    points = {s: schedule_point(curves[s], measure, budget, trains.get(s)) for s in losses}
+    return {"budget": budget, **mean_ci(list(losses.values())),
+            "mid_schedule": {s: p for s, p in points.items() if p["mid_schedule"]}}
+
+
+def _matched(matched: dict[str, dict[int, Path]], metrics: dict[str, dict[int, list[dict]]]) -> tuple[dict, dict]:
+    """(arm → seed → validation curve of its matched baseline, the `matched_baselines` summary: per arm
+    and seed the matched run, its steps and final FLOPs, the arm's final FLOPs, both final losses)."""
+    curves: dict = {}
+    out: dict = {}
+    for arm, seeds in matched.items():
+        for seed, path in seeds.items():
+            rows = RunDir(path).read_metrics()
+            curve = val_curve(rows)
+            if not curve["val_loss"]:
+                continue
+            curves.setdefault(arm, {})[seed] = curve
+            arm_rows = metrics.get(arm, {}).get(seed, [])
+            arm_curve = val_curve(arm_rows)
+            out.setdefault(arm, {})[str(seed)] = {
+                "run": str(path), "steps": int(curve["step"][-1]), "final_flops": final_flops(rows),
+                "arm_final_flops": final_flops(arm_rows), "final_val_loss": curve["val_loss"][-1],
+                "arm_final_val_loss": arm_curve["val_loss"][-1] if arm_curve["val_loss"] else None}
+    return curves, out
 
 
 def _evaluations(seeds: dict[int, Path]) -> dict:
@@ -178,17 +244,37 @@ def _dropped(dropped: dict) -> str:
     return "; ".join(f"seed {s} dropped: {why}" for s, why in dropped.items())
 
 
+def _where(pd: dict, base: str, arm: str) -> str:
+    """Which runs a pairing at equal FLOPs read mid-schedule, with the step and LR fraction there."""
+    reads = []
+    for s, d in pd["per_seed"].items():
+        for run in d.get("mid_schedule", []):
+            at = d[f"{run}_at"]
+            lr = "" if at.get("lr_fraction") is None else f", LR {at['lr_fraction']:.2f} of peak"
+            reads.append(f"seed {s}: {base if run == 'baseline' else arm} at step {at['step']:.1f}{lr}")
+    return "; ".join(reads)
+
+
 def _paired_line(arm: str, base: str, pd: dict) -> str:
+    matched = pd.get("against") == "matched baseline"
+    against = f"{base}'s matched baseline runs" if matched else base
     if not pd["n"]:
-        return f"At equal FLOPs no seed of {arm} can be paired with {base} ({_dropped(pd['dropped'])})."
+        return f"At equal FLOPs no seed of {arm} can be paired with {against} ({_dropped(pd['dropped'])})."
     mean, ci = pd["mean"], pd.get("ci")
     if ci and ci[0] <= 0 <= ci[1]:
-        reading = f"not distinguishable from {base}"
+        reading = f"not distinguishable from {against}"
     else:
-        reading = f"{'lower' if mean < 0 else 'higher'} than {base}" + ("" if ci else " in the one seed")
-    line = (f"At equal FLOPs (per seed, the largest budget both runs reached), {arm}'s validation loss minus {base}'s "
-            f"is {mean:+.4f} nats/token ({_interval(pd)}) over {_seeds(pd['per_seed'])}: {reading}")
-    return line + (f" ({_dropped(pd['dropped'])})." if pd["dropped"] else ".")
+        reading = f"{'lower' if mean < 0 else 'higher'} than {against}" + ("" if ci else " in the one seed")
+    where = ("each seed at the end of both schedules (a baseline run whose final FLOPs match the arm's)"
+             if matched else "per seed, the largest budget both runs reached")
+    minus = f"that of {against}" if matched else f"{base}'s"
+    line = (f"At equal FLOPs ({where}), {arm}'s validation loss minus {minus} is {mean:+.4f} nats/token "
+            f"({_interval(pd)}) over {_seeds(pd['per_seed'])}: {reading}")
+    line += f" ({_dropped(pd['dropped'])})." if pd["dropped"] else "."
+    if mid := _where(pd, base, arm):
+        line += (f" This pairing reads a run mid-schedule, before its learning rate decayed ({mid}); "
+                 "set matched_baselines: true for runs that end there.")
+    return line
 
 
 def _arm_lines(arm: str, entry: dict, base: str) -> tuple[str, list[str]]:
@@ -213,43 +299,104 @@ def _arm_lines(arm: str, entry: dict, base: str) -> tuple[str, list[str]]:
     return line, more
 
 
-def _attribution_line(att: dict) -> str:
+def _not_learning_line(what: str, stalled: list[str], unigram: float) -> str:
+    return (f"{what}: not yet learning — {', '.join(stalled)} ended less than {UNIGRAM_MARGIN} nat below the unigram "
+            f"cross-entropy {unigram:.4f}, so nothing beyond that is concluded (the numbers are in the tables).")
+
+
+def _attribution_line(att: dict, summary: dict) -> str:
     meta = att["effect"] == "meta-arm"
     what = (f"Meta-arm effect ({att['arm']} − its momentum control {att['control']})" if meta
             else f"Replay effect (momentum control {att['arm']} − skip control {att['control']})")
     if not att["n"]:
         return f"{what}: no seed has both runs ({_dropped(att['dropped'])}); nothing is attributed."
+    regimes = {a: e.get("regime") or {} for a, e in summary["arms"].items()}
+    if stalled := not_learning(regimes, [att["arm"], att["control"]]):
+        return _not_learning_line(what, stalled, summary["unigram_ce"])
     mean, ci = att["mean"], att.get("ci")
-    cause = "meta-learning" if meta else "AdamW momentum replay on meta steps"
+    task = summary.get("meta_task", {}).get(att["arm"]) if meta else None
     if not ci:
-        reading = f"one seed, no interval: too few seeds to credit any effect to {cause}"
+        reading = "one seed, no interval: too few seeds to credit any effect"
     elif ci[0] <= 0 <= ci[1]:
-        reading = f"not distinguishable from zero: no effect can be credited to {cause}"
-    elif mean < 0:
-        reading = (f"{cause} lowers the validation loss" +
-                   (" beyond what momentum replay alone gives" if meta else " compared with skipping meta steps"))
+        reading = "not distinguishable from zero: no effect is credited"
+    elif meta and not (task or {}).get("learned"):
+        reading = (f"a {'lower' if mean < 0 else 'higher'} validation loss associated with the meta arm's meta work; "
+                   "the meta task was not learned (query accuracy not above chance by its interval), so it is not "
+                   "credited to meta-learning")
+    elif meta:
+        reading = (f"meta-learning {'lowers' if mean < 0 else 'raises'} the validation loss beyond what momentum "
+                   "replay alone gives (the meta task was learned)")
     else:
-        reading = (f"{cause} raises the validation loss" +
-                   (" compared with momentum replay alone" if meta else " compared with skipping meta steps"))
-    return (f"{what}, paired at equal FLOPs over {_seeds(att['per_seed'])}: {mean:+.4f} nats/token "
-            f"({_interval(att)}) — {reading}.")
+        reading = (f"replaying AdamW momentum on meta steps gives a {'lower' if mean < 0 else 'higher'} validation "
+                   "loss than skipping them")
+    curve = att["curve_mean"]
+    return (f"{what}, paired at equal optimizer steps over {_seeds(att['per_seed'])}: {mean:+.4f} nats/token at the "
+            f"final evaluation ({_interval(att)}), {curve['mean']:+.4f} averaged over the curve ({_interval(curve)}) — "
+            f"{reading}.")
+
+
+def _meta_task_line(arm: str, task: dict) -> str:
+    acc, gain = task["query_acc"], task["inner_loop_gain"]
+    if not acc["n"]:
+        return f"Meta task of {arm}: no query accuracy was logged in the {task['window']}."
+    over = f"over {acc['n']} seeds" if task["over"] == "seeds" else f"over {acc['n']} rows of one seed"
+    state = ("learned: query accuracy above chance by its interval" if task["learned"]
+             else "not learned: query accuracy not above chance by its interval")
+    line = (f"Meta task of {arm} ({task['n_way']}-way, chance {task['chance']:.4f}): query accuracy after adaptation "
+            f"{acc['mean']:.4f} in the {task['window']} ({_interval(acc, signed=False)}, {over}) — {state}.")
+    if gain["n"]:
+        line += f" The inner loop lowers the support loss by {gain['mean']:.4f} nats ({_interval(gain)})."
+    if ep := task.get("realised_episode"):
+        line += " " + _realised_text(ep)
+    return line
+
+
+def _realised_text(ep: dict) -> str:
+    parts = [f"{ep['classes']:.1f} classes"] if "classes" in ep else []
+    if "support_min" in ep and "support_median" in ep:
+        parts.append(f"support items per class min {ep['support_min']:.1f}, median {ep['support_median']:.1f}")
+    if "query_items" in ep:
+        parts.append(f"{ep['query_items']:.1f} query items")
+    return f"Realised episodes (mean over {ep['rows']} meta rows): " + ", ".join(parts) + "."
+
+
+def _regime_line(summary: dict) -> str | None:
+    unigram = summary.get("unigram_ce")
+    if unigram is None:
+        return None
+    labels = {a: (e.get("regime") or {}).get("label") for a, e in summary["arms"].items()}
+    stalled = [a for a, label in labels.items() if label == UNIGRAM_STAGE]
+    line = (f"Regime: the validation set's unigram cross-entropy is {unigram:.4f} nats/token (training-token "
+            "frequencies, add-one smoothed). ")
+    if not stalled:
+        return line + f"Every arm ended at least {UNIGRAM_MARGIN} nat below it (learning)."
+    return line + (f"At the unigram stage (ending less than {UNIGRAM_MARGIN} nat below it): {', '.join(stalled)} — "
+                   "not yet learning; nothing beyond that is concluded from them.")
 
 
 def verdict(summary: dict) -> list[str]:
-    """Plain-language findings: each arm's headline against the baseline (its speed-up to the target,
-    or — when it has none — its paired difference at equal FLOPs), the control-arm attributions, the
-    target and every run that missed it, then the details."""
+    """Plain-language findings: the regime, each arm's headline against the baseline (its speed-up to
+    the target, or — when it has none — its paired difference at equal FLOPs; only "not yet
+    learning" for runs at the unigram stage), the control-arm attributions at equal steps, whether
+    each meta task was learned, the target and every run that missed it, then the details."""
     base, target = summary["baseline"], summary["target_loss"]
     if target is None:
         return ["no validation curve to compare"]
     arms = summary["arms"]
+    regimes = {a: e.get("regime") or {} for a, e in arms.items()}
     headlines, details = [], []
     for arm, entry in arms.items():
         if arm != base and entry.get("control", "none") == "none":
+            if stalled := not_learning(regimes, [arm, base]):
+                headlines.append(_not_learning_line(f"{arm} against {base}", stalled, summary["unigram_ce"]))
+                continue
             headline, more = _arm_lines(arm, entry, base)
             headlines.append(headline)
             details += more
-    lines = headlines + [_attribution_line(att) for att in summary.get("attributions", [])]
+    regime_line = _regime_line(summary)
+    lines = ([regime_line] if regime_line else []) + headlines
+    lines += [_attribution_line(att, summary) for att in summary.get("attributions", [])]
+    lines += [_meta_task_line(arm, task) for arm, task in summary.get("meta_task", {}).items()]
     controls = summary.get("controls", {})
     for arm in controls.get("meta_without_control", []):
         lines.append(f"{arm} has no momentum control arm (meta.control: momentum) in this experiment, so its "
@@ -331,71 +478,192 @@ def loss_plot(curves: dict[str, list[dict]], roles: dict[str, str], out: Path) -
     return out
 
 
+def query_acc_plot(metrics: dict[str, dict[int, list[dict]]], tasks: dict[str, dict], out: Path) -> Path:
+    """Each meta arm's query accuracy after adaptation over steps (one line per seed) with its chance
+    level (1/N) dotted."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    palette = ("tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+    for color, (arm, task) in zip(palette * 4, tasks.items()):
+        for i, (seed, rows) in enumerate(sorted(metrics[arm].items())):
+            steps, acc = query_curve(rows)
+            ax.plot(steps, acc, color=color, alpha=0.8, linewidth=1, label=f"{arm}" if i == 0 else None)
+        if task.get("chance") is not None:
+            ax.axhline(task["chance"], color=color, linestyle=":", linewidth=1.2, label=f"{arm}: chance 1/{task['n_way']}")
+    ax.set_xlabel(LABELS["step"])
+    ax.set_ylabel("query accuracy after adaptation")
+    ax.legend(fontsize="small")
+    FigureCanvasAgg(fig).print_png(str(out))
+    return out
+
+
 # -- tables ------------------------------------------------------------------------------------------
+
+def _equal_cell(at: dict | None) -> str:
+    """A mean loss at the experiment's equal budget, with the mean LR fraction of the seeds read there
+    mid-schedule."""
+    if not at:
+        return "–"
+    cell = _loss(at.get("mean"))
+    mid = at.get("mid_schedule") or {}
+    if mid:
+        fractions = [p["lr_fraction"] for p in mid.values() if p.get("lr_fraction") is not None]
+        lr = f", LR {np.mean(fractions):.2f} of peak" if fractions else ""
+        cell += f" (mid-schedule in {len(mid)} seed{'s' * (len(mid) > 1)}{lr})"
+    return cell
+
 
 def tables(summary: dict) -> list[Table]:
     """(caption, header, rows) of every table, shared by the markdown and HTML renderings."""
     base, target = summary["baseline"], summary["target_loss"]
     arms = summary["arms"]
+    tasks = summary.get("meta_task", {})
     out: list[Table] = []
     rows = []
     for arm, e in arms.items():
         f = e["final_val_loss"]
         per_seed = ", ".join(f"{s}: {v:.4f}" for s, v in f.get("per_seed", {}).items()) or "–"
+        task = tasks.get(arm)
         rows.append([arm, e.get("role", "–"), str(f["n"]), _loss(f["mean"]), _ci(f.get("ci")), per_seed,
-                     *[_loss(e["val_loss_at_equal"].get(m, {}).get("mean")) for m in ("tokens", "flops")],
-                     _loss(e["meta_query_acc_last"]["mean"], 3)])
+                     (e.get("regime") or {}).get("label") or "–",
+                     *[_equal_cell(e["val_loss_at_equal"].get(m)) for m in ("tokens", "flops")],
+                     _loss(task["query_acc"]["mean"], 3) if task else "–"])
+    unigram = summary.get("unigram_ce")
+    regime_text = ("" if unigram is None else
+                   f" Regime: against the validation set's unigram cross-entropy {unigram:.4f} (a run ending less than "
+                   f"{UNIGRAM_MARGIN} nat below it is at the unigram stage).")
     out.append((("Final validation loss (nats/token): mean over seeds with its 95% t-interval, each seed's value, "
-                 "and the mean loss at the largest token and FLOPs budgets every run of the experiment reached."),
-                ["arm", "role", "seeds", "final (mean)", "95% CI", "final per seed", "at equal tokens",
-                 "at equal FLOPs", "meta query acc (last rows)"], rows))
+                 "the regime, and the mean loss at the largest token and FLOPs budgets every run of the experiment "
+                 "reached (a run read there before the end of its schedule is marked mid-schedule, with the mean "
+                 "LR fraction there); the meta task's query accuracy over the last quarter of training." + regime_text),
+                ["arm", "role", "seeds", "final (mean)", "95% CI", "final per seed", "regime", "at equal tokens",
+                 "at equal FLOPs", "meta query acc (last quarter)"], rows))
     if target is not None:
         rows = [[arm, str(s), *(["missed"] * len(MEASURES) if c is None else [_amount(m, c[m]) for m in MEASURES])]
                 for arm, e in arms.items() for s, c in e["cost_to_target"].items()]
         out.append(((f"Cost to reach the target validation loss {target:.4f} ({summary['target_source']}): the first "
                      "point where the linearly interpolated validation curve reaches it; 'missed' = never reached."),
                     ["arm", "seed", *[LABELS[m] for m in MEASURES]], rows))
-    rows = []
-    for arm, e in arms.items():
-        if "speedup" not in e:
-            continue
-        for m in MEASURES:
-            sp = e["speedup"][m]
-            rows.append([arm, LABELS[m], _loss(sp["mean"], 3), _ci(sp.get("ci"), 3),
-                         ", ".join(f"{s}: {v:.3f}" for s, v in sp["per_seed"].items()) or "–",
-                         "; ".join(f"{s}: {why}" for s, why in sp.get("dropped", {}).items()) or "–"])
+    rows = [row for arm, e in arms.items() if "speedup" in e for row in _speedup_rows(arm, e["speedup"])]
     if rows:
         out.append(((f"Speed-up over {base} (baseline cost / arm cost) to the target loss, for the seeds where both "
-                     "runs reached it; every other seed is listed as dropped, with why."),
+                     "runs reached it; every other seed is listed as dropped, with why (one line for an arm with no "
+                     "speed-up in any seed)."),
                     ["arm", "measure", "speed-up (mean)", "95% CI", "per seed", "seeds dropped"], rows))
     rows = []
     for arm, e in arms.items():
         if "paired_difference_at_equal_flops" in e:
             rows += _paired_rows(arm, e["paired_difference_at_equal_flops"])
     if rows:
-        out.append(((f"Paired difference at equal FLOPs: for each seed, the arm's validation loss minus {base}'s at the "
-                     "largest FLOPs budget both runs reached (curves linearly interpolated); mean and 95% t-interval "
-                     "over seeds. Negative: lower loss than the baseline."),
-                    ["arm", "seed", "FLOPs budget", "arm loss", "baseline loss", "difference", "95% CI"], rows))
+        matched = bool(summary.get("matched_baselines"))
+        out.append(((f"Paired difference at equal FLOPs: for each seed, the arm's validation loss minus {base}'s "
+                     + ("matched baseline run's (a baseline run whose schedule ends at the arm's final FLOPs) at the "
+                        "end of both runs" if matched else "at the largest FLOPs budget both runs reached")
+                     + " (curves linearly interpolated); mean and 95% t-interval over seeds. 'read at' says where a run "
+                     "is read before the end of its schedule (its step and LR fraction). Negative: lower loss than "
+                     "the baseline."),
+                    ["arm", "seed", "FLOPs budget", "arm loss", "baseline loss", "difference", "95% CI", "read at"],
+                    rows))
+    rows = _matched_rows(summary.get("matched_baselines") or {})
+    if rows:
+        out.append((("Matched baselines: per arm and seed, the baseline run whose step count makes its final FLOPs "
+                     "equal the arm's (within one baseline step), with the same schedule shape."),
+                    ["arm", "seed", "matched run", "steps", "its final FLOPs", "arm's final FLOPs", "its final loss",
+                     "arm's final loss"], rows))
     rows = []
     for att in summary.get("attributions", []):
-        rows += _paired_rows(f"{EFFECTS[att['effect']]}: {att['arm']} − {att['control']}", att)
+        rows += _attribution_rows(f"{EFFECTS[att['effect']]}: {att['arm']} − {att['control']}", att)
     if rows:
-        out.append((("Attribution with control arms (DESIGN 2.4), paired at equal FLOPs: meta-arm effect = meta arm − "
+        out.append((("Attribution with control arms (DESIGN 2.4), paired at equal optimizer steps (the runs share the "
+                     "schedule, the next-token micro-batches and the LR at every step): meta-arm effect = meta arm − "
                      "its momentum control (meta steps apply a zero gradient); replay effect = momentum control − skip "
-                     "control (meta steps do nothing)."),
-                    ["effect", "seed", "FLOPs budget", "loss", "control loss", "difference", "95% CI"], rows))
+                     "control (meta steps do nothing). Per seed the difference at the last evaluation and its mean "
+                     "over every evaluation after step 0; mean and 95% t-interval over seeds."),
+                    ["effect", "seed", "final step", "loss", "control loss", "difference (final)", "95% CI (final)",
+                     "mean over curve", "95% CI (curve)"], rows))
+    rows = [row for arm, e in arms.items() for row in _curve_rows(arm, e.get("curve_differences") or {})]
+    if rows:
+        out.append(((f"Curve-level comparison: the arm's validation loss minus {base}'s at 25/50/75/100% of the budget "
+                     "(per seed, the largest amount both runs reached) on the steps, tokens and FLOPs axes (FLOPs "
+                     "against the matched baselines when the experiment has them); mean and 95% t-interval over "
+                     "seeds."),
+                    ["arm", "axis", "against", "share of budget", "budget (mean)", "difference (mean)", "95% CI"], rows))
+    rows = [_meta_task_row(arm, task) for arm, task in tasks.items()]
+    if rows:
+        out.append((("The meta task (DESIGN 2.6): query accuracy after adaptation over the last quarter of training "
+                     "against chance (1/N), with its 95% t-interval (over seeds; over rows when one seed), the "
+                     "inner-loop gain (support loss before − after adaptation), whether the task was learned (the "
+                     "interval above chance), and the realised episode (mean over meta rows)."),
+                    ["arm", "chance", "query acc", "95% CI", "inner-loop gain", "learned", "realised episode"], rows))
     out += _evaluation_tables(arms)
     out += phase_tables(summary)
     return out
 
 
+def _speedup_rows(arm: str, speedup: dict) -> list[list[str]]:
+    """One row per measure, or one line when no seed has a speed-up on any measure."""
+    if not any(sp["per_seed"] for sp in speedup.values()):
+        dropped = next(iter(speedup.values())).get("dropped", {})
+        return [[arm, "every measure", "–", "–", "–",
+                 "no seed: " + ("; ".join(f"{s}: {why}" for s, why in dropped.items()) or "none reached the target")]]
+    return [[arm, LABELS[m], _loss(sp["mean"], 3), _ci(sp.get("ci"), 3),
+             ", ".join(f"{s}: {v:.3f}" for s, v in sp["per_seed"].items()) or "–",
+             "; ".join(f"{s}: {why}" for s, why in sp.get("dropped", {}).items()) or "–"]
+            for m, sp in speedup.items()]
+
+
+def _read_at(d: dict) -> str:
+    reads = []
+    for run in d.get("mid_schedule", []):
+        at = d[f"{run}_at"]
+        lr = "" if at.get("lr_fraction") is None else f", LR {at['lr_fraction']:.2f}"
+        reads.append(f"{run} mid-schedule: step {at['step']:.1f}{lr}")
+    return "; ".join(reads) or "end of both"
+
+
 def _paired_rows(label: str, pd: dict) -> list[list[str]]:
     rows = [[label, str(s), _amount("flops", d["budget"]), _loss(d["arm_loss"]), _loss(d["baseline_loss"]),
-             _signed(d["difference"]), "–"] for s, d in pd["per_seed"].items()]
-    rows += [[label, str(s), "dropped", why, "", "", ""] for s, why in pd.get("dropped", {}).items()]
-    rows.append([label, f"mean of {pd['n']}", "", "", "", _signed(pd["mean"]), _ci(pd.get("ci"), signed=True)])
+             _signed(d["difference"]), "–", _read_at(d)] for s, d in pd["per_seed"].items()]
+    rows += [[label, str(s), "dropped", why, "", "", "", ""] for s, why in pd.get("dropped", {}).items()]
+    rows.append([label, f"mean of {pd['n']}", "", "", "", _signed(pd["mean"]), _ci(pd.get("ci"), signed=True), ""])
     return rows
+
+
+def _attribution_rows(label: str, att: dict) -> list[list[str]]:
+    rows = [[label, str(s), str(d["final_step"]), _loss(d["arm_loss"]), _loss(d["control_loss"]),
+             _signed(d["difference"]), "–", _signed(d["curve_mean"]), "–"] for s, d in att["per_seed"].items()]
+    rows += [[label, str(s), "dropped", why, "", "", "", "", ""] for s, why in att.get("dropped", {}).items()]
+    curve = att["curve_mean"]
+    rows.append([label, f"mean of {att['n']}", "", "", "", _signed(att["mean"]), _ci(att.get("ci"), signed=True),
+                 _signed(curve["mean"]), _ci(curve.get("ci"), signed=True)])
+    return rows
+
+
+def _matched_rows(matched: dict) -> list[list[str]]:
+    return [[arm, s, Path(m["run"]).parent.name, str(m["steps"]), _amount("flops", m["final_flops"]),
+             _amount("flops", m["arm_final_flops"]), _loss(m["final_val_loss"]), _loss(m["arm_final_val_loss"])]
+            for arm, seeds in matched.items() for s, m in seeds.items()]
+
+
+def _curve_rows(arm: str, curves: dict) -> list[list[str]]:
+    rows = []
+    for measure, cd in curves.items():
+        for point in cd["points"]:
+            budgets = [d["budget"] for d in point["per_seed"].values()]
+            rows.append([arm, LABELS[measure], cd.get("against", "–"), f"{point['fraction']:.0%}",
+                         _amount(measure, float(np.mean(budgets))) if budgets else "–", _signed(point["mean"]),
+                         _ci(point.get("ci"), signed=True)])
+    return rows
+
+
+def _meta_task_row(arm: str, task: dict) -> list[str]:
+    acc, gain = task["query_acc"], task["inner_loop_gain"]
+    ep = task.get("realised_episode")
+    return [arm, _loss(task["chance"]), _loss(acc["mean"]), _ci(acc.get("ci")), _signed(gain["mean"]),
+            "yes" if task["learned"] else "no", _realised_text(ep) if ep else "not recorded"]
 
 
 def _evaluation_tables(arms: dict) -> list[Table]:
@@ -519,12 +787,15 @@ _STYLE = (
 )
 
 
-def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str, target: float | None) -> Path:
+def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str, target: float | None,
+                 matched: dict[str, dict[int, Path]] | None = None) -> Path:
+    """The report of `runs` (arm → seed → run directory) against `baseline`; `matched`: arm → seed →
+    its matched baseline run (`experiment.matched`), against which equal FLOPs are paired."""
     out_dir = Path(out_dir)
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     metrics = read_metrics(runs)
-    summary = summarise(runs, metrics, baseline, target)
+    summary = summarise(runs, metrics, baseline, target, matched)
     for run, problems in summary["metrics_problems"].items():
         log.warning("%s: %s", run, "; ".join(problems))
     curves = {a: [val_curve(rows) for rows in seeds.values()] for a, seeds in metrics.items()}
@@ -534,6 +805,9 @@ def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str,
                 headline_plot(curves, roles, summary["target_loss"], plots / "val_loss_vs_flops.png"))
     figures = [(("Validation loss against optimizer steps, training tokens and training seconds (mean over seeds; "
                  "band: min–max)."), loss_plot(curves, roles, plots / "loss.png"))]
+    if summary["meta_task"]:
+        figures.append((("Query accuracy after adaptation over optimizer steps (each meta arm, one line per seed); "
+                         "dotted: chance (1/N)."), query_acc_plot(metrics, summary["meta_task"], plots / "query_acc.png")))
     from ..dynamics.posthoc import compare_runs
 
     base_dir = next(iter(runs[baseline].values()))
