@@ -315,10 +315,11 @@ def _attribution_line(att: dict, summary: dict) -> str:
         return _not_learning_line(what, stalled, summary["unigram_ce"])
     mean, ci = att["mean"], att.get("ci")
     task = summary.get("meta_task", {}).get(att["arm"]) if meta else None
+    cause = "meta-learning" if meta else "AdamW momentum replay on meta steps"
     if not ci:
-        reading = "one seed, no interval: too few seeds to credit any effect"
+        reading = f"one seed, no interval: too few seeds to credit any effect to {cause}"
     elif ci[0] <= 0 <= ci[1]:
-        reading = "not distinguishable from zero: no effect is credited"
+        reading = f"not distinguishable from zero: no effect can be credited to {cause}"
     elif meta and not (task or {}).get("learned"):
         reading = (f"a {'lower' if mean < 0 else 'higher'} validation loss associated with the meta arm's meta work; "
                    "the meta task was not learned (query accuracy not above chance by its interval), so it is not "
