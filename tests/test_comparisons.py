@@ -194,3 +194,20 @@ def test_regime_in_the_verdict_only_not_yet_learning(tmp_path, monkeypatch):
     assert not any(w in v for v in head for w in ("higher than", "lower than", "raises", "lowers"))
     md = (tmp_path / "report.md").read_text()
     assert "| vanilla | baseline | 3 |" in md and "unigram stage" in md and "unigram cross-entropy 6.8000" in md
+
+
+def test_report_states_the_realised_episode(tmp_path):
+    meta = {"enabled": True, "layout": "dense", "n_way": 32, "k_shot": 4, "q_query": 1}
+    ep = {"episode_classes": 32, "episode_support_min": 0, "episode_support_median": 1}
+    rows = [{"step": 16, "query_acc": 0.03, **ep, "episode_query_items": 8},
+            {"step": 18, "query_acc": 0.04, **ep, "episode_query_items": 6}]
+    runs = {"vanilla": {0: make_run(tmp_path, "vanilla", 0, [6.0, 5.0, 4.0])},
+            "paper": {0: make_run(tmp_path, "paper", 0, [6.0, 5.5, 4.5], meta=meta, rows=rows)}}
+    write_report(tmp_path, runs, "vanilla", None)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    task = summary["meta_task"]["paper"]
+    assert task["realised_episode"] == {"classes": 32, "support_min": 0, "support_median": 1, "query_items": 7, "rows": 2}
+    assert task["chance"] == pytest.approx(1 / 32) and task["over"] == "rows"
+    text = ("Realised episodes (mean over 2 meta rows): 32.0-way, 1.0-shot (support items per class: median 1.0, "
+            "min 0.0), 7.0 query items; configured 32-way, up to 4 support and 1 query positions per row.")
+    assert any(text in v for v in summary["verdict"]) and text in (tmp_path / "report.md").read_text()

@@ -24,12 +24,13 @@ def _last_rows(rows: list[dict], total_steps: int | None) -> list[dict]:
 
 
 def meta_task(rows_by_seed: Mapping[int, list[dict]], n_way: int, total_steps: int | None = None,
-              level: float = 0.95) -> dict:
+              level: float = 0.95, settings: Mapping | None = None) -> dict:
     """`chance` = 1/`n_way`; `query_acc`: the mean query accuracy over the rows of the last quarter
     of training, with a Student-t interval over seeds (each seed's mean) — over the rows themselves
     when only one seed has such rows (`over` says which); `inner_loop_gain`: support loss before −
     after adaptation over the same rows, likewise; `learned`: the interval's lower bound is above
-    chance (never with no interval)."""
+    chance (never with no interval); `configured`: the episode the arm's `meta` `settings` ask for,
+    next to `realised_episode`, the one its rows record."""
     last = {s: r for s, rows in rows_by_seed.items() if (r := _last_rows(rows, total_steps))}
     chance = 1.0 / n_way if n_way else None
     gains = {s: [x["support_loss_before"] - x["support_loss_after"] for x in r
@@ -47,7 +48,8 @@ def meta_task(rows_by_seed: Mapping[int, list[dict]], n_way: int, total_steps: i
     learned = bool(chance is not None and acc.get("ci") and acc["ci"][0] > chance)
     return {"n_way": n_way, "chance": chance, "window": f"last {LAST_SHARE:.0%} of training", "over": over,
             "rows": sum(len(r) for r in last.values()), "query_acc": acc, "inner_loop_gain": gain,
-            "learned": learned, "realised_episode": realised_episode(rows_by_seed)}
+            "learned": learned, "configured": {k: (settings or {}).get(k) for k in ("layout", "n_way", "k_shot", "q_query")},
+            "realised_episode": realised_episode(rows_by_seed)}
 
 
 def realised_episode(rows_by_seed: Mapping[int, list[dict]]) -> dict | None:

@@ -147,7 +147,8 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
         entry["evaluations"] = _evaluations(seeds)
         summary["arms"][arm] = entry
     summary["meta_task"] = {arm: meta_task(metrics[arm], int(_meta_settings(arm_config[arm]).get("n_way") or 0),
-                                           (_train(arm_config[arm]) or {}).get("steps"))
+                                           (_train(arm_config[arm]) or {}).get("steps"),
+                                           settings=_meta_settings(arm_config[arm]))
                             for arm in runs if is_meta_arm(arm_config[arm])}
     pairs = pair_controls(arm_config)
     summary["attributions"] = [
@@ -460,7 +461,7 @@ def _meta_task_row(arm: str, task: dict) -> list[str]:
     acc, gain = task["query_acc"], task["inner_loop_gain"]
     ep = task.get("realised_episode")
     return [arm, _loss(task["chance"]), _loss(acc["mean"]), _ci(acc.get("ci")), _signed(gain["mean"]),
-            "yes" if task["learned"] else "no", _realised_text(ep) if ep else "not recorded"]
+            "yes" if task["learned"] else "no", _realised_text(ep, task.get("configured")) if ep else "not recorded"]
 
 
 def _evaluation_tables(arms: dict) -> list[Table]:

@@ -107,6 +107,8 @@ def _meta_task_line(arm: str, task: dict) -> str:
     if not acc["n"]:
         return f"Meta task of {arm}: no query accuracy was logged in the {task['window']}."
     over = f"over {acc['n']} seeds" if task["over"] == "seeds" else f"over {acc['n']} rows of one seed"
+    if task["chance"] is None:
+        return f"Meta task of {arm}: query accuracy {acc['mean']:.4f} ({over}); its N is unknown, so no chance level."
     state = ("learned: query accuracy above chance by its interval" if task["learned"]
              else "not learned: query accuracy not above chance by its interval")
     line = (f"Meta task of {arm} ({task['n_way']}-way, chance {task['chance']:.4f}): query accuracy after adaptation "
@@ -114,17 +116,25 @@ def _meta_task_line(arm: str, task: dict) -> str:
     if gain["n"]:
         line += f" The inner loop lowers the support loss by {gain['mean']:.4f} nats ({_interval(gain)})."
     if ep := task.get("realised_episode"):
-        line += " " + _realised_text(ep)
+        line += " " + _realised_text(ep, task.get("configured"))
     return line
 
 
-def _realised_text(ep: dict) -> str:
-    parts = [f"{ep['classes']:.1f} classes"] if "classes" in ep else []
+def _realised_text(ep: dict, configured: dict | None = None) -> str:
+    """The realised N-way K-shot (means over the meta rows), next to the configured one."""
+    parts = [f"{ep['classes']:.1f}-way"] if "classes" in ep else []
     if "support_min" in ep and "support_median" in ep:
-        parts.append(f"support items per class min {ep['support_min']:.1f}, median {ep['support_median']:.1f}")
+        parts.append(f"{ep['support_median']:.1f}-shot (support items per class: median {ep['support_median']:.1f}, "
+                     f"min {ep['support_min']:.1f})")
     if "query_items" in ep:
         parts.append(f"{ep['query_items']:.1f} query items")
-    return f"Realised episodes (mean over {ep['rows']} meta rows): " + ", ".join(parts) + "."
+    text = f"Realised episodes (mean over {ep['rows']} meta rows): " + ", ".join(parts)
+    c = configured or {}
+    if c.get("n_way") and c.get("layout") == "dense":  # K and Q are caps per row (DESIGN 2.3)
+        text += f"; configured {c['n_way']}-way, up to {c.get('k_shot')} support and {c.get('q_query')} query positions per row"
+    elif c.get("n_way"):
+        text += f"; configured {c['n_way']}-way {c.get('k_shot')}-shot, {c.get('q_query')} queries per class"
+    return text + "."
 
 
 def _regime_line(summary: dict) -> str | None:
