@@ -275,8 +275,12 @@ def test_four_arm_microbatch_experiment_with_matched_baselines(tmp_path):
         curves["meta", 0]["val_loss"][2] - curves["vanilla", 0]["val_loss"][2])  # step 4 is an evaluation
     md = (exp / "report.md").read_text()
     assert "Matched baselines" in md and "query_acc.png" in md and "paired at equal optimizer steps" in md
-    # the standalone report over the experiment directory finds the matched runs again
+    # re-running reuses every run, matched ones included; the standalone report finds them again
     before = {k: summary[k] for k in ("matched_baselines", "attributions", "unigram_ce", "meta_task")}
+    stamps = {p: p.stat().st_mtime_ns for p in exp.glob("*/seed-*/metrics.jsonl")}
+    assert main(["experiment", str(path)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in exp.glob("*/seed-*/metrics.jsonl")} == stamps
+    assert {k: json.loads((exp / "summary.json").read_text())[k] for k in before} == before
     assert main(["report", str(exp)]) == 0
     after = json.loads((exp / "summary.json").read_text())
     assert {k: after[k] for k in before} == before

@@ -144,6 +144,10 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
                 m: {**curve_differences(against if (m == "flops" and against) else curves[baseline], curves[arm], m),
                     "against": "matched baseline" if (m == "flops" and against) else baseline}
                 for m in ("step", "tokens", "flops")}
+            if not against:
+                entry["curve_differences"]["flops"]["note"] = (
+                    "no matched baseline: at equal FLOPs the run with more FLOPs is read earlier in its schedule "
+                    "(at a higher LR) than the other; see paired_difference_at_equal_flops for where")
         entry["evaluations"] = _evaluations(seeds)
         summary["arms"][arm] = entry
     summary["meta_task"] = {arm: meta_task(metrics[arm], int(_meta_settings(arm_config[arm]).get("n_way") or 0),
@@ -384,10 +388,12 @@ def tables(summary: dict) -> list[Table]:
                      "mean over curve", "95% CI (curve)"], rows))
     rows = [row for arm, e in arms.items() for row in _curve_rows(arm, e.get("curve_differences") or {})]
     if rows:
+        flops = ("FLOPs against the matched baselines" if summary.get("matched_baselines") else
+                 "without matched baselines, on the FLOPs axis the run with more FLOPs is read earlier in its "
+                 "schedule than the other: where, in the equal-FLOPs table")
         out.append(((f"Curve-level comparison: the arm's validation loss minus {base}'s at 25/50/75/100% of the budget "
-                     "(per seed, the largest amount both runs reached) on the steps, tokens and FLOPs axes (FLOPs "
-                     "against the matched baselines when the experiment has them); mean and 95% t-interval over "
-                     "seeds."),
+                     f"(per seed, the largest amount both runs reached) on the steps, tokens and FLOPs axes ({flops}); "
+                     "mean and 95% t-interval over seeds."),
                     ["arm", "axis", "against", "share of budget", "budget (mean)", "difference (mean)", "95% CI"], rows))
     rows = [_meta_task_row(arm, task) for arm, task in tasks.items()]
     if rows:
