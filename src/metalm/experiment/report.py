@@ -120,34 +120,18 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
     budgets = {m: min((c[m][-1] for cs in curves.values() for c in cs.values() if c[m]), default=None)
                for m in ("tokens", "flops")}
     for arm, seeds in runs.items():
-        trains = {s: _train(c) for s, c in configs[arm].items()}
         entry = {"role": _role(arm, baseline, arm_config[arm]), "control": control_kind(arm_config[arm]),
                  "runs": {str(s): str(d) for s, d in seeds.items()},
                  "final_val_loss": {**mean_ci(list(finals[arm].values())), "per_seed": finals[arm]},
                  "regime": regime(finals[arm], unigram[arm]),
                  "cost_to_target": {str(s): c for s, c in costs[arm].items()},
                  "missed_target": missed_target(costs[arm]) if target is not None else [],
-                 "val_loss_at_equal": {m: _at_equal(curves[arm], trains, m, b) for m, b in budgets.items() if b is not None}}
+                 "val_loss_at_equal": {m: _at_equal(curves[arm], {s: _train(c) for s, c in configs[arm].items()}, m, b)
+                                       for m, b in budgets.items() if b is not None}}
         if arm != baseline:
             entry["speedup"] = speedups(costs[baseline], costs[arm])
-            base_trains = {s: _train(c) for s, c in configs[baseline].items()}
-            against = matched_curves.get(arm)
-            if against:
-                pd = paired_difference(against, curves[arm])
-                pd["against"] = "matched baseline"
-            else:
-                pd = paired_difference(curves[baseline], curves[arm],
-                                       train=(next(iter(base_trains.values()), None), next(iter(trains.values()), None)))
-                pd["against"] = baseline
-            entry["paired_difference_at_equal_flops"] = pd
-            entry["curve_differences"] = {
-                m: {**curve_differences(against if (m == "flops" and against) else curves[baseline], curves[arm], m),
-                    "against": "matched baseline" if (m == "flops" and against) else baseline}
-                for m in ("step", "tokens", "flops")}
-            if not against:
-                entry["curve_differences"]["flops"]["note"] = (
-                    "no matched baseline: at equal FLOPs the run with more FLOPs is read earlier in its schedule "
-                    "(at a higher LR) than the other; see paired_difference_at_equal_flops for where")
+            entry.update(_against_baseline(curves[baseline], curves[arm], matched_curves.get(arm), baseline,
+                                           (_train(arm_config[baseline]), _train(arm_config[arm]))))
         entry["evaluations"] = _evaluations(seeds)
         summary["arms"][arm] = entry
     summary["meta_task"] = {arm: meta_task(metrics[arm], int(_meta_settings(arm_config[arm]).get("n_way") or 0),
@@ -165,6 +149,23 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
     summary["versions"] = _versions()
     summary["configs"] = configs
     return summary
+
+
+def _against_baseline(base: dict[int, dict], arm: dict[int, dict], matched: dict[int, dict] | None, baseline: str,
+                      train: tuple[dict | None, dict | None]) -> dict:
+    """An arm's paired difference at equal FLOPs — against its matched baseline runs when it has
+    them, else against the baseline at the largest budget both reached, saying where a run is read
+    mid-schedule (`train`: the baseline's and the arm's settings, for the LR fraction) — and its
+    curve-level differences on the steps, tokens and FLOPs axes (FLOPs: against the same runs)."""
+    against = "matched baseline" if matched else baseline
+    pd = paired_difference(matched, arm) if matched else paired_difference(base, arm, train=train)
+    curves = {m: {**curve_differences(matched if (m == "flops" and matched) else base, arm, m),
+                  "against": against if m == "flops" else baseline} for m in ("step", "tokens", "flops")}
+    if not matched:
+        curves["flops"]["note"] = ("no matched baseline: at equal FLOPs the run with more FLOPs is read earlier in "
+                                   "its schedule (at a higher LR) than the other; paired_difference_at_equal_flops "
+                                   "says where")
+    return {"paired_difference_at_equal_flops": {**pd, "against": against}, "curve_differences": curves}
 
 
 def _at_equal(curves: dict[int, dict], trains: dict[int, dict | None], measure: str, budget: float) -> dict:
