@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,6 +181,8 @@ def test_html_report_opens_in_chromium_without_missing_images(experiment, tmp_pa
     (b"\xff\xfe", "not UTF-8 text"),
     (b"- 1", "an experiment must be a mapping"),
     (b"seeds: [0]\n", "'arms' must map at least one arm"),
+    (b"arms: {a: {}}\nbaseline: a\nmatched_baselines: 3\n", "matched_baselines: true or false"),
+    (b"arms: {a: {}, b@c: {}}\nbaseline: a\nmatched_baselines: true\n", "arm names may not contain '@' (b@c)"),
 ])
 def test_bad_experiment_files_exit_2_with_one_line(tmp_path, capsys, content, message):
     path = tmp_path / "exp.yaml"
@@ -186,3 +190,97 @@ def test_bad_experiment_files_exit_2_with_one_line(tmp_path, capsys, content, me
     assert main(["experiment", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def _unigram_by_hand(cache: str, vocab: int) -> float:
+    """The unigram cross-entropy with plain Python counting over the cached token files."""
+    from collections import Counter
+
+    from metalm.data.token_writer import token_paths
+
+    info = json.loads((Path(cache) / "info.json").read_text())
+    read = {name: np.fromfile(token_paths(Path(cache), name)[0], dtype=info["dtype"]).tolist()
+            for name in ("train", "validation")}
+    counts = Counter(read["train"])
+    size = max(vocab, max(read["train"]) + 1, max(read["validation"]) + 1)
+    n = len(read["train"])
+    return -sum(math.log((counts[t] + 1) / (n + size)) for t in read["validation"]) / len(read["validation"])
+
+
+@pytest.mark.slow
+def test_four_arm_microbatch_experiment_with_matched_baselines(tmp_path):
+    """vanilla, a dense token-SMLMT `microbatch` meta arm, its momentum and skip controls; 2 seeds;
+    matched baselines — every new summary number recomputed from the run directories."""
+    meta = {"enabled": True, "task": "smlmt", "smlmt_variant": "token", "layout": "dense", "n_way": 4, "k_shot": 2,
+            "q_query": 1, "episodes_per_step": 1, "inner_steps": 2, "head_init": "learned", "schedule": "microbatch",
+            "hybrid": 0.5}
+    spec = {"run": {"dir": str(tmp_path / "exp"), "progress": False}, "model": {"preset": "nano"},
+            "data": {"train": "demo", "vocab_size": 512},
+            "train": {"steps": 8, "batch_size": 8, "grad_accum": 2, "seq_len": 64, "lr": 0.003, "warmup_steps": 2,
+                      "schedule": "linear", "eval_every": 2, "eval_batches": 2, "save_every": 4, "log_every": 1},
+            "dynamics": {"every": 4},
+            "arms": {"vanilla": {}, "meta": {"meta": meta}, "meta-momentum": {"meta": {**meta, "control": "momentum"}},
+                     "meta-skip": {"meta": {**meta, "control": "skip"}}},
+            "seeds": [0, 1], "matched_baselines": True}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["experiment", str(path)]) == 0
+    exp = tmp_path / "exp"
+    summary = json.loads((exp / "summary.json").read_text())
+    rows = {(a, s): read_jsonl(exp / a / f"seed-{s}" / "metrics.jsonl") for a in spec["arms"] for s in (0, 1)}
+    curves = {k: val_curve(r) for k, r in rows.items()}
+    # attribution at equal steps: the final evaluation's difference per seed, by hand
+    atts = {a["effect"]: a for a in summary["attributions"]}
+    assert {a["axis"] for a in atts.values()} == {"steps"}
+    for effect, arm, control in (("meta-arm", "meta", "meta-momentum"), ("replay", "meta-momentum", "meta-skip")):
+        assert (atts[effect]["arm"], atts[effect]["control"]) == (arm, control)
+        for s in (0, 1):
+            assert atts[effect]["per_seed"][str(s)]["final_step"] == 8
+            assert atts[effect]["per_seed"][str(s)]["difference"] == pytest.approx(
+                curves[arm, s]["val_loss"][-1] - curves[control, s]["val_loss"][-1])
+    # matched baselines: the step count from the FLOPs, the schedule shape, the final FLOPs within a step
+    per_step = rows["vanilla", 0][-1]["flops"] / 8
+    for arm in ("meta", "meta-momentum", "meta-skip"):
+        for s in (0, 1):
+            m = summary["matched_baselines"][arm][str(s)]
+            arm_flops = rows[arm, s][-1]["flops"]
+            steps = round(arm_flops / per_step)
+            assert m["arm_final_flops"] == arm_flops and m["steps"] == steps
+            assert abs(m["final_flops"] - arm_flops) <= per_step / 2
+            if steps != 8:
+                assert m["run"] == str(exp / f"vanilla@{arm}" / f"seed-{s}")
+                train = yaml.safe_load((Path(m["run"]) / "config.yaml").read_text())["train"]
+                assert train["steps"] == steps and train["warmup_steps"] == round(2 * steps / 8)
+                assert read_jsonl(Path(m["run"]) / "metrics.jsonl")[-1]["flops"] == m["final_flops"]
+    assert summary["arms"]["meta-skip"]["paired_difference_at_equal_flops"]["against"] == "matched baseline"
+    # the regime: unigram cross-entropy from the run's token cache, counted by hand
+    data = json.loads((exp / "vanilla" / "seed-0" / "data.json").read_text())
+    unigram = _unigram_by_hand(data["cache"], data["vocab_size"])
+    assert summary["unigram_ce"] == pytest.approx(unigram, rel=1e-9)
+    for arm in spec["arms"]:
+        finals = [curves[arm, s]["val_loss"][-1] for s in (0, 1)]
+        stage = any(unigram - f < 0.5 for f in finals)
+        assert summary["arms"][arm]["regime"]["label"] == ("unigram stage" if stage else "learning")
+    # the meta task of the meta arm (and only of it)
+    assert list(summary["meta_task"]) == ["meta"]
+    task = summary["meta_task"]["meta"]
+    last = {s: [r["query_acc"] for r in rows["meta", s] if r.get("query_acc") is not None and r["step"] > 6]
+            for s in (0, 1)}
+    assert task["chance"] == 0.25 and task["query_acc"]["mean"] == pytest.approx(np.mean([np.mean(v) for v in last.values()]))
+    assert task["learned"] == (task["query_acc"]["ci"][0] > 0.25)
+    # curve level at 25..100% of the steps budget
+    step_points = summary["arms"]["meta"]["curve_differences"]["step"]["points"]
+    assert [p["fraction"] for p in step_points] == [0.25, 0.5, 0.75, 1.0]
+    assert step_points[1]["per_seed"]["0"]["difference"] == pytest.approx(
+        curves["meta", 0]["val_loss"][2] - curves["vanilla", 0]["val_loss"][2])  # step 4 is an evaluation
+    md = (exp / "report.md").read_text()
+    assert "Matched baselines" in md and "query_acc.png" in md and "paired at equal optimizer steps" in md
+    # re-running reuses every run, matched ones included; the standalone report finds them again
+    before = {k: summary[k] for k in ("matched_baselines", "attributions", "unigram_ce", "meta_task")}
+    stamps = {p: p.stat().st_mtime_ns for p in exp.glob("*/seed-*/metrics.jsonl")}
+    assert main(["experiment", str(path)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in exp.glob("*/seed-*/metrics.jsonl")} == stamps
+    assert {k: json.loads((exp / "summary.json").read_text())[k] for k in before} == before
+    assert main(["report", str(exp)]) == 0
+    after = json.loads((exp / "summary.json").read_text())
+    assert {k: after[k] for k in before} == before

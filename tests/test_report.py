@@ -1,5 +1,6 @@
 """The experiment report on synthetic run directories (no training): the default target, misses,
-paired differences at equal FLOPs, control-arm attributions, fixed-decimal formatting, the layout."""
+paired differences at equal FLOPs (mid-schedule reads, matched baselines), control-arm attributions at
+equal steps, the regime, the meta-task gate, the curve-level comparison, formatting and the layout."""
 
 from __future__ import annotations
 
@@ -30,13 +31,15 @@ def curve(losses, flops_per_eval=100.0):
             "time": [float(s) for s in steps], "val_loss": [float(v) for v in losses]}
 
 
-def make_run(root, arm, seed, losses, flops_per_eval=100.0, meta=None, phases=None):
+def make_run(root, arm, seed, losses, flops_per_eval=100.0, meta=None, phases=None, rows=(), train=None):
+    """A run directory with a validation curve (`curve`) and any further metrics `rows`."""
     run = RunDir(root / arm / f"seed-{seed}")
     run.path.mkdir(parents=True)
     run.write_config({"run": {"name": arm, "dir": str(run.path), "seed": seed}, "model": {"preset": "nano"},
-                      "meta": meta or {"enabled": False}})
+                      "meta": meta or {"enabled": False}, **({"train": train} if train else {})})
     c = curve(losses, flops_per_eval)
-    append_jsonl(run.metrics_path, [{k: c[k][i] for k in c} for i in range(len(losses))])
+    append_jsonl(run.metrics_path, sorted([{k: c[k][i] for k in c} for i in range(len(losses))] + list(rows),
+                                          key=lambda r: r["step"]))
     if phases is not None:
         run.write_phases(phases)
     return run.path
@@ -168,36 +171,79 @@ def test_losses_print_with_fixed_decimals(tmp_path):
     assert not re.search(r"\| 6 \|", md) and not re.search(r"\b6\.5 ", md)
 
 
-def test_control_arm_attribution(tmp_path):
-    meta = {"enabled": True, "hybrid": 0.5}
+def query_rows(accs, n_steps=20, gain=0.1):
+    """Meta rows with `query_acc` at the last steps of a `n_steps`-step run (the last quarter)."""
+    return [{"step": n_steps - len(accs) + 1 + i, "query_acc": a, "support_loss_before": 1.4,
+             "support_loss_after": 1.4 - gain} for i, a in enumerate(accs)]
+
+
+@pytest.mark.parametrize("learned", [True, False])
+def test_control_arm_attribution_at_equal_steps(tmp_path, learned):
+    meta = {"enabled": True, "hybrid": 0.5, "n_way": 4}
+    # the controls execute half the FLOPs per step: at equal FLOPs the meta arm would be read at step 10
+    # (4.8) against the controls' final losses; at equal steps each evaluation is compared with its own
+    losses = {"meta": lambda f: [6.0, 4.8, f], "momentum": lambda f: [6.0, 5.1, f], "skip": lambda f: [6.0, 5.2, f]}
     finals = {"meta": (3.0, 3.1, 3.2), "momentum": (3.5, 3.4, 3.6), "skip": (3.6, 3.6, 3.6)}
+    accs = {0: [0.6, 0.7], 1: [0.65, 0.65], 2: [0.7, 0.6]} if learned else {0: [0.25, 0.2], 1: [0.3, 0.25], 2: [0.2, 0.3]}
     runs = {"vanilla": {s: make_run(tmp_path, "vanilla", s, [6.0, 5.0, 3.8]) for s in range(3)}}
     for arm, control in (("meta", None), ("momentum", "momentum"), ("skip", "skip")):
         settings = meta if control is None else {**meta, "control": control}
-        runs[arm] = {s: make_run(tmp_path, arm, s, [6.0, 5.0, finals[arm][s]], meta=settings) for s in range(3)}
+        runs[arm] = {s: make_run(tmp_path, arm, s, losses[arm](finals[arm][s]), 100.0 if control is None else 50.0,
+                                 meta=settings, rows=query_rows(accs[s]) if control is None else ())
+                     for s in range(3)}
     write_report(tmp_path, runs, "vanilla", None)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["arms"]["momentum"]["control"] == "momentum" and summary["arms"]["meta"]["role"] == "meta"
     atts = {a["effect"]: a for a in summary["attributions"]}
+    assert all(a["axis"] == "steps" for a in atts.values())
     assert (atts["meta-arm"]["arm"], atts["meta-arm"]["control"]) == ("meta", "momentum")
     assert (atts["replay"]["arm"], atts["replay"]["control"]) == ("momentum", "skip")
-    meta_diffs = [3.0 - 3.5, 3.1 - 3.4, 3.2 - 3.6]  # -0.5, -0.3, -0.4: mean -0.4, sd 0.1
+    meta_diffs = [3.0 - 3.5, 3.1 - 3.4, 3.2 - 3.6]  # at step 20: -0.5, -0.3, -0.4: mean -0.4, sd 0.1
     assert [atts["meta-arm"]["per_seed"][s]["difference"] for s in "012"] == pytest.approx(meta_diffs)
+    assert all(atts["meta-arm"]["per_seed"][s]["steps"] == [10, 20] for s in "012")  # step 0 left out
     half = T_975_2 * 0.1 / math.sqrt(3)
-    assert atts["meta-arm"]["ci"] == pytest.approx([-0.4 - half, -0.4 + half])
+    assert atts["meta-arm"]["final"]["ci"] == pytest.approx([-0.4 - half, -0.4 + half])
+    assert atts["meta-arm"]["ci"] == atts["meta-arm"]["final"]["ci"]
+    # over the curve: per seed the mean of the differences at steps 10 (4.8 − 5.1) and 20
+    curve_means = [(-0.3 + d) / 2 for d in meta_diffs]  # -0.4, -0.3, -0.35: mean -0.35, sd 0.05
+    assert [atts["meta-arm"]["per_seed"][s]["curve_mean"] for s in "012"] == pytest.approx(curve_means)
+    assert atts["meta-arm"]["curve_mean"]["mean"] == pytest.approx(-0.35)
+    assert atts["meta-arm"]["curve_mean"]["ci"] == pytest.approx([-0.35 - T_975_2 * 0.05 / math.sqrt(3),
+                                                                  -0.35 + T_975_2 * 0.05 / math.sqrt(3)])
     replay_diffs = [-0.1, -0.2, 0.0]  # mean -0.1, interval spans zero
     assert atts["replay"]["mean"] == pytest.approx(sum(replay_diffs) / 3) and atts["replay"]["ci"][1] > 0
+    # the meta task: query accuracy over the last quarter against chance 1/4
+    task = summary["meta_task"]["meta"]
+    seed_means = [sum(a) / 2 for a in accs.values()]
+    mean = sum(seed_means) / 3
+    sd = math.sqrt(sum((m - mean) ** 2 for m in seed_means) / 2)
+    assert task["chance"] == 0.25 and task["over"] == "seeds" and task["rows"] == 6
+    assert task["query_acc"]["mean"] == pytest.approx(mean)
+    assert task["query_acc"]["ci"] == pytest.approx([mean - T_975_2 * sd / math.sqrt(3), mean + T_975_2 * sd / math.sqrt(3)])
+    assert task["inner_loop_gain"]["mean"] == pytest.approx(0.1) and task["learned"] is learned
+    assert task["realised_episode"] is None  # these rows do not record it
     verdict = "\n".join(summary["verdict"])
-    assert (f"Meta-arm effect (meta − its momentum control momentum), paired at equal FLOPs over seeds 0, 1, 2: "
-            f"-0.4000 nats/token (95% CI [{-0.4 - half:+.4f}, {-0.4 + half:+.4f}]) — meta-learning lowers the "
-            "validation loss beyond what momentum replay alone gives.") in verdict
-    assert ("Replay effect (momentum control momentum − skip control skip), paired at equal FLOPs over seeds 0, 1, 2: "
-            "-0.1000 nats/token") in verdict
+    lead = (f"Meta-arm effect (meta − its momentum control momentum), paired at equal optimizer steps over seeds 0, 1, 2: "
+            f"-0.4000 nats/token at the final evaluation (95% CI [{-0.4 - half:+.4f}, {-0.4 + half:+.4f}]), -0.3500 "
+            "averaged over the curve (95% CI [")
+    assert lead in verdict
+    if learned:
+        assert "meta-learning lowers the validation loss beyond what momentum replay alone gives" in verdict
+        assert "— learned: query accuracy above chance by its interval" in verdict
+    else:
+        line = next(v for v in summary["verdict"] if v.startswith("Meta-arm effect"))
+        assert "associated with" in line and "not credited to meta-learning" in line
+        assert not re.search(r"\b(raises|lowers|improves|hurts)\b", line)
+        assert "— not learned: query accuracy not above chance by its interval" in verdict
+    assert ("Replay effect (momentum control momentum − skip control skip), paired at equal optimizer steps over seeds "
+            "0, 1, 2: -0.1000 nats/token") in verdict
     assert "not distinguishable from zero: no effect can be credited to AdamW momentum replay" in verdict
     assert "cannot be credited to meta-learning" not in verdict  # its control is there
     assert not any(v.startswith(("momentum reached", "skip reached")) for v in summary["verdict"])
     md = (tmp_path / "report.md").read_text()
-    assert "| Meta-arm effect: meta − momentum | mean of 3 |" in md
+    assert "| Meta-arm effect: meta − momentum | mean of 3 |" in md and "paired at equal optimizer steps" in md
+    assert f"| meta | 0.2500 | {mean:.4f} |" in md
+    assert "query_acc.png" in md  # the figure of query accuracy with the chance line
 
 
 def test_report_layout_headline_figure_tables_and_phases(tmp_path):

@@ -1,6 +1,7 @@
 """Comparing runs (DESIGN 2.6): cost to reach a target validation loss, speed-ups with confidence
-intervals over seeds, paired differences at equal FLOPs, and the control arms that attribute an
-effect (DESIGN 2.4).
+intervals over seeds, paired differences at equal FLOPs (saying where a run is read mid-schedule),
+paired differences at equal optimizer steps (how control arms attribute an effect, DESIGN 2.4) and
+at 25/50/75/100% of the budget.
 
 Only the next-token validation loss on the fixed held-out batches is compared — never a training
 loss that mixes meta and next-token terms.
@@ -11,13 +12,16 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 
 import numpy as np
 from scipy import stats
 
 from ..run_dir import flatten
+from ..schedule import lr_at
 
 MEASURES = ("step", "tokens", "flops", "time")
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # of the budget, for the curve-level comparison
 
 
 def val_curve(rows: Sequence[dict]) -> dict[str, list[float]]:
@@ -96,29 +100,95 @@ def speedups(baseline: dict[int, dict | None], arm: dict[int, dict | None]) -> d
     return out
 
 
+def schedule_point(curve: dict[str, list[float]], measure: str, budget: float, train: Mapping | None) -> dict:
+    """Where a run is read at `budget` of `measure`: the (interpolated) optimizer step, whether that is
+    mid-schedule (more than one step before the run's last step) and the LR fraction there (the
+    learning rate of that step / the peak `train.lr`; None without the run's `train` settings)."""
+    step = float(np.interp(budget, curve[measure], curve["step"]))
+    last = curve["step"][-1]
+    point = {"step": step, "mid_schedule": step < last - 1, "lr_fraction": None}
+    if train and train.get("lr"):
+        settings = SimpleNamespace(**{k: train.get(k, d) for k, d in (("lr", 0.0), ("warmup_steps", 0), ("steps", last),
+                                                                       ("schedule", "cosine"), ("min_lr_ratio", 0.0))})
+        point["lr_fraction"] = lr_at(min(int(step), max(0, int(settings.steps) - 1)), settings) / settings.lr
+    return point
+
+
 def paired_difference(baseline: Mapping[int, dict], arm: Mapping[int, dict], measure: str = "flops",
-                      level: float = 0.95) -> dict:
+                      level: float = 0.95, train: tuple[Mapping | None, Mapping | None] = (None, None)) -> dict:
     """Per seed: arm loss − baseline loss at the largest `measure` budget both runs of that seed
     reached (validation curves linearly interpolated), with the mean and a Student-t interval over
-    seeds (none from one seed). Seeds without a common budget are listed in `dropped` with why."""
-    per_seed, dropped = {}, {}
-    for s in sorted(set(baseline) | set(arm)):
-        if s not in baseline or s not in arm:
-            dropped[s] = "run only in the " + ("arm" if s in arm else "baseline")
-            continue
+    seeds (none from one seed). Seeds without a common budget are listed in `dropped` with why.
+    Each seed says where each run was read (`baseline_at`, `arm_at`: `schedule_point`, the LR
+    fraction from the runs' `train` settings) and `mid_schedule` lists the runs read mid-schedule."""
+    seeds, dropped = _shared(baseline, arm)
+    per_seed = {}
+    for s in seeds:
         b, a = baseline[s], arm[s]
-        if not b[measure] or not a[measure]:
-            dropped[s] = "no validation curve"
-            continue
         budget = min(b[measure][-1], a[measure][-1])
         base_loss, arm_loss = loss_at(b, measure, budget), loss_at(a, measure, budget)
         if base_loss is None or arm_loss is None:
             dropped[s] = f"the validation curves share no {measure} range"
             continue
+        at = {"baseline": schedule_point(b, measure, budget, train[0]), "arm": schedule_point(a, measure, budget, train[1])}
         per_seed[s] = {"budget": budget, "arm_loss": arm_loss, "baseline_loss": base_loss,
-                       "difference": arm_loss - base_loss}
+                       "difference": arm_loss - base_loss, "baseline_at": at["baseline"], "arm_at": at["arm"],
+                       "mid_schedule": [run for run, p in at.items() if p["mid_schedule"]]}
     return {"measure": measure, "per_seed": per_seed,
             **mean_ci([d["difference"] for d in per_seed.values()], level), "dropped": dropped}
+
+
+def _shared(baseline: Mapping[int, dict], arm: Mapping[int, dict]) -> tuple[list[int], dict[int, str]]:
+    """The seeds both sides have a validation curve for, and why each other seed is dropped."""
+    dropped = {}
+    for s in sorted(set(baseline) | set(arm)):
+        if s not in baseline or s not in arm:
+            dropped[s] = "run only in the " + ("arm" if s in arm else "baseline")
+        elif not baseline[s]["val_loss"] or not arm[s]["val_loss"]:
+            dropped[s] = "no validation curve"
+    return [s for s in sorted(set(baseline) & set(arm)) if s not in dropped], dropped
+
+
+def paired_at_steps(control: Mapping[int, dict], arm: Mapping[int, dict], level: float = 0.95) -> dict:
+    """Attribution at equal optimizer steps (DESIGN 2.6): per seed, arm loss − control loss at every
+    evaluation step both runs have after step 0 (at step 0 both are the same initialisation), its mean
+    over those steps (`curve_mean`) and the difference at the last shared step (`final`); over
+    seeds, the mean and a Student-t interval of each (`curve_mean`, `final`; the top-level `n`,
+    `mean`, `ci` are the final point's)."""
+    seeds, dropped = _shared(control, arm)
+    per_seed = {}
+    for s in seeds:
+        c = dict(zip(control[s]["step"], control[s]["val_loss"]))
+        a = dict(zip(arm[s]["step"], arm[s]["val_loss"]))
+        steps = sorted(x for x in set(c) & set(a) if x > 0)
+        if not steps:
+            dropped[s] = "no shared evaluation step after step 0"
+            continue
+        diffs = [a[x] - c[x] for x in steps]
+        per_seed[s] = {"steps": steps, "differences": diffs, "curve_mean": statistics.fmean(diffs),
+                       "final_step": steps[-1], "arm_loss": a[steps[-1]], "control_loss": c[steps[-1]],
+                       "difference": diffs[-1]}
+    final = mean_ci([d["difference"] for d in per_seed.values()], level)
+    return {"axis": "steps", "per_seed": per_seed, **final, "final": final,
+            "curve_mean": mean_ci([d["curve_mean"] for d in per_seed.values()], level), "dropped": dropped}
+
+
+def curve_differences(baseline: Mapping[int, dict], arm: Mapping[int, dict], measure: str,
+                      fractions: Sequence[float] = FRACTIONS, level: float = 0.95) -> dict:
+    """The curve-level comparison (DESIGN 2.6): per seed, arm loss − baseline loss at each fraction
+    of the budget on `measure` (the budget: the largest amount both runs of that seed reached;
+    curves linearly interpolated), with the mean and a Student-t interval over seeds per fraction."""
+    seeds, dropped = _shared(baseline, arm)
+    points = []
+    for f in fractions:
+        per_seed = {}
+        for s in seeds:
+            budget = f * min(baseline[s][measure][-1], arm[s][measure][-1])
+            b, a = loss_at(baseline[s], measure, budget), loss_at(arm[s], measure, budget)
+            if b is not None and a is not None:
+                per_seed[s] = {"budget": budget, "arm_loss": a, "baseline_loss": b, "difference": a - b}
+        points.append({"fraction": f, "per_seed": per_seed, **mean_ci([d["difference"] for d in per_seed.values()], level)})
+    return {"measure": measure, "points": points, "dropped": dropped}
 
 
 # -- control arms (DESIGN 2.4) ---------------------------------------------------------------------

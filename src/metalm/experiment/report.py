@@ -1,11 +1,15 @@
 """The experiment report: `summary.json` (every number), `report.md` and a self-contained
-`report.html` (images embedded), with a plain-language verdict computed from the numbers.
+`report.html` (images embedded), with a plain-language verdict computed from the numbers
+(`experiment.verdict`).
 
 The report reads like a paper's results section: the headline figure (validation loss against
 FLOPs, every arm's mean over seeds with its min–max band, control arms dashed), the verdict, then
-numbered tables — final loss, cost to the target loss (misses listed), speed-ups (dropped seeds
-said), paired differences at equal FLOPs, control-arm attributions (DESIGN 2.4), evaluations and
-the phase read-out (DESIGN 2.7). Numbers are printed with fixed decimals (losses with four).
+numbered tables — final loss with the regime (`experiment.regime`), cost to the target loss (misses
+listed), speed-ups (dropped seeds said), paired differences at equal FLOPs (against matched
+baselines, `experiment.matched`, or saying where a run is read mid-schedule), control-arm
+attributions at equal optimizer steps (DESIGN 2.4, 2.6), the curve-level comparison, the meta task
+(`experiment.metatask`), evaluations and the phase read-out (DESIGN 2.7). Numbers are printed with
+fixed decimals (losses with four, `experiment.formatting`).
 """
 
 from __future__ import annotations
@@ -27,16 +31,24 @@ from .compare import (
     MEASURES,
     control_kind,
     cost_to_target,
+    curve_differences,
     default_target,
     is_meta_arm,
     loss_at,
     mean_ci,
     missed_target,
     pair_controls,
+    paired_at_steps,
     paired_difference,
+    schedule_point,
     speedups,
     val_curve,
 )
+from .formatting import _amount, _ci, _loss, _signed
+from .matched import final_flops
+from .metatask import meta_task, query_curve
+from .regime import UNIGRAM_MARGIN, regime, run_unigram_ce
+from .verdict import _realised_text, verdict
 
 log = logging.getLogger(__name__)
 
@@ -62,34 +74,6 @@ def read_metrics(runs: dict[str, dict[int, Path]]) -> dict[str, dict[int, list[d
     return {a: {s: RunDir(d).read_metrics() for s, d in seeds.items()} for a, seeds in runs.items()}
 
 
-# -- numbers -----------------------------------------------------------------------------------------
-
-def _loss(v: float | None, digits: int = 4) -> str:
-    return "–" if v is None else f"{v:.{digits}f}"
-
-
-def _signed(v: float | None) -> str:
-    return "–" if v is None else f"{v:+.4f}"
-
-
-def _ci(ci: list[float] | None, digits: int = 4, signed: bool = False) -> str:
-    if not ci:
-        return "–"
-    return f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if signed else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
-
-
-def _amount(measure: str, v: float | None) -> str:
-    """A cost or budget: steps and seconds with one decimal, tokens and FLOPs in scientific notation."""
-    if v is None:
-        return "–"
-    return f"{v:.1f}" if measure in ("step", "time") else f"{v:.3e}"
-
-
-def _seeds(seeds) -> str:
-    seeds = list(seeds)
-    return f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds))
-
-
 def _role(arm: str, baseline: str, config: dict | None) -> str:
     kind = control_kind(config)
     if kind != "none":
@@ -101,8 +85,16 @@ def _role(arm: str, baseline: str, config: dict | None) -> str:
 
 # -- summary -----------------------------------------------------------------------------------------
 
+def _train(config: dict | None) -> dict | None:
+    return (config or {}).get("train")
+
+
+def _meta_settings(config: dict | None) -> dict:
+    return (config or {}).get("meta") or {}
+
+
 def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, list[dict]]], baseline: str,
-              target: float | None) -> dict:
+              target: float | None, matched: dict[str, dict[int, Path]] | None = None) -> dict:
     configs = {a: {s: RunDir(d).read_config() for s, d in seeds.items()} for a, seeds in runs.items()}
     arm_config = {a: next((c for c in cs.values() if c), None) for a, cs in configs.items()}
     curves = {a: {s: val_curve(rows) for s, rows in by_seed.items()} for a, by_seed in metrics.items()}
@@ -113,7 +105,15 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
                          f"{baseline!r} arm, so every {baseline} seed reaches it")
     else:
         target_source = "given"
-    summary = {"baseline": baseline, "target_loss": target, "target_source": target_source, "arms": {}}
+    memo: dict[str, float] = {}
+    unigram = {a: next((u for d in seeds.values() if (u := run_unigram_ce(d, memo)) is not None), None)
+               for a, seeds in runs.items()}
+    summary = {"baseline": baseline, "target_loss": target, "target_source": target_source,
+               "unigram_ce": unigram.get(baseline) if unigram.get(baseline) is not None
+               else next((u for u in unigram.values() if u is not None), None),
+               "unigram_ce_source": ("the validation set's cross-entropy under the training set's token frequencies, "
+                                     "add-one smoothed (nats/token)"), "arms": {}}
+    matched_curves, summary["matched_baselines"] = _matched(matched or {}, metrics)
     costs = {a: {s: (cost_to_target(c, target) if target is not None else None) for s, c in cs.items()}
              for a, cs in curves.items()}
     # Equal compute across the whole experiment: the largest budget every run of every arm reached.
@@ -123,21 +123,24 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
         entry = {"role": _role(arm, baseline, arm_config[arm]), "control": control_kind(arm_config[arm]),
                  "runs": {str(s): str(d) for s, d in seeds.items()},
                  "final_val_loss": {**mean_ci(list(finals[arm].values())), "per_seed": finals[arm]},
+                 "regime": regime(finals[arm], unigram[arm]),
                  "cost_to_target": {str(s): c for s, c in costs[arm].items()},
                  "missed_target": missed_target(costs[arm]) if target is not None else [],
-                 "val_loss_at_equal": {m: {"budget": b, **mean_ci([v for v in (loss_at(c, m, b) for c in curves[arm].values())
-                                                                  if v is not None])}
+                 "val_loss_at_equal": {m: _at_equal(curves[arm], {s: _train(c) for s, c in configs[arm].items()}, m, b)
                                        for m, b in budgets.items() if b is not None}}
         if arm != baseline:
             entry["speedup"] = speedups(costs[baseline], costs[arm])
-            entry["paired_difference_at_equal_flops"] = paired_difference(curves[baseline], curves[arm])
+            entry.update(_against_baseline(curves[baseline], curves[arm], matched_curves.get(arm), baseline,
+                                           (_train(arm_config[baseline]), _train(arm_config[arm]))))
         entry["evaluations"] = _evaluations(seeds)
-        entry["meta_query_acc_last"] = mean_ci([r["query_acc"] for rows in metrics[arm].values()
-                                                for r in rows[-20:] if r.get("query_acc") is not None])
         summary["arms"][arm] = entry
+    summary["meta_task"] = {arm: meta_task(metrics[arm], int(_meta_settings(arm_config[arm]).get("n_way") or 0),
+                                           (_train(arm_config[arm]) or {}).get("steps"),
+                                           settings=_meta_settings(arm_config[arm]))
+                            for arm in runs if is_meta_arm(arm_config[arm])}
     pairs = pair_controls(arm_config)
     summary["attributions"] = [
-        {"effect": effect, "arm": p["arm"], "control": p["control"], **paired_difference(curves[p["control"]], curves[p["arm"]])}
+        {"effect": effect, "arm": p["arm"], "control": p["control"], **paired_at_steps(curves[p["control"]], curves[p["arm"]])}
         for effect, key in (("meta-arm", "meta_effect"), ("replay", "replay_effect")) for p in pairs[key]]
     summary["controls"] = {"unpaired": pairs["unpaired"], "meta_without_control": pairs["meta_without_control"]}
     summary["metrics_problems"] = {f"{a} seed {s}": problems for a, seeds in runs.items() for s, d in seeds.items()
@@ -146,6 +149,53 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
     summary["versions"] = _versions()
     summary["configs"] = configs
     return summary
+
+
+def _against_baseline(base: dict[int, dict], arm: dict[int, dict], matched: dict[int, dict] | None, baseline: str,
+                      train: tuple[dict | None, dict | None]) -> dict:
+    """An arm's paired difference at equal FLOPs — against its matched baseline runs when it has
+    them, else against the baseline at the largest budget both reached, saying where a run is read
+    mid-schedule (`train`: the baseline's and the arm's settings, for the LR fraction) — and its
+    curve-level differences on the steps, tokens and FLOPs axes (FLOPs: against the same runs)."""
+    against = "matched baseline" if matched else baseline
+    pd = paired_difference(matched, arm) if matched else paired_difference(base, arm, train=train)
+    curves = {m: {**curve_differences(matched if (m == "flops" and matched) else base, arm, m),
+                  "against": against if m == "flops" else baseline} for m in ("step", "tokens", "flops")}
+    if not matched:
+        curves["flops"]["note"] = ("no matched baseline: at equal FLOPs the run with more FLOPs is read earlier in "
+                                   "its schedule (at a higher LR) than the other; paired_difference_at_equal_flops "
+                                   "says where")
+    return {"paired_difference_at_equal_flops": {**pd, "against": against}, "curve_differences": curves}
+
+
+def _at_equal(curves: dict[int, dict], trains: dict[int, dict | None], measure: str, budget: float) -> dict:
+    """An arm's mean validation loss at `budget` of `measure`, and the seeds read there mid-schedule
+    (each with its step and LR fraction)."""
+    losses = {s: v for s, c in curves.items() if (v := loss_at(c, measure, budget)) is not None}
+    points = {s: schedule_point(curves[s], measure, budget, trains.get(s)) for s in losses}
+    return {"budget": budget, **mean_ci(list(losses.values())),
+            "mid_schedule": {s: p for s, p in points.items() if p["mid_schedule"]}}
+
+
+def _matched(matched: dict[str, dict[int, Path]], metrics: dict[str, dict[int, list[dict]]]) -> tuple[dict, dict]:
+    """(arm → seed → validation curve of its matched baseline, the `matched_baselines` summary: per arm
+    and seed the matched run, its steps and final FLOPs, the arm's final FLOPs, both final losses)."""
+    curves: dict = {}
+    out: dict = {}
+    for arm, seeds in matched.items():
+        for seed, path in seeds.items():
+            rows = RunDir(path).read_metrics()
+            curve = val_curve(rows)
+            if not curve["val_loss"]:
+                continue
+            curves.setdefault(arm, {})[seed] = curve
+            arm_rows = metrics.get(arm, {}).get(seed, [])
+            arm_curve = val_curve(arm_rows)
+            out.setdefault(arm, {})[str(seed)] = {
+                "run": str(path), "steps": int(curve["step"][-1]), "final_flops": final_flops(rows),
+                "arm_final_flops": final_flops(arm_rows), "final_val_loss": curve["val_loss"][-1],
+                "arm_final_val_loss": arm_curve["val_loss"][-1] if arm_curve["val_loss"] else None}
+    return curves, out
 
 
 def _evaluations(seeds: dict[int, Path]) -> dict:
@@ -164,106 +214,6 @@ def _evaluations(seeds: dict[int, Path]) -> dict:
         if phases:
             evals.setdefault("phases", {})[str(s)] = phases
     return evals
-
-
-# -- verdict -----------------------------------------------------------------------------------------
-
-def _interval(stat: dict, signed: bool = True, digits: int = 4) -> str:
-    if stat.get("ci"):
-        return f"95% CI {_ci(stat['ci'], digits, signed)}"
-    return "one seed: no interval"
-
-
-def _dropped(dropped: dict) -> str:
-    return "; ".join(f"seed {s} dropped: {why}" for s, why in dropped.items())
-
-
-def _paired_line(arm: str, base: str, pd: dict) -> str:
-    if not pd["n"]:
-        return f"At equal FLOPs no seed of {arm} can be paired with {base} ({_dropped(pd['dropped'])})."
-    mean, ci = pd["mean"], pd.get("ci")
-    if ci and ci[0] <= 0 <= ci[1]:
-        reading = f"not distinguishable from {base}"
-    else:
-        reading = f"{'lower' if mean < 0 else 'higher'} than {base}" + ("" if ci else " in the one seed")
-    line = (f"At equal FLOPs (per seed, the largest budget both runs reached), {arm}'s validation loss minus {base}'s "
-            f"is {mean:+.4f} nats/token ({_interval(pd)}) over {_seeds(pd['per_seed'])}: {reading}")
-    return line + (f" ({_dropped(pd['dropped'])})." if pd["dropped"] else ".")
-
-
-def _arm_lines(arm: str, entry: dict, base: str) -> tuple[str, list[str]]:
-    """(headline, further lines) of an arm against the baseline: the speed-up when some seed of both
-    reached the target, else the paired difference at equal FLOPs."""
-    sp, pd = entry["speedup"]["flops"], entry["paired_difference_at_equal_flops"]
-    paired = _paired_line(arm, base, pd)
-    if not sp["n"]:
-        n = len(entry["cost_to_target"])
-        return paired, [(f"No speed-up for {arm}: in none of its {n} seed(s) did both {arm} and {base} reach the "
-                         f"target ({_dropped(sp['dropped'])}).")]
-    mean = sp["mean"]
-    line = (f"{arm} reached the target with {1 / mean:.3f}× the FLOPs of {base} (speed-up {mean:.3f}×, "
-            f"{_interval(sp, signed=False, digits=3)}) over {_seeds(sp['per_seed'])}")
-    line += f" ({_dropped(sp['dropped'])})" if sp["dropped"] else ""
-    line += f" — {'less' if mean > 1 else 'more'} compute than {base}."
-    more = [paired]
-    tok, time = entry["speedup"]["tokens"], entry["speedup"]["time"]
-    if tok["mean"] and time["mean"]:
-        more.append(f"{arm} needed {1 / tok['mean']:.3f}× the training tokens and {1 / time['mean']:.3f}× the "
-                    f"training time of {base} to get there.")
-    return line, more
-
-
-def _attribution_line(att: dict) -> str:
-    meta = att["effect"] == "meta-arm"
-    what = (f"Meta-arm effect ({att['arm']} − its momentum control {att['control']})" if meta
-            else f"Replay effect (momentum control {att['arm']} − skip control {att['control']})")
-    if not att["n"]:
-        return f"{what}: no seed has both runs ({_dropped(att['dropped'])}); nothing is attributed."
-    mean, ci = att["mean"], att.get("ci")
-    cause = "meta-learning" if meta else "AdamW momentum replay on meta steps"
-    if not ci:
-        reading = f"one seed, no interval: too few seeds to credit any effect to {cause}"
-    elif ci[0] <= 0 <= ci[1]:
-        reading = f"not distinguishable from zero: no effect can be credited to {cause}"
-    elif mean < 0:
-        reading = (f"{cause} lowers the validation loss" +
-                   (" beyond what momentum replay alone gives" if meta else " compared with skipping meta steps"))
-    else:
-        reading = (f"{cause} raises the validation loss" +
-                   (" compared with momentum replay alone" if meta else " compared with skipping meta steps"))
-    return (f"{what}, paired at equal FLOPs over {_seeds(att['per_seed'])}: {mean:+.4f} nats/token "
-            f"({_interval(att)}) — {reading}.")
-
-
-def verdict(summary: dict) -> list[str]:
-    """Plain-language findings: each arm's headline against the baseline (its speed-up to the target,
-    or — when it has none — its paired difference at equal FLOPs), the control-arm attributions, the
-    target and every run that missed it, then the details."""
-    base, target = summary["baseline"], summary["target_loss"]
-    if target is None:
-        return ["no validation curve to compare"]
-    arms = summary["arms"]
-    headlines, details = [], []
-    for arm, entry in arms.items():
-        if arm != base and entry.get("control", "none") == "none":
-            headline, more = _arm_lines(arm, entry, base)
-            headlines.append(headline)
-            details += more
-    lines = headlines + [_attribution_line(att) for att in summary.get("attributions", [])]
-    controls = summary.get("controls", {})
-    for arm in controls.get("meta_without_control", []):
-        lines.append(f"{arm} has no momentum control arm (meta.control: momentum) in this experiment, so its "
-                     f"difference from {base} cannot be credited to meta-learning: it may come from AdamW momentum "
-                     f"replay on meta steps (DESIGN 2.4).")
-    for arm, why in controls.get("unpaired", {}).items():
-        lines.append(f"Control arm {arm} is paired with no arm ({why}): nothing is attributed from it.")
-    for run, problems in summary.get("metrics_problems", {}).items():
-        lines.append(f"Warning: {run}: {'; '.join(problems)} — its curve has holes; its numbers are less certain.")
-    lines.append(f"Target validation loss {target:.4f} nats/token ({summary['target_source']}).")
-    misses = [f"{arm} {_seeds(e['missed_target'])}" for arm, e in arms.items() if e["missed_target"]]
-    lines.append("Runs that never reached the target (no cost, no speed-up): " + "; ".join(misses) + "."
-                 if misses else "Every run reached the target.")
-    return lines + details
 
 
 # -- figures -----------------------------------------------------------------------------------------
@@ -331,71 +281,194 @@ def loss_plot(curves: dict[str, list[dict]], roles: dict[str, str], out: Path) -
     return out
 
 
+def query_acc_plot(metrics: dict[str, dict[int, list[dict]]], tasks: dict[str, dict], out: Path) -> Path:
+    """Each meta arm's query accuracy after adaptation over steps (one line per seed) with its chance
+    level (1/N) dotted."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    palette = ("tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+    for color, (arm, task) in zip(palette * 4, tasks.items()):
+        for i, (seed, rows) in enumerate(sorted(metrics[arm].items())):
+            steps, acc = query_curve(rows)
+            ax.plot(steps, acc, color=color, alpha=0.8, linewidth=1, label=f"{arm}" if i == 0 else None)
+        if task.get("chance") is not None:
+            ax.axhline(task["chance"], color=color, linestyle=":", linewidth=1.2, label=f"{arm}: chance 1/{task['n_way']}")
+    ax.set_xlabel(LABELS["step"])
+    ax.set_ylabel("query accuracy after adaptation")
+    ax.legend(fontsize="small")
+    FigureCanvasAgg(fig).print_png(str(out))
+    return out
+
+
 # -- tables ------------------------------------------------------------------------------------------
+
+def _equal_cell(at: dict | None) -> str:
+    """A mean loss at the experiment's equal budget, with the mean LR fraction of the seeds read there
+    mid-schedule."""
+    if not at:
+        return "–"
+    cell = _loss(at.get("mean"))
+    mid = at.get("mid_schedule") or {}
+    if mid:
+        fractions = [p["lr_fraction"] for p in mid.values() if p.get("lr_fraction") is not None]
+        lr = f", LR {np.mean(fractions):.2f} of peak" if fractions else ""
+        cell += f" (mid-schedule in {len(mid)} seed{'s' * (len(mid) > 1)}{lr})"
+    return cell
+
 
 def tables(summary: dict) -> list[Table]:
     """(caption, header, rows) of every table, shared by the markdown and HTML renderings."""
     base, target = summary["baseline"], summary["target_loss"]
     arms = summary["arms"]
+    tasks = summary.get("meta_task", {})
     out: list[Table] = []
     rows = []
     for arm, e in arms.items():
         f = e["final_val_loss"]
         per_seed = ", ".join(f"{s}: {v:.4f}" for s, v in f.get("per_seed", {}).items()) or "–"
+        task = tasks.get(arm)
         rows.append([arm, e.get("role", "–"), str(f["n"]), _loss(f["mean"]), _ci(f.get("ci")), per_seed,
-                     *[_loss(e["val_loss_at_equal"].get(m, {}).get("mean")) for m in ("tokens", "flops")],
-                     _loss(e["meta_query_acc_last"]["mean"], 3)])
+                     (e.get("regime") or {}).get("label") or "–",
+                     *[_equal_cell(e["val_loss_at_equal"].get(m)) for m in ("tokens", "flops")],
+                     _loss(task["query_acc"]["mean"], 3) if task else "–"])
+    unigram = summary.get("unigram_ce")
+    regime_text = ("" if unigram is None else
+                   f" Regime: against the validation set's unigram cross-entropy {unigram:.4f} (a run ending less than "
+                   f"{UNIGRAM_MARGIN} nat below it is at the unigram stage).")
     out.append((("Final validation loss (nats/token): mean over seeds with its 95% t-interval, each seed's value, "
-                 "and the mean loss at the largest token and FLOPs budgets every run of the experiment reached."),
-                ["arm", "role", "seeds", "final (mean)", "95% CI", "final per seed", "at equal tokens",
-                 "at equal FLOPs", "meta query acc (last rows)"], rows))
+                 "the regime, and the mean loss at the largest token and FLOPs budgets every run of the experiment "
+                 "reached (a run read there before the end of its schedule is marked mid-schedule, with the mean "
+                 "LR fraction there); the meta task's query accuracy over the last quarter of training." + regime_text),
+                ["arm", "role", "seeds", "final (mean)", "95% CI", "final per seed", "regime", "at equal tokens",
+                 "at equal FLOPs", "meta query acc (last quarter)"], rows))
     if target is not None:
         rows = [[arm, str(s), *(["missed"] * len(MEASURES) if c is None else [_amount(m, c[m]) for m in MEASURES])]
                 for arm, e in arms.items() for s, c in e["cost_to_target"].items()]
         out.append(((f"Cost to reach the target validation loss {target:.4f} ({summary['target_source']}): the first "
                      "point where the linearly interpolated validation curve reaches it; 'missed' = never reached."),
                     ["arm", "seed", *[LABELS[m] for m in MEASURES]], rows))
-    rows = []
-    for arm, e in arms.items():
-        if "speedup" not in e:
-            continue
-        for m in MEASURES:
-            sp = e["speedup"][m]
-            rows.append([arm, LABELS[m], _loss(sp["mean"], 3), _ci(sp.get("ci"), 3),
-                         ", ".join(f"{s}: {v:.3f}" for s, v in sp["per_seed"].items()) or "–",
-                         "; ".join(f"{s}: {why}" for s, why in sp.get("dropped", {}).items()) or "–"])
+    rows = [row for arm, e in arms.items() if "speedup" in e for row in _speedup_rows(arm, e["speedup"])]
     if rows:
         out.append(((f"Speed-up over {base} (baseline cost / arm cost) to the target loss, for the seeds where both "
-                     "runs reached it; every other seed is listed as dropped, with why."),
+                     "runs reached it; every other seed is listed as dropped, with why (one line for an arm with no "
+                     "speed-up in any seed)."),
                     ["arm", "measure", "speed-up (mean)", "95% CI", "per seed", "seeds dropped"], rows))
     rows = []
     for arm, e in arms.items():
         if "paired_difference_at_equal_flops" in e:
             rows += _paired_rows(arm, e["paired_difference_at_equal_flops"])
     if rows:
-        out.append(((f"Paired difference at equal FLOPs: for each seed, the arm's validation loss minus {base}'s at the "
-                     "largest FLOPs budget both runs reached (curves linearly interpolated); mean and 95% t-interval "
-                     "over seeds. Negative: lower loss than the baseline."),
-                    ["arm", "seed", "FLOPs budget", "arm loss", "baseline loss", "difference", "95% CI"], rows))
+        matched = bool(summary.get("matched_baselines"))
+        out.append(((f"Paired difference at equal FLOPs: for each seed, the arm's validation loss minus {base}'s "
+                     + ("matched baseline run's (a baseline run whose schedule ends at the arm's final FLOPs) at the "
+                        "end of both runs" if matched else "at the largest FLOPs budget both runs reached")
+                     + " (curves linearly interpolated); mean and 95% t-interval over seeds. 'read at' says where a run "
+                     "is read before the end of its schedule (its step and LR fraction). Negative: lower loss than "
+                     "the baseline."),
+                    ["arm", "seed", "FLOPs budget", "arm loss", "baseline loss", "difference", "95% CI", "read at"],
+                    rows))
+    rows = _matched_rows(summary.get("matched_baselines") or {})
+    if rows:
+        out.append((("Matched baselines: per arm and seed, the baseline run whose step count makes its final FLOPs "
+                     "equal the arm's (within one baseline step), with the same schedule shape."),
+                    ["arm", "seed", "matched run", "steps", "its final FLOPs", "arm's final FLOPs", "its final loss",
+                     "arm's final loss"], rows))
     rows = []
     for att in summary.get("attributions", []):
-        rows += _paired_rows(f"{EFFECTS[att['effect']]}: {att['arm']} − {att['control']}", att)
+        rows += _attribution_rows(f"{EFFECTS[att['effect']]}: {att['arm']} − {att['control']}", att)
     if rows:
-        out.append((("Attribution with control arms (DESIGN 2.4), paired at equal FLOPs: meta-arm effect = meta arm − "
+        out.append((("Attribution with control arms (DESIGN 2.4), paired at equal optimizer steps (the runs share the "
+                     "schedule, the next-token micro-batches and the LR at every step): meta-arm effect = meta arm − "
                      "its momentum control (meta steps apply a zero gradient); replay effect = momentum control − skip "
-                     "control (meta steps do nothing)."),
-                    ["effect", "seed", "FLOPs budget", "loss", "control loss", "difference", "95% CI"], rows))
+                     "control (meta steps do nothing). Per seed the difference at the last evaluation and its mean "
+                     "over every evaluation after step 0; mean and 95% t-interval over seeds."),
+                    ["effect", "seed", "final step", "loss", "control loss", "difference (final)", "95% CI (final)",
+                     "mean over curve", "95% CI (curve)"], rows))
+    rows = [row for arm, e in arms.items() for row in _curve_rows(arm, e.get("curve_differences") or {})]
+    if rows:
+        flops = ("FLOPs against the matched baselines" if summary.get("matched_baselines") else
+                 "without matched baselines, on the FLOPs axis the run with more FLOPs is read earlier in its "
+                 "schedule than the other: where, in the equal-FLOPs table")
+        out.append(((f"Curve-level comparison: the arm's validation loss minus {base}'s at 25/50/75/100% of the budget "
+                     f"(per seed, the largest amount both runs reached) on the steps, tokens and FLOPs axes ({flops}); "
+                     "mean and 95% t-interval over seeds."),
+                    ["arm", "axis", "against", "share of budget", "budget (mean)", "difference (mean)", "95% CI"], rows))
+    rows = [_meta_task_row(arm, task) for arm, task in tasks.items()]
+    if rows:
+        out.append((("The meta task (DESIGN 2.6): query accuracy after adaptation over the last quarter of training "
+                     "against chance (1/N), with its 95% t-interval (over seeds; over rows when one seed), the "
+                     "inner-loop gain (support loss before − after adaptation), whether the task was learned (the "
+                     "interval above chance), and the realised episode (mean over meta rows)."),
+                    ["arm", "chance", "query acc", "95% CI", "inner-loop gain", "learned", "realised episode"], rows))
     out += _evaluation_tables(arms)
     out += phase_tables(summary)
     return out
 
 
+def _speedup_rows(arm: str, speedup: dict) -> list[list[str]]:
+    """One row per measure, or one line when no seed has a speed-up on any measure."""
+    if not any(sp["per_seed"] for sp in speedup.values()):
+        dropped = next(iter(speedup.values())).get("dropped", {})
+        return [[arm, "every measure", "–", "–", "–",
+                 "no seed: " + ("; ".join(f"{s}: {why}" for s, why in dropped.items()) or "none reached the target")]]
+    return [[arm, LABELS[m], _loss(sp["mean"], 3), _ci(sp.get("ci"), 3),
+             ", ".join(f"{s}: {v:.3f}" for s, v in sp["per_seed"].items()) or "–",
+             "; ".join(f"{s}: {why}" for s, why in sp.get("dropped", {}).items()) or "–"]
+            for m, sp in speedup.items()]
+
+
+def _read_at(d: dict) -> str:
+    reads = []
+    for run in d.get("mid_schedule", []):
+        at = d[f"{run}_at"]
+        lr = "" if at.get("lr_fraction") is None else f", LR {at['lr_fraction']:.2f}"
+        reads.append(f"{run} mid-schedule: step {at['step']:.1f}{lr}")
+    return "; ".join(reads) or "end of both"
+
+
 def _paired_rows(label: str, pd: dict) -> list[list[str]]:
     rows = [[label, str(s), _amount("flops", d["budget"]), _loss(d["arm_loss"]), _loss(d["baseline_loss"]),
-             _signed(d["difference"]), "–"] for s, d in pd["per_seed"].items()]
-    rows += [[label, str(s), "dropped", why, "", "", ""] for s, why in pd.get("dropped", {}).items()]
-    rows.append([label, f"mean of {pd['n']}", "", "", "", _signed(pd["mean"]), _ci(pd.get("ci"), signed=True)])
+             _signed(d["difference"]), "–", _read_at(d)] for s, d in pd["per_seed"].items()]
+    rows += [[label, str(s), "dropped", why, "", "", "", ""] for s, why in pd.get("dropped", {}).items()]
+    rows.append([label, f"mean of {pd['n']}", "", "", "", _signed(pd["mean"]), _ci(pd.get("ci"), signed=True), ""])
     return rows
+
+
+def _attribution_rows(label: str, att: dict) -> list[list[str]]:
+    rows = [[label, str(s), str(d["final_step"]), _loss(d["arm_loss"]), _loss(d["control_loss"]),
+             _signed(d["difference"]), "–", _signed(d["curve_mean"]), "–"] for s, d in att["per_seed"].items()]
+    rows += [[label, str(s), "dropped", why, "", "", "", "", ""] for s, why in att.get("dropped", {}).items()]
+    curve = att["curve_mean"]
+    rows.append([label, f"mean of {att['n']}", "", "", "", _signed(att["mean"]), _ci(att.get("ci"), signed=True),
+                 _signed(curve["mean"]), _ci(curve.get("ci"), signed=True)])
+    return rows
+
+
+def _matched_rows(matched: dict) -> list[list[str]]:
+    return [[arm, s, Path(m["run"]).parent.name, str(m["steps"]), _amount("flops", m["final_flops"]),
+             _amount("flops", m["arm_final_flops"]), _loss(m["final_val_loss"]), _loss(m["arm_final_val_loss"])]
+            for arm, seeds in matched.items() for s, m in seeds.items()]
+
+
+def _curve_rows(arm: str, curves: dict) -> list[list[str]]:
+    rows = []
+    for measure, cd in curves.items():
+        for point in cd["points"]:
+            budgets = [d["budget"] for d in point["per_seed"].values()]
+            rows.append([arm, LABELS[measure], cd.get("against", "–"), f"{point['fraction']:.0%}",
+                         _amount(measure, float(np.mean(budgets))) if budgets else "–", _signed(point["mean"]),
+                         _ci(point.get("ci"), signed=True)])
+    return rows
+
+
+def _meta_task_row(arm: str, task: dict) -> list[str]:
+    acc, gain = task["query_acc"], task["inner_loop_gain"]
+    ep = task.get("realised_episode")
+    return [arm, _loss(task["chance"]), _loss(acc["mean"]), _ci(acc.get("ci")), _signed(gain["mean"]),
+            "yes" if task["learned"] else "no", _realised_text(ep, task.get("configured")) if ep else "not recorded"]
 
 
 def _evaluation_tables(arms: dict) -> list[Table]:
@@ -523,12 +596,15 @@ _STYLE = (
 )
 
 
-def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str, target: float | None) -> Path:
+def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str, target: float | None,
+                 matched: dict[str, dict[int, Path]] | None = None) -> Path:
+    """The report of `runs` (arm → seed → run directory) against `baseline`; `matched`: arm → seed →
+    its matched baseline run (`experiment.matched`), against which equal FLOPs are paired."""
     out_dir = Path(out_dir)
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     metrics = read_metrics(runs)
-    summary = summarise(runs, metrics, baseline, target)
+    summary = summarise(runs, metrics, baseline, target, matched)
     for run, problems in summary["metrics_problems"].items():
         log.warning("%s: %s", run, "; ".join(problems))
     curves = {a: [val_curve(rows) for rows in seeds.values()] for a, seeds in metrics.items()}
@@ -538,6 +614,9 @@ def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str,
                 headline_plot(curves, roles, summary["target_loss"], plots / "val_loss_vs_flops.png"))
     figures = [(("Validation loss against optimizer steps, training tokens and training seconds (mean over seeds; "
                  "band: min–max)."), loss_plot(curves, roles, plots / "loss.png"))]
+    if summary["meta_task"]:
+        figures.append((("Query accuracy after adaptation over optimizer steps (each meta arm, one line per seed); "
+                         "dotted: chance (1/N)."), query_acc_plot(metrics, summary["meta_task"], plots / "query_acc.png")))
     from ..dynamics.posthoc import compare_runs
 
     base_dir = next(iter(runs[baseline].values()))

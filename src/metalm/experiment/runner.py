@@ -1,5 +1,7 @@
 """`metalm experiment`: train every arm × seed, evaluate each finished run once, write the report.
 
+With `matched_baselines: true`, every arm × seed also gets its matched baseline run
+(`experiment.matched`), trained after the arms (its step count is read from their finished runs).
 Re-running resumes unfinished runs (exactly, from their checkpoints) and reuses finished runs and
 evaluation results, so an interrupted experiment finishes with the same numbers. An evaluation is
 reused only if it ran with the settings the experiment file now asks for (recorded in
@@ -16,6 +18,7 @@ from ..data.pipeline import resolve_specs
 from ..errors import MetalmError
 from ..run_dir import REPORT_DIR, ExperimentDir, RunDir, read_requested, write_requested
 from ..trainer import train
+from .matched import matched_run, matched_runs
 from .report import write_report
 from .spec import Experiment, load_experiment
 
@@ -141,18 +144,34 @@ def run_experiment(path: str | Path, overrides: list[str] | None = None) -> Path
     check_inputs(exp)  # before the experiment directory exists: a refused experiment leaves nothing
     exp.root.mkdir(parents=True, exist_ok=True)
     spec = {**exp.shared, "arms": exp.arms, "seeds": exp.seeds, "baseline": exp.baseline,
-            "target_loss": exp.target_loss, "evaluations": exp.evaluations}
+            "target_loss": exp.target_loss, "matched_baselines": exp.matched_baselines, "evaluations": exp.evaluations}
     ExperimentDir(exp.root).write_spec(spec)
     total = len(exp.arms) * len(exp.seeds)
     for i, (seed, arm) in enumerate(((s, a) for s in exp.seeds for a in exp.arms), 1):
         log.info("[%d/%d] arm %s, seed %d: %s", i, total, arm, seed, exp.run_dir(arm, seed))
         train(exp.config(arm, seed))
         _evaluate(exp, arm, seed)
+    if exp.matched_baselines:
+        _train_matched(exp)
     report = write_report(exp.root, {a: {s: exp.run_dir(a, s) for s in exp.seeds} for a in exp.arms},
-                          exp.baseline, exp.target_loss)
+                          exp.baseline, exp.target_loss, matched_runs(exp) if exp.matched_baselines else None)
     ExperimentDir(exp.root).write_status({"state": "finished", "report": str(report)})
     print(f"report: {report} (also report.html, summary.json)")
     return report
+
+
+def _train_matched(exp: Experiment) -> None:
+    """Train (or resume, or reuse) the matched baseline of every non-baseline arm × seed."""
+    for seed in exp.seeds:
+        for arm in exp.arms:
+            if arm == exp.baseline:
+                continue
+            path, steps, cfg = matched_run(exp, arm, seed)
+            if cfg is None:
+                log.info("matched baseline of %s, seed %d: the %s run itself (%d steps)", arm, seed, exp.baseline, steps)
+                continue
+            log.info("matched baseline of %s, seed %d: %s (%d steps)", arm, seed, path, steps)
+            train(cfg)
 
 
 def report_from_dirs(paths: list[str | Path], target_loss: float | None = None, baseline: str | None = None) -> Path:
@@ -162,8 +181,9 @@ def report_from_dirs(paths: list[str | Path], target_loss: float | None = None, 
         exp = load_experiment(ExperimentDir(paths[0]).spec_path)
         exp.root = paths[0]
         runs = {a: {s: exp.run_dir(a, s) for s in exp.seeds if exp.run_dir(a, s).is_dir()} for a in exp.arms}
+        matched = matched_runs(exp) if exp.matched_baselines and (baseline or exp.baseline) == exp.baseline else None
         return write_report(exp.root, runs, baseline or exp.baseline,
-                            target_loss if target_loss is not None else exp.target_loss)
+                            target_loss if target_loss is not None else exp.target_loss, matched)
     runs: dict[str, dict[int, Path]] = {}
     for p in paths:
         run = RunDir(p)

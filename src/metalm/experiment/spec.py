@@ -10,6 +10,7 @@
     seeds: [0, 1]
     baseline: vanilla          # the arm whose final validation loss is the default target
     target_loss: null          # or a number
+    matched_baselines: false   # true: per arm and seed, a baseline run that ends at the arm's FLOPs
     evaluations:
       perplexity: true         # the run's validation set (or a list of paths, or its settings)
       fewshot: {episodes: 50}
@@ -21,7 +22,8 @@ loaded, so a misspelt key fails before anything trains.
 
 Each arm × seed is an ordinary run directory `RUN_DIR/<arm>/seed-<seed>/`, configured as the shared
 settings overridden by the arm, with `run.seed` = the seed: arms with the same seed see the same
-batches, validation batches and probe batch.
+batches, validation batches and probe batch. A matched baseline (`experiment.matched`) is the run
+directory `RUN_DIR/<baseline>@<arm>/seed-<seed>/`.
 """
 
 from __future__ import annotations
@@ -53,18 +55,25 @@ class Experiment:
     target_loss: float | None
     evaluations: dict[str, Any] = field(default_factory=dict)  # as written in the file
     settings: dict[str, EvaluationSettings] = field(default_factory=dict)  # validated, of those to run
+    matched_baselines: bool = False
 
     def run_dir(self, arm: str, seed: int) -> Path:
         return self.root / arm / f"seed-{seed}"
 
-    def config(self, arm: str, seed: int) -> Config:
-        tree = _merge(self.shared, self.arms[arm])
+    def tree(self, arm: str) -> dict:
+        """The settings of `arm`: the shared settings overridden by the arm's."""
+        return _merge(self.shared, self.arms[arm])
+
+    def config(self, arm: str, seed: int, tree: dict | None = None, name: str | None = None) -> Config:
+        """The config of `arm` × `seed` (or of `tree`, run as `name`: a matched baseline)."""
+        name = name or arm
+        tree = copy.deepcopy(tree) if tree is not None else self.tree(arm)
         tree.setdefault("run", {})
-        tree["run"] = {**tree["run"], "seed": seed, "dir": str(self.run_dir(arm, seed)), "name": f"{arm}-seed{seed}"}
+        tree["run"] = {**tree["run"], "seed": seed, "dir": str(self.run_dir(name, seed)), "name": f"{name}-seed{seed}"}
         try:
             return from_dict(tree)
         except ConfigError as exc:
-            raise ConfigError(f"arm {arm!r}: {exc}") from None
+            raise ConfigError(f"arm {name!r}: {exc}") from None
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
@@ -88,10 +97,16 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     target = tree.pop("target_loss", None)
     if target is not None and not isinstance(target, (int, float)):
         raise ConfigError("target_loss: a number (or null for the baseline's final validation loss)")
+    matched = tree.pop("matched_baselines", False)
+    if not isinstance(matched, bool):
+        raise ConfigError("matched_baselines: true or false")
+    if matched and (odd := [a for a in arms if "@" in a]):
+        raise ConfigError(f"arms: with matched_baselines, arm names may not contain '@' ({', '.join(odd)})")
     evaluations = tree.pop("evaluations", None) or {}
     settings = experiment_settings(evaluations)
     root = Path((tree.get("run") or {}).get("dir", "runs/experiment"))
-    exp = Experiment(root, tree, arms, seeds, baseline, None if target is None else float(target), evaluations, settings)
+    exp = Experiment(root, tree, arms, seeds, baseline, None if target is None else float(target), evaluations, settings,
+                     matched)
     for arm in arms:  # validate every arm's config now, before anything runs
         exp.config(arm, seeds[0])
     return exp
