@@ -408,10 +408,10 @@ def test_rank_split_equals_single_process(corpus):
 
     def fake_all_reduce(tensor):  # sum over the two simulated ranks
         other, n = rank_stats[1], rank_stats[1]["episodes"]
-        if tensor.dtype == torch.float64:
-            tensor += torch.tensor([other[k] * n for k in METRIC_KEYS] + [n], dtype=tensor.dtype)
-        else:
-            tensor += torch.tensor([getattr(other["work"], f) for f in ("tokens", "fwd_tokens", "bwd_tokens", "flops")])
+        if tensor.dtype == torch.float64:  # the metrics × episodes
+            tensor += torch.tensor([other[k] * n for k in METRIC_KEYS], dtype=tensor.dtype)
+        else:  # the episode count and the work
+            tensor += torch.tensor([n] + [getattr(other["work"], f) for f in ("tokens", "fwd_tokens", "bwd_tokens", "flops")])
 
     merged = reduce_stats(rank_stats[0], fake_all_reduce)
     assert merged["episodes"] == 4 and merged["work"] == stats["work"]

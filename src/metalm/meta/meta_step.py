@@ -266,18 +266,38 @@ class MetaStep:
 def reduce_stats(stats: dict, all_reduce_sum, device: torch.device | str = "cpu") -> dict:
     """Global statistics of a meta step from every rank's `MetaStep.run` result (floats or tensors):
     metrics averaged over all episodes (0-dim float64 tensors on `device`, read on the host only when
-    a row is logged), work summed. `all_reduce_sum(tensor)` sums a tensor in place across ranks; None
-    for a single process, where nothing is read back from the device. Across processes the summed
-    work is read on the host (one sync per meta step): the accounting is kept in Python integers."""
-    n = stats["episodes"]
-    metrics = torch.stack([torch.as_tensor(stats[k], dtype=torch.float64, device=device) * n for k in METRIC_KEYS]
-                          + [torch.tensor(float(n), dtype=torch.float64, device=device)])
-    w = stats["work"]
-    if all_reduce_sum is not None:
-        work = torch.tensor([w.tokens, w.fwd_tokens, w.bwd_tokens, w.flops], dtype=torch.int64, device=device)
-        all_reduce_sum(metrics)
-        all_reduce_sum(work)
-        w = Work(*(int(v) for v in work.tolist()))
-        n = int(metrics[-1])
-    means = metrics[:-1] / metrics[-1].clamp_min(1.0)
-    return {**dict(zip(METRIC_KEYS, means.unbind())), "episodes": n, "work": w}
+    a row is logged), episodes and work summed (Python integers: the accounting stays on the host,
+    computed from the episodes' shapes). `all_reduce_sum(tensor)` sums a tensor in place across
+    ranks; None for a single process.
+
+    Host syncs: none for a single process (given tensor statistics). Across processes, one per meta
+    step: every rank's episode count and work, summed on the device, are read back on the host. The
+    count and work go to the device from pinned memory, without a sync; the metrics never leave it."""
+    device = torch.device(device)
+    n, w = stats["episodes"], stats["work"]
+    if all_reduce_sum is None:
+        return {**{k: _float64(stats[k], device) for k in METRIC_KEYS}, "episodes": n, "work": w}
+    metrics = torch.stack([_float64(stats[k], device) * n for k in METRIC_KEYS])
+    counts = _host_ints([n, w.tokens, w.fwd_tokens, w.bwd_tokens, w.flops], device)
+    all_reduce_sum(metrics)
+    all_reduce_sum(counts)
+    n, *work = counts.tolist()  # the one host sync of a meta step across processes
+    means = metrics / max(1, n)
+    return {**dict(zip(METRIC_KEYS, means.unbind())), "episodes": n, "work": Work(*work)}
+
+
+def _float64(value, device: torch.device) -> torch.Tensor:
+    """A statistic as a 0-dim float64 tensor on `device` (a Python float, from an evaluation's
+    `MetaStep.run`, is copied there; a training step's device tensor stays where it is)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, dtype=torch.float64)
+    return torch.tensor(value, dtype=torch.float64, device=device)
+
+
+def _host_ints(values: list[int], device: torch.device) -> torch.Tensor:
+    """Python integers as an int64 tensor on `device`: onto CUDA from pinned memory, asynchronously
+    (a copy from pageable memory would wait for the device)."""
+    host = torch.tensor(values, dtype=torch.int64)
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
