@@ -6,6 +6,7 @@ processes: each rank takes its slice of every micro-batch.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -60,15 +61,18 @@ class Dist:
             offset += g.numel()
 
 
-def init_distributed(device_type: str) -> Dist:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+def init_distributed(device_type: str, timeout_s: float = 7200) -> Dist:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1). `timeout_s` (`run.dist_timeout_s`)
+    bounds every collective, the barrier of `Dist.main_first` among them, where ranks 1+ wait while
+    rank 0 tokenizes a new corpus: torch's defaults (NCCL 10 min, gloo 30) are too short for a large one."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=timeout_s))
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
     return Dist(rank, world, local_rank)

@@ -67,7 +67,7 @@ class Trainer:
         self.device = resolve_device(cfg.run.device, "run.device")
         if cfg.run.threads and self.device.type == "cpu":
             torch.set_num_threads(cfg.run.threads)
-        self.dist: Dist = init_distributed(self.device.type)
+        self.dist: Dist = init_distributed(self.device.type, cfg.run.dist_timeout_s)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         enable_tf32(self.device)
