@@ -508,3 +508,21 @@ def test_evaluation_mode_writes_no_gradient(corpus):
     for key in ("meta_loss", "query_acc", "support_acc_before", "support_acc_after"):
         assert measured[key] == pytest.approx(trained[key], rel=1e-5)
     assert measured["work"].bwd_tokens < trained["work"].bwd_tokens
+
+
+@pytest.mark.parametrize("hidden", [0, 1])
+def test_head_logits_are_float32_under_bf16_autocast(hidden):
+    """Under the trainer's bf16 autocast the episode head's logits stay float32: the same numbers as
+    without autocast (they used to come out of a bf16 matmul)."""
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(6, 16, generator=gen)
+    head = {"weight": torch.randn(3, 8 if hidden else 16, generator=gen), "bias": torch.randn(3, generator=gen)}
+    if hidden:
+        head.update({"hidden.0.weight": torch.randn(8, 16, generator=gen), "hidden.0.bias": torch.randn(8, generator=gen)})
+    plain = head_logits(features, head)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = head_logits(features.bfloat16(), head)  # bf16 activations, as the backbone gives them
+        same = head_logits(features, head)
+    assert cast.dtype == same.dtype == torch.float32
+    assert torch.equal(same, plain)
+    assert torch.equal(cast, head_logits(features.bfloat16().float(), head))

@@ -34,7 +34,7 @@ from ..accounting import Work
 from .backbone import BackbonePartition, backbone_partition, head_parameter_names
 from .episode import Episode
 from .flops import EpisodeShape, PassCosts, episode_work
-from .heads import LearnedHead, head_logits, proto_head, zero_head
+from .heads import LearnedHead, at_least_fp32, head_logits, proto_head, zero_head
 from .inner import Params, adapt
 from .outer import AdaptedEpisode, OuterRule, outer_rule
 from .sampler import EpisodeBatch
@@ -44,13 +44,8 @@ METRIC_KEYS = ("meta_loss", "support_loss_before", "support_acc_before", "suppor
                "support_acc_after", "query_acc", "inner_grad_norm")
 
 
-def _fp32(x: torch.Tensor) -> torch.Tensor:
-    """At least float32 (half-precision activations are upcast; float64 stays float64)."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
-
-
 def _ce_acc(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    logits = _fp32(logits)
+    logits = at_least_fp32(logits)
     return F.cross_entropy(logits, labels), (logits.argmax(-1) == labels).float().mean()
 
 
@@ -92,10 +87,10 @@ class EpisodeRows:
         inner loop nothing to do; one inner_lr fits every preset). `feature_scale: none` reads the
         raw states, as the paper's code does."""
         if not self.smlmt:
-            return _fp32(hidden.reshape(-1, hidden.shape[-1]))
+            return at_least_fp32(hidden.reshape(-1, hidden.shape[-1]))
         positions = self.support_positions if support else self.query_positions
         rows = self.support_rows if support else self.query_rows
-        feats = _fp32(hidden[rows, positions])
+        feats = at_least_fp32(hidden[rows, positions])
         return feats * feats.shape[-1] ** -0.5 if self.scale else feats
 
 
@@ -202,7 +197,7 @@ def _initial_params(model, episode: Episode, rows: EpisodeRows, partition: Backb
         keys = {"weight": weight_key, **({"bias": bias_key} if bias_key else {})}
         return {**upper0, **{n: (named[n] if keep else named[n].detach()) for n in names}}, keys
     if head_init == "zero":
-        like = _fp32(support_x) if support_x.is_floating_point() else next(model.parameters())
+        like = at_least_fp32(support_x) if support_x.is_floating_point() else next(model.parameters())
         head0 = zero_head(rows.n_classes, partition.d_model, like)
     elif head_init == "proto":
         with contextlib.nullcontext() if keep else torch.no_grad():
