@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -198,11 +201,17 @@ def test_gpu_benchmark_without_cuda_fails_in_one_clear_line():
 
 
 def test_gpu_benchmark_quick_cpu_path(tmp_path, corpus_dir):
+    """The real step path (train_step + optimizer_step of AR and meta steps) on the CPU; a failing
+    configuration (an unknown preset) is recorded with its reason and the next one still runs."""
     out = tmp_path / "gpu.json"
     proc = subprocess.run(["bash", str(GPU_SH), "--device", "cpu", "--quick", "--data", str(corpus_dir), "--out",
-                           str(out)], capture_output=True, text=True, timeout=300)
+                           str(out), "--presets", "no-such-preset", "nano"], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHON": sys.executable})
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
+    (failed,) = report["failed"]
+    assert failed["configuration"] == "no-such-preset compile=off" and "ConfigError" in failed["reason"]
+    assert "no-such-preset" in failed["reason"]
     (r,) = report["results"]
     assert r["preset"] == "nano" and r["compile"] is False and not report["skipped"]
     assert r["ar"]["tokens_per_step"] == r["meta"]["tokens_per_step"] == 4 * 64  # the meta step reads the AR rows
@@ -268,3 +277,32 @@ def test_fused_checkpoint_resumes_on_the_cpu_flavour(tmp_path, corpus_dir, monke
     reference = load_config(None, tiny_overrides(corpus_dir, tmp_path / "as_cpu"))
     flavoured_run(reference, monkeypatch, fused=False)
     assert_same_run(tmp_path / "gpu", tmp_path / "as_cpu")
+
+
+def test_gpu_benchmark_counts_only_sync_reports():
+    """Host syncs are the sync debug mode's reports, not its prototype notice nor other warnings."""
+    sys.path.insert(0, str(GPU_SH.parent))
+    try:
+        from gpu import sync_reports
+    finally:
+        sys.path.remove(str(GPU_SH.parent))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn("Synchronization debug mode is a prototype feature and does not yet detect all "
+                      "synchronizing operations")
+        warnings.warn("called a synchronizing CUDA operation (Triggered internally at CUDAFunctions.cpp:1)")
+        warnings.warn("some unrelated deprecation", DeprecationWarning)
+    (report,) = sync_reports(caught)
+    assert report.endswith(": called a synchronizing CUDA operation (Triggered internally at CUDAFunctions.cpp:1)")
+
+
+def test_gpu_benchmark_names_missing_packages_in_one_line(tmp_path):
+    """A Python without metalm's dependencies (as the lent GPU image lacks pydantic): one line naming
+    them and where their wheels go, exit 2, before anything is imported."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True, timeout=120)
+    proc = subprocess.run(["bash", str(GPU_SH), "--device", "cpu", "--quick"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHON": str(tmp_path / "bare" / "bin" / "python")})
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("benchmarks/gpu.sh: missing Python packages: torch, transformers") and "pydantic" in line
+    assert "benchmarks/wheels/" in line and "Traceback" not in proc.stderr
