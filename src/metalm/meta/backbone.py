@@ -64,7 +64,8 @@ def decoder_context(base: nn.Module, h: torch.Tensor) -> dict:
     from transformers.masking_utils import create_causal_mask
 
     position_ids = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
-    mask = create_causal_mask(config=base.config, inputs_embeds=h, attention_mask=None, cache=None, position_ids=None)
+    # positionally: transformers 5.x names the fourth parameter (the cache) `cache` or `past_key_values`
+    mask = create_causal_mask(base.config, h, None, None, position_ids=None)
     return {"attention_mask": mask, "position_ids": position_ids,
             "position_embeddings": base.rotary_emb(h, position_ids=position_ids)}
 
