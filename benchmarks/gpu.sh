@@ -16,8 +16,18 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export TOKENIZERS_PARALLELISM=false
-missing() {  # the packages the benchmark imports that this Python cannot find, comma-separated
-  "$PY" -c 'import importlib.util as u, sys; print(", ".join(n for n in sys.argv[1:] if u.find_spec(n) is None))' \
+missing() {  # the packages the benchmark imports that this Python cannot import, comma-separated (with why,
+             # when not simply absent: a dependency of theirs missing, a version too old…)
+  "$PY" -c '
+import importlib, sys
+bad = []
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        absent = isinstance(exc, ModuleNotFoundError) and exc.name == name
+        bad.append(name if absent else f"{name} ({type(exc).__name__}: {(str(exc).splitlines() or [str()])[0][:160]})")
+print(", ".join(bad))' \
     torch transformers tokenizers safetensors numpy scipy yaml tqdm pydantic pydantic_core annotated_types \
     typing_inspection typing_extensions
 }
