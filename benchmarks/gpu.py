@@ -3,18 +3,21 @@ bf16, with and without `run.compile`. Run through `bash benchmarks/gpu.sh` (see 
 
 For each (compile, preset) a Trainer is built from the same config a run would use (demo data,
 BPE vocabulary 8192, token-SMLMT meta-learning in the dense layout: the meta step's episodes are
-read from the very rows the AR step trains on, so both steps consume the same tokens), and
-  - the AR step = `Trainer.ar_step` + `Trainer.optimizer_step` (the compiled loss when compile is
-    on, fused AdamW, the device-side non-finite check),
-  - the meta step = `meta.runner.run(model, episodes, as_tensors=True)` under the trainer's autocast,
-    as the training loop runs it (statistics left on the device), on the dense episodes of the same
-    batch + `optimizer_step` (always eager: meta paths are not compiled),
+read from the very rows the AR step trains on, so both steps consume the same tokens), and its own
+steps — `Trainer.train_step` + `Trainer.optimizer_step` of optimizer steps the schedule makes
+next-token ("ar") or meta steps, exactly as the training loop runs them:
+  - the AR step: the compiled loss when compile is on, fused AdamW, the device-side non-finite check;
+  - the meta step: episodes, `MetaStep.run` under the trainer's autocast, `reduce_stats` (the global
+    statistics and work), the gradients' finishing, the same optimizer step (always eager: meta
+    paths are not compiled);
 are timed over blocks of steps between two device synchronisations (the loop itself syncs only at
 logged rows). MFU = accounted FLOPs (DESIGN 2.5) / seconds / peak (`metalm.peak_flops`). One extra
 step of each kind runs under `torch.cuda.set_sync_debug_mode("warn")`: the host syncs it still
-makes are counted and listed. Configurations run eager first, then compiled, smallest first; once
-`--budget-s` is spent the rest are recorded as skipped. The JSON is rewritten after every
-configuration, so a run cut short keeps what it measured.
+makes are counted and listed (only the sync reports: not the mode's own prototype notice, nor other
+warnings). Configurations run eager first, then compiled, smallest first; once `--budget-s` is
+spent the rest are recorded as skipped; one that fails (out of memory, a compiler missing, a
+diverged step…) is recorded under `failed` with its reason and the others go on. The JSON is
+rewritten after every configuration, so a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
@@ -95,6 +98,16 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+SYNC_REPORT = "called a synchronizing CUDA operation"  # what CUDA's sync debug mode warns at each sync
+
+
+def sync_reports(caught) -> list[str]:
+    """`file:line: message` of each host-sync report among the caught warnings (the sync debug mode's
+    "prototype feature" notice and unrelated warnings left out)."""
+    return [f"{w.filename}:{w.lineno}: {str(w.message).splitlines()[0]}" for w in caught
+            if SYNC_REPORT in str(w.message)]
+
+
 def host_syncs(device, fn) -> list[str]:
     """The host syncs CUDA's sync debug mode reports while `fn()` runs (empty on the CPU)."""
     import torch
@@ -110,7 +123,7 @@ def host_syncs(device, fn) -> list[str]:
         finally:
             torch.cuda.set_sync_debug_mode("default")
     sync(device)
-    return [f"{w.filename}:{w.lineno}: {str(w.message).splitlines()[0]}" for w in caught]
+    return sync_reports(caught)
 
 
 def measure(preset: str, compiled: bool, args, peak: float | None) -> dict:
@@ -123,27 +136,27 @@ def measure(preset: str, compiled: bool, args, peak: float | None) -> dict:
     cfg = load_config(None, overrides(preset, compiled, args.device, args.quick, run_dir, args.data))
     trainer = Trainer(cfg)
     trainer.prepare()
-    device, model, meta = trainer.device, trainer.model, trainer.meta
+    device, model = trainer.device, trainer.model
     model.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     step = 0
 
-    def ar_step():
+    def run_step(kind: str):
+        """The next optimizer step of `kind` ("ar" or "meta"), as the training loop takes it."""
         nonlocal step
-        _, work = trainer.ar_step(trainer.batches.batch(step))
+        while trainer.kind_of(step) != kind:
+            step += 1
+        _, _, work = trainer.train_step(step)
         trainer.optimizer_step(step)
         step += 1
         return work
 
+    def ar_step():
+        return run_step("ar")
+
     def meta_step():
-        nonlocal step
-        episodes = meta.episodes(step, rows=trainer.batches.batch(step))
-        with trainer.autocast():  # as the training loop runs it: statistics left on the device
-            stats = meta.runner.run(model, episodes, as_tensors=True)
-        trainer.optimizer_step(step)
-        step += 1
-        return stats["work"]
+        return run_step("meta")
 
     def timed(fn, n: int) -> tuple[float, object]:
         sync(device)
@@ -194,14 +207,18 @@ def release() -> None:
 
 
 def configuration(label: str, preset: str, compiled: bool, args, peak: float | None, report: dict) -> None:
-    """Measure one configuration into `report` (its results, or its skipped list when out of memory)."""
+    """Measure one configuration into `report`: its results, or its failure with the reason (any
+    exception: out of memory, a compiler missing for compile=on, a diverged step…), so the other
+    configurations still run."""
     import torch
 
     try:
         r = measure(preset, compiled, args, peak)
-    except torch.cuda.OutOfMemoryError as exc:
-        report["skipped"].append(f"{label}: out of memory ({str(exc).splitlines()[0]})")
-        print(f"{label}: out of memory", flush=True)
+    except Exception as exc:  # every failure is a result of this configuration
+        reason = "out of memory" if isinstance(exc, torch.cuda.OutOfMemoryError) else type(exc).__name__
+        first = (str(exc).strip().splitlines() or [""])[0][:500]
+        report["failed"].append({"configuration": label, "reason": f"{reason}: {first}" if first else reason})
+        print(f"{label}: failed: {report['failed'][-1]['reason']}", flush=True)
         return
     finally:
         release()
@@ -238,7 +255,7 @@ def main(argv=None) -> int:
         "benchmark": "training step throughput: tokens/s, MFU, meta/AR step time, bf16, compile off/on",
         "date": datetime.date.today().isoformat(), "device": device_name, "peak_tflops": peak,
         "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-        "cpu_threads": torch.get_num_threads(), "quick": args.quick, "results": [], "skipped": [],
+        "cpu_threads": torch.get_num_threads(), "quick": args.quick, "results": [], "failed": [], "skipped": [],
     }
     started = time.perf_counter()
     for compiled in (c == "on" for c in args.compile):
@@ -252,7 +269,7 @@ def main(argv=None) -> int:
             report["elapsed_s"] = time.perf_counter() - started
             save_result(out, report)  # after every configuration: a run cut short keeps what it measured
     print(f"→ {out}")
-    return 0
+    return 0 if report["results"] or not report["failed"] else 1  # every configuration failed: exit 1
 
 
 if __name__ == "__main__":

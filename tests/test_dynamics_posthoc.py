@@ -171,3 +171,25 @@ def test_compare_runs_uses_recorded_rows(tmp_path):
     assert paths and all(p.parent == tmp_path / "vanilla" / "plots" / "overlay-meta" for p in paths)
     with pytest.raises(MetalmError, match="no dynamics rows"):
         compare_runs(tmp_path / "vanilla", tmp_path)
+
+
+def test_posthoc_probes_under_the_trainers_tf32_setting(tmp_path, monkeypatch):
+    """On CUDA the trainer enables TF32 for float32 matmuls; post-hoc dynamics set the same with the
+    same function for their device, so a checkpoint's probes equal the on-the-fly ones there too."""
+    import metalm.dynamics.posthoc as posthoc
+    import metalm.trainer as trainer
+
+    assert posthoc.enable_tf32 is trainer.enable_tf32
+    run = tmp_path / "run"
+    train_run(run, steps=2, record=False)
+    calls = []
+    monkeypatch.setattr(posthoc, "enable_tf32", lambda device: calls.append(device))
+    analyse_run(run, readout=False)
+    assert calls == [torch.device("cpu")]
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:  # what the shared function does for a CUDA device (the flags can be set without one)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        trainer.enable_tf32(torch.device("cuda", 0))
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn

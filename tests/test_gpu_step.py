@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 import metalm.trainer as trainer_mod
-from conftest import deterministic, poison_step, tiny_overrides, train_tiny
+from conftest import assert_same_run, deterministic, poison_step, tiny_overrides, train_tiny
 from metalm.config import load_config
 from metalm.device import compile_enabled, defers_host_syncs, fused_adamw
 from metalm.errors import DivergedError
@@ -198,12 +201,111 @@ def test_gpu_benchmark_without_cuda_fails_in_one_clear_line():
 
 
 def test_gpu_benchmark_quick_cpu_path(tmp_path, corpus_dir):
+    """The real step path (train_step + optimizer_step of AR and meta steps) on the CPU; a failing
+    configuration (an unknown preset) is recorded with its reason and the next one still runs."""
     out = tmp_path / "gpu.json"
     proc = subprocess.run(["bash", str(GPU_SH), "--device", "cpu", "--quick", "--data", str(corpus_dir), "--out",
-                           str(out)], capture_output=True, text=True, timeout=300)
+                           str(out), "--presets", "no-such-preset", "nano"], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHON": sys.executable})
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
+    (failed,) = report["failed"]
+    assert failed["configuration"] == "no-such-preset compile=off" and "ConfigError" in failed["reason"]
+    assert "no-such-preset" in failed["reason"]
     (r,) = report["results"]
     assert r["preset"] == "nano" and r["compile"] is False and not report["skipped"]
     assert r["ar"]["tokens_per_step"] == r["meta"]["tokens_per_step"] == 4 * 64  # the meta step reads the AR rows
     assert r["ar"]["tokens_per_s"] > 0 and r["meta_over_ar_step_time"] > 0 and r["ar"]["mfu"] is None
+
+
+# -- resuming across optimizer flavours (run.device may change between a run and its resume) ---------
+def flavoured_run(cfg, monkeypatch, fused: bool, deferred: bool = False, stop_at: int | None = None):
+    """`Trainer(cfg).run()` with the AdamW flavour forced (`fused`, and the deferred check), stopped by
+    a KeyboardInterrupt at step `stop_at` if given; returns the trainer."""
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_mod, "fused_adamw", lambda device: fused)
+        patch.setattr(trainer_mod, "defers_host_syncs", lambda device: deferred)
+        if stop_at is not None:
+            original = Trainer.train_step
+
+            def dying(self, step):
+                if step == stop_at:
+                    raise KeyboardInterrupt
+                return original(self, step)
+
+            patch.setattr(Trainer, "train_step", dying)
+        trainer = Trainer(cfg)
+        try:
+            trainer.run()
+        except KeyboardInterrupt:
+            assert stop_at is not None
+    return trainer
+
+
+def test_cpu_checkpoint_resumes_with_fused_adamw_and_deferred_syncs(tmp_path, corpus_dir, monkeypatch):
+    """A CPU (foreach) checkpoint resumed as CUDA would: fused AdamW with `found_inf` from the deferred
+    guard. The saved `fused: None` used to come back with the state and fail the first step."""
+    cfg = load_config(None, tiny_overrides(corpus_dir, tmp_path / "run"))
+    flavoured_run(cfg, monkeypatch, fused=False, stop_at=6)  # checkpoint of step 4 written
+    resumed = flavoured_run(cfg, monkeypatch, fused=True, deferred=True)
+    assert resumed.state.step == 8 and resumed.deferred
+    assert all(g["fused"] and not g["foreach"] for g in resumed.optimizer.param_groups)
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_fused_checkpoint_resumes_on_the_cpu_flavour(tmp_path, corpus_dir, monkeypatch):
+    """A fused (CUDA-flavour) checkpoint resumed on the CPU gets the CPU's AdamW back, and continues
+    bit for bit as the same state saved by a CPU run would (not with the fused kernel's rounding)."""
+    from metalm import checkpoint as ckpt
+
+    cfg = load_config(None, tiny_overrides(corpus_dir, tmp_path / "gpu"))
+    flavoured_run(cfg, monkeypatch, fused=True, deferred=True, stop_at=6)
+    shutil.copytree(tmp_path / "gpu", tmp_path / "as_cpu")
+    resumed = flavoured_run(cfg, monkeypatch, fused=False)
+    assert not any(g["fused"] for g in resumed.optimizer.param_groups)
+
+    # the reference: the same checkpoint as a CPU run writes it (the CPU's implementation flags)
+    load_state = ckpt.load_state
+    default = torch.optim.AdamW([torch.zeros(1, requires_grad=True)])  # the CPU trainer's AdamW
+    cpu_flags = {k: default.param_groups[0][k] for k in ("fused", "foreach")}
+
+    def as_cpu(directory):
+        state = load_state(directory)
+        state["optimizer"]["param_groups"] = [{**g, **cpu_flags} for g in state["optimizer"]["param_groups"]]
+        return state
+
+    monkeypatch.setattr(ckpt, "load_state", as_cpu)
+    reference = load_config(None, tiny_overrides(corpus_dir, tmp_path / "as_cpu"))
+    flavoured_run(reference, monkeypatch, fused=False)
+    assert_same_run(tmp_path / "gpu", tmp_path / "as_cpu")
+
+
+def test_gpu_benchmark_counts_only_sync_reports():
+    """Host syncs are the sync debug mode's reports, not its prototype notice nor other warnings."""
+    sys.path.insert(0, str(GPU_SH.parent))
+    try:
+        from gpu import sync_reports
+    finally:
+        sys.path.remove(str(GPU_SH.parent))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn("Synchronization debug mode is a prototype feature and does not yet detect all "
+                      "synchronizing operations")
+        warnings.warn("called a synchronizing CUDA operation (Triggered internally at CUDAFunctions.cpp:1)")
+        warnings.warn("some unrelated deprecation", DeprecationWarning)
+    (report,) = sync_reports(caught)
+    assert report.endswith(": called a synchronizing CUDA operation (Triggered internally at CUDAFunctions.cpp:1)")
+
+
+def test_gpu_benchmark_names_missing_packages_in_one_line(tmp_path):
+    """A Python without metalm's dependencies (as the lent GPU image lacks pydantic): one line naming
+    them and where their wheels go, exit 2, before anything is imported."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True, timeout=120)
+    proc = subprocess.run(["bash", str(GPU_SH), "--device", "cpu", "--quick"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHON": str(tmp_path / "bare" / "bin" / "python"),
+                                            "PYTHONPATH": ""})
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("benchmarks/gpu.sh: missing Python packages: torch, ")
+    assert "pydantic" in line and "transformers" in line
+    assert "benchmarks/wheels/" in line and "Traceback" not in proc.stderr

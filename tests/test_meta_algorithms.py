@@ -408,10 +408,10 @@ def test_rank_split_equals_single_process(corpus):
 
     def fake_all_reduce(tensor):  # sum over the two simulated ranks
         other, n = rank_stats[1], rank_stats[1]["episodes"]
-        if tensor.dtype == torch.float64:
-            tensor += torch.tensor([other[k] * n for k in METRIC_KEYS + EPISODE_KEYS] + [n], dtype=tensor.dtype)
-        else:
-            tensor += torch.tensor([getattr(other["work"], f) for f in ("tokens", "fwd_tokens", "bwd_tokens", "flops")])
+        if tensor.dtype == torch.float64:  # the metrics and the realised episode × episodes
+            tensor += torch.tensor([other[k] * n for k in METRIC_KEYS + EPISODE_KEYS], dtype=tensor.dtype)
+        else:  # the episode count and the work
+            tensor += torch.tensor([n] + [getattr(other["work"], f) for f in ("tokens", "fwd_tokens", "bwd_tokens", "flops")])
 
     merged = reduce_stats(rank_stats[0], fake_all_reduce)
     assert merged["episodes"] == 4 and merged["work"] == stats["work"]
@@ -509,3 +509,21 @@ def test_evaluation_mode_writes_no_gradient(corpus):
     for key in ("meta_loss", "query_acc", "support_acc_before", "support_acc_after"):
         assert measured[key] == pytest.approx(trained[key], rel=1e-5)
     assert measured["work"].bwd_tokens < trained["work"].bwd_tokens
+
+
+@pytest.mark.parametrize("hidden", [0, 1])
+def test_head_logits_are_float32_under_bf16_autocast(hidden):
+    """Under the trainer's bf16 autocast the episode head's logits stay float32: the same numbers as
+    without autocast (they used to come out of a bf16 matmul)."""
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(6, 16, generator=gen)
+    head = {"weight": torch.randn(3, 8 if hidden else 16, generator=gen), "bias": torch.randn(3, generator=gen)}
+    if hidden:
+        head.update({"hidden.0.weight": torch.randn(8, 16, generator=gen), "hidden.0.bias": torch.randn(8, generator=gen)})
+    plain = head_logits(features, head)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = head_logits(features.bfloat16(), head)  # bf16 activations, as the backbone gives them
+        same = head_logits(features, head)
+    assert cast.dtype == same.dtype == torch.float32
+    assert torch.equal(same, plain)
+    assert torch.equal(cast, head_logits(features.bfloat16().float(), head))

@@ -1,7 +1,8 @@
 """`metalm bench`: an AR step and a meta step of the configured model, timed side by side.
 
-Both steps process the same number of unique tokens (the meta step's support + query rows; the AR
-batch has as many rows of the same length) and include the AdamW update. Warm-up repeats are
+Both steps run under the run's autocast (`run.precision`), process the same number of unique tokens
+(the meta step's support + query rows; the AR batch has as many rows of the same length) and
+include the AdamW update. Warm-up repeats are
 discarded; medians of the rest are reported, with the meta/AR cost ratio. Ratios measured in one
 run on one machine are what to compare; absolute times depend on the machine.
 """
@@ -18,7 +19,6 @@ import torch
 
 from .config import Config
 from .data import PackedSequences
-from .device import autocast_context
 from .trainer import Trainer
 from .training.losses import next_token_loss
 
@@ -67,13 +67,14 @@ def bench(cfg: Config, warmup: int = 2, repeats: int = 5) -> dict:
     ar_batches = [torch.from_numpy(seqs.gather(np.arange(i * rows, (i + 1) * rows) % len(seqs))).to(device)
                   for i in range(warmup + repeats)]
 
-    def ar(i: int) -> None:
-        with autocast_context(cfg.run.precision, device):
+    def ar(i: int) -> None:  # both steps under the run's autocast, as the trainer runs them
+        with trainer.autocast():
             loss = next_token_loss(model, ar_batches[i])
         loss.backward()
 
     def meta_step(i: int) -> None:
-        meta.meta_step(model, episodes[i])
+        with trainer.autocast():
+            meta.meta_step(model, episodes[i])
 
     ar_times, ar_mem = _time(ar, trainer.optimizer, device, warmup, repeats)
     meta_times, meta_mem = _time(meta_step, trainer.optimizer, device, warmup, repeats)

@@ -36,6 +36,9 @@ class RunConfig(Section):
     wandb: bool = Field(False, description="also log to Weights & Biases, offline mode: nothing leaves the machine")
     compile: Literal["auto"] | bool = Field(
         "auto", description="torch.compile the next-token step: true, false, or auto (on for CUDA, off for CPU)")
+    dist_timeout_s: int = Field(
+        7200, gt=0, description="under torchrun: seconds a process waits in a collective, e.g. for rank 0 to "
+        "tokenize a new corpus (about 300 s per GB) before the process group fails (default 2 h)")
     peak_tflops: float | None = Field(
         None, gt=0, description="peak TFLOP/s of one device for the mfu column (null: a table of common GPUs' bf16 "
         "peaks on CUDA, no mfu on CPU)")

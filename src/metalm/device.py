@@ -67,7 +67,8 @@ def compile_enabled(setting: str | bool, device: torch.device) -> bool:
 
 def enable_tf32(device: torch.device) -> None:
     """TF32 tensor-core matmuls and convolutions for the float32 work of a CUDA run (what autocast
-    leaves in float32, or everything without bf16); nothing changes for a CPU run."""
+    leaves in float32, or everything without bf16); nothing changes for a CPU run. The trainer and
+    post-hoc dynamics both call it, so probes of a checkpoint give the on-the-fly numbers."""
     import torch
 
     if device.type == "cuda":

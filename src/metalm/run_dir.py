@@ -63,7 +63,7 @@ _STEP_DIR = re.compile(r"^step-(\d{8})$")
 # Config keys that change how a run is executed or displayed, not what it computes: a run may be
 # resumed with different values (`run.dir` too: a moved run directory resumes).
 EXECUTION_KEYS = frozenset({"run.dir", "run.progress", "run.threads", "run.cache_dir", "run.tensorboard", "run.wandb",
-                            "run.device", "run.peak_tflops", "data.num_proc"})
+                            "run.device", "run.peak_tflops", "run.dist_timeout_s", "data.num_proc"})
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

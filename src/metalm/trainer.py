@@ -24,7 +24,7 @@ from .checkpoint import save_pretrained_atomic
 from .config import Config
 from .data import PackedSequences, TrainBatches, cache_root, evenly_spaced, prepare_corpus, validation_batches
 from .device import autocast_context, compile_enabled, defers_host_syncs, enable_tf32, fused_adamw, resolve_device
-from .distributed import Dist, init_distributed, shutdown
+from .distributed import Dist, data_parallel_loss, init_distributed, shutdown
 from .dynamics.config import probe_shape
 from .dynamics.phases import format_phase_readout
 from .dynamics.recorder import DynamicsRecorder
@@ -67,7 +67,7 @@ class Trainer:
         self.device = resolve_device(cfg.run.device, "run.device")
         if cfg.run.threads and self.device.type == "cpu":
             torch.set_num_threads(cfg.run.threads)
-        self.dist: Dist = init_distributed(self.device.type)
+        self.dist: Dist = init_distributed(self.device.type, cfg.run.dist_timeout_s)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         enable_tf32(self.device)
@@ -86,8 +86,9 @@ class Trainer:
         self.guard = NonFiniteGuard(t.on_nonfinite, t.max_skipped_steps, self.state, deferred=self.deferred)
         self.compiled = compile_enabled(cfg.run.compile, self.device)
         # The next-token loss of training steps: compiled, or the plain function. Only this function
-        # is compiled — the model object is untouched (its state_dict keys, checkpoints and the DDP
-        # wrapper are the same), and validation, meta steps and dynamics probes run eagerly.
+        # is compiled — the model object is untouched (its state_dict keys and checkpoints are the same;
+        # under DDP the wrapper holds this loss, `data_parallel_loss`), and validation, meta steps and
+        # dynamics probes run eagerly.
         self.ar_loss = torch.compile(next_token_loss) if self.compiled else next_token_loss
 
     def autocast(self):
@@ -139,10 +140,8 @@ class Trainer:
         )
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]  # clipping order
         self.ddp = None
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.dist.enabled:  # DDP over the (compiled) loss: the loss compiles over the bare model
+            self.ddp = data_parallel_loss(self.model, self.ar_loss, self.device)
 
         self.hybrid = None
         if self.meta is not None:
@@ -225,10 +224,11 @@ class Trainer:
     def ar_micro(self, batch: np.ndarray, micro: int, scale: float, sync: bool | None) -> tuple[torch.Tensor, Work]:
         """Next-token forward/backward of this rank's rows of micro-batch `micro`, gradients × `scale`.
         `sync`: whether DDP all-reduces on this backward (None: bypass DDP, the caller averages)."""
-        net = self.model if sync is None or self.ddp is None else self.ddp
+        bypass = sync is None or self.ddp is None
         with self.ddp.no_sync() if self.ddp is not None and sync is False else contextlib.nullcontext():
             with self.autocast():
-                loss = self.ar_loss(net, self.rank_rows(batch, micro))
+                ids = self.rank_rows(batch, micro)
+                loss = self.ar_loss(self.model, ids) if bypass else self.ddp(ids)
             (loss * scale).backward()
         rows = batch.shape[0] // self.cfg.train.grad_accum
         return loss, ar_work(rows * self.cfg.train.seq_len, self.fwd_flops)

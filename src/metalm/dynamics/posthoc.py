@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..device import resolve_device
+from ..device import enable_tf32, resolve_device
 from ..errors import DataError, MetalmError
 from ..run_dir import RunDir
 from .config import ALL_GROUPS
@@ -114,6 +114,7 @@ def analyse_run(
 
     result = PosthocResult(rows_path, kept)
     device = resolve_device(device)
+    enable_tf32(device)  # the trainer's float32 matmul setting: the on-the-fly rows' numbers (probe.py)
     for step, path in checkpoints:
         if step in done:
             result.skipped_steps.append(step)

@@ -72,6 +72,23 @@ def _layer_flops_per_token(layer: nn.Module, seq_len: int, d_model: int) -> int:
     return 2 * sum(p.numel() for p in layer.parameters()) + 2 * seq_len * d_model
 
 
+LLAMA_PARTS = ("embed_tokens", "layers", "norm", "rotary_emb")
+
+
+def decoder_context(base: nn.Module, h: torch.Tensor) -> dict:
+    """What each decoder layer takes besides its input: the causal mask, positions and rotary
+    embeddings of rows `h` [B, L, d]. The mask is built without position ids: episode rows are never
+    packed sequences, and transformers' packed-sequence check (given position ids and no mask) reads
+    a device tensor on the host — a host sync per forward on CUDA."""
+    from transformers.masking_utils import create_causal_mask
+
+    position_ids = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
+    # positionally: transformers 5.x names the fourth parameter (the cache) `cache` or `past_key_values`
+    mask = create_causal_mask(base.config, h, None, None, position_ids=None)
+    return {"attention_mask": mask, "position_ids": position_ids,
+            "position_embeddings": base.rotary_emb(h, position_ids=position_ids)}
+
+
 class BackbonePartition:
     """Lower (run once, frozen) and upper (re-run with fast weights) parts of the backbone.
 
@@ -117,7 +134,13 @@ class HeadOnlyPartition(BackbonePartition):
     upper_names: list[str] = []
 
     def lower(self, input_ids):
-        return self.base(input_ids=input_ids, use_cache=False).last_hidden_state
+        if getattr(self.base.config, "model_type", None) != "llama":  # other decoders: their own forward
+            return self.base(input_ids=input_ids, use_cache=False).last_hidden_state
+        h = self.base.embed_tokens(input_ids)  # LlamaModel.forward's steps, without its host sync
+        ctx = decoder_context(self.base, h)
+        for layer in self.base.layers:
+            h = layer(h, **ctx)
+        return self.base.norm(h)
 
     def upper(self, params, x):
         return x
@@ -159,10 +182,10 @@ class LastLayersPartition(BackbonePartition):
     def __init__(self, model, n_upper: int):
         super().__init__(model)
         base = self.base
-        for attr in ("embed_tokens", "layers", "norm", "rotary_emb"):
-            if not hasattr(base, attr):
-                raise ConfigError("meta.inner_params: head+last_n_layers needs a Llama-style decoder "
-                                  f"(backbone without {attr!r}); use head or all")
+        missing = [attr for attr in LLAMA_PARTS if not hasattr(base, attr)]
+        if missing:
+            raise ConfigError("meta.inner_params: head+last_n_layers needs a Llama-style decoder "
+                              f"(backbone without {missing[0]!r}); use head or all")
         self.n_layers = len(base.layers)
         if not 1 <= n_upper <= self.n_layers:
             raise ConfigError(f"meta.inner_n_layers: {n_upper} is not within 1..{self.n_layers}")
@@ -171,24 +194,15 @@ class LastLayersPartition(BackbonePartition):
                             for n, _ in base.layers[i].named_parameters()]
         self.upper_names += [f"{self.prefix}norm.{n}" for n, _ in base.norm.named_parameters()]
 
-    def _context(self, h: torch.Tensor):
-        from transformers.masking_utils import create_causal_mask
-
-        position_ids = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
-        mask = create_causal_mask(config=self.base.config, inputs_embeds=h, attention_mask=None, cache=None,
-                                  position_ids=position_ids)
-        return {"attention_mask": mask, "position_ids": position_ids,
-                "position_embeddings": self.base.rotary_emb(h, position_ids=position_ids)}
-
     def lower(self, input_ids):
         h = self.base.embed_tokens(input_ids)
-        ctx = self._context(h)
+        ctx = decoder_context(self.base, h)
         for layer in self.base.layers[: self.first]:
             h = layer(h, **ctx)
         return h
 
     def upper(self, params, x):
-        ctx = self._context(x)
+        ctx = decoder_context(self.base, x)
         h = x
         for i in range(self.first, self.n_layers):
             p = f"{self.prefix}layers.{i}."

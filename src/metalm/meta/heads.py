@@ -31,13 +31,21 @@ def hidden_layer_keys(n_hidden: int) -> list[tuple[str, str]]:
 
 
 def head_logits(features: torch.Tensor, head: Head) -> torch.Tensor:
-    x = features
-    n_hidden = sum(1 for k in head if k.startswith("hidden.") and k.endswith(".weight"))
-    for w, b in hidden_layer_keys(n_hidden):
-        x = torch.relu(x @ head[w].t() + head[b])
-    logits = x @ head["weight"].t()
-    bias = head.get("bias")
-    return logits if bias is None else logits + bias
+    """The head's logits in at least float32, also under bf16 autocast (which would run these matmuls,
+    and so the episode's logits and loss, in bf16): the features and head are float32 already."""
+    with torch.autocast(features.device.type, enabled=False):
+        x = at_least_fp32(features)
+        n_hidden = sum(1 for k in head if k.startswith("hidden.") and k.endswith(".weight"))
+        for w, b in hidden_layer_keys(n_hidden):
+            x = torch.relu(x @ at_least_fp32(head[w]).t() + at_least_fp32(head[b]))
+        logits = x @ at_least_fp32(head["weight"]).t()
+        bias = head.get("bias")
+        return logits if bias is None else logits + at_least_fp32(bias)
+
+
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """At least float32 (half precision is upcast; float64 stays)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def zero_head(n_way: int, d_model: int, like: torch.Tensor) -> Head:

@@ -34,7 +34,7 @@ from ..accounting import Work
 from .backbone import BackbonePartition, backbone_partition, head_parameter_names
 from .episode import Episode
 from .flops import EpisodeShape, PassCosts, episode_work
-from .heads import LearnedHead, head_logits, proto_head, zero_head
+from .heads import LearnedHead, at_least_fp32, head_logits, proto_head, zero_head
 from .inner import Params, adapt
 from .outer import AdaptedEpisode, OuterRule, outer_rule
 from .sampler import EpisodeBatch
@@ -45,13 +45,8 @@ METRIC_KEYS = ("meta_loss", "support_loss_before", "support_acc_before", "suppor
 EPISODE_KEYS = ("episode_classes", "episode_support_min", "episode_support_median", "episode_query_items")
 
 
-def _fp32(x: torch.Tensor) -> torch.Tensor:
-    """At least float32 (half-precision activations are upcast; float64 stays float64)."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
-
-
 def _ce_acc(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    logits = _fp32(logits)
+    logits = at_least_fp32(logits)
     return F.cross_entropy(logits, labels), (logits.argmax(-1) == labels).float().mean()
 
 
@@ -93,10 +88,10 @@ class EpisodeRows:
         inner loop nothing to do; one inner_lr fits every preset). `feature_scale: none` reads the
         raw states, as the paper's code does."""
         if not self.smlmt:
-            return _fp32(hidden.reshape(-1, hidden.shape[-1]))
+            return at_least_fp32(hidden.reshape(-1, hidden.shape[-1]))
         positions = self.support_positions if support else self.query_positions
         rows = self.support_rows if support else self.query_rows
-        feats = _fp32(hidden[rows, positions])
+        feats = at_least_fp32(hidden[rows, positions])
         return feats * feats.shape[-1] ** -0.5 if self.scale else feats
 
 
@@ -203,7 +198,7 @@ def _initial_params(model, episode: Episode, rows: EpisodeRows, partition: Backb
         keys = {"weight": weight_key, **({"bias": bias_key} if bias_key else {})}
         return {**upper0, **{n: (named[n] if keep else named[n].detach()) for n in names}}, keys
     if head_init == "zero":
-        like = _fp32(support_x) if support_x.is_floating_point() else next(model.parameters())
+        like = at_least_fp32(support_x) if support_x.is_floating_point() else next(model.parameters())
         head0 = zero_head(rows.n_classes, partition.d_model, like)
     elif head_init == "proto":
         with contextlib.nullcontext() if keep else torch.no_grad():
@@ -271,23 +266,47 @@ class MetaStep:
 def reduce_stats(stats: dict, all_reduce_sum, device: torch.device | str = "cpu") -> dict:
     """Global statistics of a meta step from every rank's `MetaStep.run` result (floats or tensors):
     metrics averaged over all episodes (0-dim float64 tensors on `device`, read on the host only when
-    a row is logged), work summed. `all_reduce_sum(tensor)` sums a tensor in place across ranks; None
-    for a single process, where nothing is read back from the device. Across processes the summed
-    work is read on the host (one sync per meta step): the accounting is kept in Python integers."""
-    n = stats["episodes"]
-    realised = tuple(k for k in EPISODE_KEYS if k in stats)  # host floats; the same keys on every rank (one task)
-    keys = METRIC_KEYS + realised
-    # the host values (realised episode, episode count) go to the device in one copy that does not wait
-    host = torch.tensor([float(stats[k]) * n for k in realised] + [float(n)], dtype=torch.float64)
-    host = (host.pin_memory() if torch.device(device).type == "cuda" else host).to(device, non_blocking=True)
-    metrics = torch.cat([torch.stack([torch.as_tensor(stats[k], dtype=torch.float64, device=device) * n
-                                      for k in METRIC_KEYS]), host])
-    w = stats["work"]
-    if all_reduce_sum is not None:
-        work = torch.tensor([w.tokens, w.fwd_tokens, w.bwd_tokens, w.flops], dtype=torch.int64, device=device)
-        all_reduce_sum(metrics)
-        all_reduce_sum(work)
-        w = Work(*(int(v) for v in work.tolist()))
-        n = int(metrics[-1])
-    means = metrics[:-1] / metrics[-1].clamp_min(1.0)
-    return {**dict(zip(keys, means.unbind())), "episodes": n, "work": w}
+    a row is logged), episodes and work summed (Python integers: the accounting stays on the host,
+    computed from the episodes' shapes). `all_reduce_sum(tensor)` sums a tensor in place across
+    ranks; None for a single process.
+
+    The realised episode (EPISODE_KEYS, host floats from the built episodes) stays on the host for a
+    single process; across processes its sums go to the device from pinned memory, are summed with
+    the metrics and averaged over all episodes like them.
+
+    Host syncs: none for a single process (given tensor statistics). Across processes, one per meta
+    step: every rank's episode count and work, summed on the device, are read back on the host. The
+    count, work and realised episode go to the device from pinned memory, without a sync; the metrics
+    never leave it."""
+    device = torch.device(device)
+    n, w = stats["episodes"], stats["work"]
+    realised = tuple(k for k in EPISODE_KEYS if k in stats)  # the same keys on every rank (one task)
+    if all_reduce_sum is None:
+        return {**{k: _float64(stats[k], device) for k in METRIC_KEYS}, **{k: stats[k] for k in realised},
+                "episodes": n, "work": w}
+    metrics = torch.stack([_float64(stats[k], device) * n for k in METRIC_KEYS])
+    if realised:
+        metrics = torch.cat([metrics, _to_device(torch.tensor([float(stats[k]) * n for k in realised],
+                                                              dtype=torch.float64), device)])
+    counts = _to_device(torch.tensor([n, w.tokens, w.fwd_tokens, w.bwd_tokens, w.flops], dtype=torch.int64), device)
+    all_reduce_sum(metrics)
+    all_reduce_sum(counts)
+    n, *work = counts.tolist()  # the one host sync of a meta step across processes
+    means = metrics / max(1, n)
+    return {**dict(zip(METRIC_KEYS + realised, means.unbind())), "episodes": n, "work": Work(*work)}
+
+
+def _float64(value, device: torch.device) -> torch.Tensor:
+    """A statistic as a 0-dim float64 tensor on `device` (a Python float, from an evaluation's
+    `MetaStep.run`, is copied there; a training step's device tensor stays where it is)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, dtype=torch.float64)
+    return torch.tensor(value, dtype=torch.float64, device=device)
+
+
+def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`: onto CUDA from pinned memory, asynchronously (a copy from pageable
+    memory would wait for the device)."""
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)

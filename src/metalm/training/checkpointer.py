@@ -20,6 +20,24 @@ from .cadence import Cadence
 log = logging.getLogger(__name__)
 
 
+FLAVOUR_KEYS = ("fused", "foreach")  # which AdamW implementation runs: a property of this run's device
+
+
+def this_flavour(saved: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """The saved optimizer state with the implementation flags of `optimizer` instead of the saved
+    ones. `load_state_dict` restores every saved param-group key, so a checkpoint written on the CPU
+    (foreach) and resumed on CUDA (fused AdamW, `found_inf` set by the guard) would take the foreach
+    path and fail, and a CUDA checkpoint resumed on the CPU would keep the fused kernel and lose the
+    CPU's bit-exact resume (`run.device` is an execution key: a run may move). Set before loading,
+    so torch also places each `step` counter as this flavour needs it (fused: on the parameter's
+    device)."""
+    groups = saved.get("param_groups", [])
+    if len(groups) != len(optimizer.param_groups):
+        return saved  # load_state_dict reports the mismatch
+    current = [{k: g[k] for k in FLAVOUR_KEYS if k in g} for g in optimizer.param_groups]
+    return {**saved, "param_groups": [{**g, **flags} for g, flags in zip(groups, current)]}
+
+
 class Checkpointer:
     """Saves every `train.save_every` steps and at the last step (rank 0), keeps the newest
     `train.keep_checkpoints`, and restores the latest checkpoint into the given objects."""
@@ -90,7 +108,7 @@ class Checkpointer:
         if self.meta is not None:
             self.meta.load_state_dict(ckpt.load_extra(path))
         payload = ckpt.load_state(path)
-        self.optimizer.load_state_dict(payload["optimizer"])
+        self.optimizer.load_state_dict(this_flavour(payload["optimizer"], self.optimizer))
         self.state.load_state_dict(payload["counters"])
         torch.set_rng_state(payload["rng"]["torch"])
         if self.device.type == "cuda" and "cuda" in payload["rng"]:
