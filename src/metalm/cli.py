@@ -74,7 +74,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from .data import prepare_corpus
 
     cfg = load_config(args.config, args.overrides)
-    corpus = prepare_corpus(cfg.data, cfg.run.cache_dir, progress=cfg.run.progress)
+    corpus = prepare_corpus(cfg.data, cfg.run.cache_dir, progress=cfg.run.progress, verify=args.verify)
     info = corpus.info
     if args.json:
         print(json.dumps(info, indent=1))
@@ -87,7 +87,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
               f"{src['tokens']:,} tokens{added}")
     if info.get("max_tokens_reached"):
         print(f"  data.max_tokens {info['max_tokens']:,} reached: the rest of the sources was not read")
-    print(f"cache: {info['cache']}")
+    print(f"cache: {info['cache']}" + (" (every byte checked)" if args.verify else ""))
     return 0
 
 
@@ -333,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.train=corpus/ data.num_proc=8")
     p.add_argument("--json", action="store_true", help="print the data description as JSON")
+    p.add_argument("--verify", action="store_true", help="check every byte of the cached tokens against the digests "
+                   "recorded when they were written (each use checks sizes and sampled blocks); rewrite them if damaged")
     p.set_defaults(func=_cmd_data)
 
     ev = command(sub, "eval", "evaluate a run or checkpoint").add_subparsers(dest="what", required=True)

@@ -23,7 +23,7 @@ from . import encode, token_store
 from .demo import resolve_corpus_specs
 from .encode import encoder_for, resolve_num_proc
 from .pretokenized import holds_tokens, require_tokenizer
-from .sources import HubDataset, fingerprint, iter_documents, resolve_files
+from .sources import HubDataset, iter_documents, resolve_files, source_digests
 from .token_store import TokenArray
 from .tokenization import Phase, StoreBuilder
 
@@ -98,9 +98,10 @@ def obtain_tokenizer(data_cfg, text_documents: Callable[[], Iterable[str]], trai
 
 
 def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrainedTokenizerBase | None = None,
-                   progress: bool = True) -> Corpus:
+                   progress: bool = True, verify: bool = False) -> Corpus:
     """Tokenizer and memory-mapped token arrays for a `data` section (cached by content hash;
-    tokenized, streamed and in parallel, on the first use)."""
+    tokenized, streamed and in parallel, on the first use). A cached entry is checked before use
+    (sizes and sampled blocks; `verify`: every byte) and written again when damaged."""
     cache = cache_root(cache_dir)
     train_spec, val_spec, demo = resolve_specs(data_cfg, cache)
     train_sources = resolve_files(train_spec)
@@ -108,8 +109,8 @@ def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrained
     train_tok = [holds_tokens(s, data_cfg) for s in train_sources]
     val_tok = [holds_tokens(s, data_cfg) for s in val_sources] if val_sources else []
     require_tokenizer([s for s, t in zip(train_sources + (val_sources or []), train_tok + val_tok) if t], data_cfg)
-    train_fp = fingerprint(train_sources)
-    val_fp = fingerprint(val_sources) if val_sources else f"holdout:{data_cfg.val_fraction}"
+    train_fp, train_digests = source_digests(train_sources)
+    val_fp, val_digests = source_digests(val_sources) if val_sources else (f"holdout:{data_cfg.val_fraction}", [])
 
     def text_documents() -> Iterator[str]:
         for src, tokens in zip(train_sources, train_tok):
@@ -120,11 +121,11 @@ def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrained
         prefix = data_cfg.max_tokens is not None or any(isinstance(s, HubDataset) for s in train_sources)
         tokenizer = obtain_tokenizer(data_cfg, text_documents, train_fp, cache, prefix)
     key = hashlib.sha256(json.dumps(
-        [token_store.FORMAT_VERSION, token_store.tokenizer_hash(tokenizer), train_fp, val_fp,
+        [token_store.KEY_VERSION, token_store.tokenizer_hash(tokenizer), train_fp, val_fp,
          data_cfg.text_field, data_cfg.txt_documents, data_cfg.token_field, data_cfg.bin_dtype,
          data_cfg.max_tokens]).encode()).hexdigest()[:24]
     directory = cache / "tokens" / key
-    loaded = token_store.load(directory)
+    loaded = token_store.load(directory, full=verify)
     if loaded is None:
         phases = [Phase("data.train", train_sources, train_tok, "train" if val_sources else None, data_cfg.max_tokens)]
         if val_sources:
@@ -139,10 +140,17 @@ def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrained
             processes = 1
         builder = StoreBuilder(directory, phases, encoder_for(tokenizer, token_store.token_dtype(len(tokenizer))), len(tokenizer),
                                data_cfg, processes, progress)
-        builder.build(lambda: token_store.load(directory) is not None, info)
+        builder.build(lambda: token_store.load(directory, full=verify, warn=False) is not None, info)
         loaded = token_store.load(directory)
+        if loaded is None:
+            raise DataError(f"the token cache entry {directory} just written does not pass its own check; is the "
+                            "cache's disk failing?")
     arrays, info = loaded
-    info = {**info, "cache": str(directory), "vocab_size": len(tokenizer)}
+    sources = [{"split": split, "source": str(src), "sha256": digest}
+               for split, srcs, digests in (("data.train", train_sources, train_digests),
+                                            ("data.validation", val_sources or [], val_digests))
+               for src, digest in zip(srcs, digests)]
+    info = {**info, "cache": str(directory), "key": key, "source_digests": sources, "vocab_size": len(tokenizer)}
     if arrays["validation"].tokens.size == 0:
         raise DataError("data.validation: the validation set holds no tokens")
     return Corpus(tokenizer, arrays["train"], arrays["validation"], info)

@@ -332,16 +332,25 @@ def iter_documents(source: Path | HubDataset, text_field: str = "text", txt_docu
         raise DataError(f"{source}: a {source.suffix} file holds token ids, not text")
 
 
-def fingerprint(sources: list[Path | HubDataset]) -> str:
-    """Content hash of the sources: file bytes for local files, name/config/split (and the
-    `datasets` fingerprint once loaded) for hub datasets."""
+def source_digests(sources: list[Path | HubDataset]) -> tuple[str, list[str]]:
+    """(content hash of the sources together, each one's own), in one pass: file bytes for local
+    files, name/config/split for hub datasets. The own hashes name the source that changed when a
+    run is resumed on other data."""
     h = hashlib.sha256()
+    own = []
     for src in sources:
+        one = hashlib.sha256()
         if isinstance(src, HubDataset):
-            h.update(f"hf:{src.name}:{src.config}@{src.split}".encode())
-            continue
-        h.update(src.suffix.encode())
-        with open(src, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()
+            name = f"hf:{src.name}:{src.config}@{src.split}".encode()
+            h.update(name)
+            one.update(name)
+        else:
+            h.update(src.suffix.encode())
+            one.update(src.suffix.encode())
+            with open(src, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 22), b""):
+                    h.update(chunk)
+                    one.update(chunk)
+        own.append(one.hexdigest())
+    return h.hexdigest(), own
+

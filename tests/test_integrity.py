@@ -1,0 +1,93 @@
+"""Integrity (DESIGN 2.9): nothing is used unchecked — a damaged token-cache entry is rebuilt, a run
+refuses other data and a second trainer, evaluations are reused only on unchanged inputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import data_cfg, make_corpus
+from metalm.cli import main
+from metalm.data import prepare_corpus
+
+
+@pytest.fixture
+def entry(tmp_path) -> tuple:
+    """(data config, cache, first corpus) of a freshly tokenized small corpus."""
+    cfg = data_cfg(make_corpus(tmp_path / "corpus") / "train", tmp_path / "corpus" / "validation")
+    cache = str(tmp_path / "cache")
+    return cfg, cache, prepare_corpus(cfg, cache)
+
+
+def _reference(corpus) -> tuple:
+    return np.array(corpus.train.tokens).copy(), np.array(corpus.train.doc_offsets).copy()
+
+
+@pytest.mark.parametrize("damage", ["truncate tokens", "truncate documents", "flip a byte", "info.json garbled"])
+def test_a_damaged_cache_entry_is_rebuilt_with_a_warning_never_read(entry, damage, caplog):
+    cfg, cache, first = entry
+    tokens, offsets = _reference(first)
+    directory = Path(first.info["cache"])
+    if damage == "truncate tokens":
+        with open(directory / "train.bin", "r+b") as f:
+            f.truncate(1000)
+        expected = "train.bin holds 1,000 bytes"
+    elif damage == "truncate documents":
+        with open(directory / "train_docs.bin", "r+b") as f:
+            f.truncate(8 * 5)
+        expected = "train_docs.bin holds 40 bytes"
+    elif damage == "flip a byte":
+        data = bytearray((directory / "train.bin").read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (directory / "train.bin").write_bytes(bytes(data))
+        expected = "train.bin: its content differs"
+    else:
+        (directory / "info.json").write_text("{not json")
+        expected = "info.json is unreadable"
+    del first
+    with caplog.at_level(logging.WARNING, logger="metalm.data"):
+        again = prepare_corpus(cfg, cache)
+    assert any("is damaged" in r.message and expected in r.message for r in caplog.records), caplog.text
+    np.testing.assert_array_equal(again.train.tokens, tokens)
+    np.testing.assert_array_equal(again.train.doc_offsets, offsets)
+    assert again.info["cache"] == str(directory)  # rebuilt in place, under the same key
+
+
+def test_a_flipped_byte_outside_the_sampled_blocks_is_found_by_data_verify(tmp_path, monkeypatch, capsys, caplog):
+    from metalm.data import token_store
+
+    monkeypatch.setattr(token_store, "SAMPLE_BLOCKS", 2)  # only the first and last 64 bytes are sampled
+    monkeypatch.setattr(token_store, "SAMPLE_BLOCK_BYTES", 64)
+    corpus = make_corpus(tmp_path / "corpus")
+    monkeypatch.setenv("METALM_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cfg.yaml").write_text("{}")
+    argv = ["data", str(tmp_path / "cfg.yaml"), f"data.train={corpus / 'train'}",
+            f"data.validation={corpus / 'validation'}", "data.vocab_size=300"]
+    assert main(argv) == 0
+    directory = Path(capsys.readouterr().out.split("cache: ")[1].split()[0])
+    path = directory / "train.bin"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="metalm.data"):
+        assert main(argv) == 0  # the sampled check at open does not see it
+        assert "damaged" not in caplog.text
+        assert main([*argv, "--verify"]) == 0
+    assert "train.bin: its content differs from when it was written (full digest)" in caplog.text
+    assert "(every byte checked)" in capsys.readouterr().out
+    assert path.read_bytes() != bytes(data)  # rewritten
+
+
+def test_an_entry_of_format_2_is_rewritten_in_place(entry, caplog):
+    cfg, cache, first = entry
+    directory = Path(first.info["cache"])
+    info = json.loads((directory / "info.json").read_text())
+    info["format"] = 2
+    del info["checks"]
+    (directory / "info.json").write_text(json.dumps(info))
+    again = prepare_corpus(cfg, cache)
+    assert again.info["cache"] == str(directory) and again.info["format"] == 3 and "checks" in again.info
