@@ -91,3 +91,69 @@ def test_an_entry_of_format_2_is_rewritten_in_place(entry, caplog):
     (directory / "info.json").write_text(json.dumps(info))
     again = prepare_corpus(cfg, cache)
     assert again.info["cache"] == str(directory) and again.info["format"] == 3 and "checks" in again.info
+
+
+def test_a_second_trainer_in_a_run_directory_is_refused_naming_the_holder(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from conftest import train_tiny
+
+    corpus, run = make_corpus(tmp_path / "corpus"), tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from metalm.dir_lock import hold_lock\n"
+                               f"with hold_lock({str(run)!r}, 'run directory', ''):\n"
+                               "    print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        capsys.readouterr()
+        assert train_tiny(corpus, run) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"is in use by process {holder.pid}" in err[0], err
+        assert not (run / "metrics.jsonl").exists() and not (run / "config.yaml").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert train_tiny(corpus, run) == 0  # released with its holder; the run now trains
+    assert train_tiny(corpus, run) == 0  # and its own lock was released at the end
+
+
+def test_resuming_on_changed_data_is_refused_naming_the_source(tmp_path, monkeypatch, capsys):
+    from conftest import interrupt_at, train_tiny
+    from metalm.trainer import Trainer
+
+    corpus, run = make_corpus(tmp_path / "corpus"), tmp_path / "run"
+    original = Trainer.train_step
+    interrupt_at(monkeypatch, 6)
+    assert train_tiny(corpus, run) == 130
+    monkeypatch.setattr(Trainer, "train_step", original)
+    source = corpus / "train" / "train-00.txt"
+    source.write_text(source.read_text().replace("river", "ocean"))
+    capsys.readouterr()
+    assert train_tiny(corpus, run) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained on other data" in err[0] and f"data.train {source} changed" in err[0], err
+    source.write_text(source.read_text().replace("ocean", "river"))  # the original data: it resumes
+    assert train_tiny(corpus, run) == 0
+
+
+def test_a_checkpoint_on_other_data_is_refused(tmp_path, monkeypatch):
+    """Each checkpoint records the data's key: a checkpoint of other data is not loaded (even where
+    data.json lost its record)."""
+    from conftest import interrupt_at, tiny_overrides, train_tiny
+    from metalm.config import load_config
+    from metalm.errors import ConfigError
+    from metalm.trainer import Trainer
+    from metalm.training.checkpointer import Checkpointer
+
+    corpus, run = make_corpus(tmp_path / "corpus"), tmp_path / "run"
+    interrupt_at(monkeypatch, 6)
+    assert train_tiny(corpus, run) == 130
+    data = json.loads((run / "data.json").read_text())
+    assert data["key"] == Path(data["cache"]).name
+    monkeypatch.setattr(Trainer, "check_same_data", lambda self: None)
+    original = Checkpointer.__init__
+    monkeypatch.setattr(Checkpointer, "__init__", lambda self, *a, **kw: original(self, *a, **{**kw, "data_key": "0" * 24}))
+    cfg = load_config(corpus.parent / "cfg.yaml", tiny_overrides(corpus, run))
+    with pytest.raises(ConfigError, match="checkpoint .*step-00000004 was trained on other data"):
+        Trainer(cfg).run()

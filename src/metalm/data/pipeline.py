@@ -154,3 +154,20 @@ def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrained
     if arrays["validation"].tokens.size == 0:
         raise DataError("data.validation: the validation set holds no tokens")
     return Corpus(tokenizer, arrays["train"], arrays["validation"], info)
+
+
+def data_changes(saved: dict, current: dict) -> str:
+    """What differs between the data a run recorded (`saved`, its data.json) and `current` (a
+    corpus' info): the sources whose content changed, appeared or went, else the tokenizer/settings."""
+    def by_source(info: dict) -> dict[tuple[str, str], str]:
+        return {(d["split"], d["source"]): d["sha256"] for d in info.get("source_digests") or []
+                if isinstance(d, dict) and {"split", "source", "sha256"} <= d.keys()}
+
+    old, new = by_source(saved), by_source(current)
+    if not old:
+        return "the data's cache key differs"
+    changes = [f"{split} {source} changed" for (split, source), digest in new.items()
+               if (split, source) in old and old[split, source] != digest]
+    changes += [f"{split} {source} is new" for split, source in new.keys() - old.keys()]
+    changes += [f"{split} {source} is no longer read" for split, source in old.keys() - new.keys()]
+    return "; ".join(sorted(changes)) or "the same sources, tokenized differently"
