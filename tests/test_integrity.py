@@ -157,3 +157,93 @@ def test_a_checkpoint_on_other_data_is_refused(tmp_path, monkeypatch):
     cfg = load_config(corpus.parent / "cfg.yaml", tiny_overrides(corpus, run))
     with pytest.raises(ConfigError, match="checkpoint .*step-00000004 was trained on other data"):
         Trainer(cfg).run()
+
+
+# -- a finished run: evaluations and dynamics on it ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    from conftest import train_tiny
+
+    root = tmp_path_factory.mktemp("finished")
+    corpus = make_corpus(root / "corpus")
+    assert train_tiny(corpus, root / "run") == 0
+    write_held_out(root / "held-out.txt", "Evening letters.")
+    return root / "run"
+
+
+def write_held_out(path: Path, word: str) -> Path:
+    path.write_text("\n\n".join(f"The doctor walked to the castle. {word} The river was quiet." for _ in range(30)))
+    return path
+
+
+FEWSHOT = ["--episodes", "2", "--n-way", "3", "--k-shot", "2", "--q-query", "2", "--window-len", "16",
+           "--band-min-count", "4", "--band-skip-top", "5"]
+
+
+def _read_only(argv: list[str], run: Path):
+    """`python -m metalm ARGV` with `run` read-only: a read-only bind mount as root (chmod does not stop
+    root), the directory's write bits removed otherwise."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "metalm", *argv]
+    if os.geteuid() != 0:
+        for p in [run, *run.rglob("*")]:
+            if p.is_dir():
+                p.chmod(0o555)
+        try:
+            return subprocess.run(command, capture_output=True, text=True, timeout=600)
+        finally:
+            for p in [run, *run.rglob("*")]:
+                if p.is_dir():
+                    p.chmod(0o755)
+    if shutil.which("unshare") is None:
+        pytest.skip("running as root without unshare: no way to make a directory read-only")
+    script = f'mount --bind "{run}" "{run}" && mount -o remount,bind,ro "{run}" && exec "$@"'
+    proc = subprocess.run(["unshare", "-m", "bash", "-c", script, "bash", *command], capture_output=True, text=True,
+                          timeout=600)
+    if "mount:" in proc.stderr[:200] or "unshare:" in proc.stderr[:200]:
+        pytest.skip(f"cannot make a read-only mount here: {proc.stderr[:200]}")
+    return proc
+
+
+@pytest.mark.parametrize("argv, printed", [
+    (["eval", "perplexity", "RUN", "--data", "HELD"], "ppl"),
+    (["eval", "fewshot", "RUN", *FEWSHOT], "support"),
+    (["eval", "ner", "RUN", "--data", "demo", "--train-lang", "en", "--epochs", "1", "--mode", "probe",
+      "--max-train-sentences", "16"], "F1"),
+    (["dynamics", "RUN"], "effective rank"),
+], ids=["perplexity", "fewshot", "ner", "dynamics"])
+def test_a_read_only_run_directory_prints_the_result_and_warns_once(finished, argv, printed):
+    argv = [str(finished) if a == "RUN" else str(finished.parent / "held-out.txt") if a == "HELD" else a for a in argv]
+    before = sorted(str(p) for p in finished.rglob("*"))
+    proc = _read_only(argv, finished)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert printed in proc.stdout, proc.stdout
+    assert "Traceback" not in proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "could not be saved" in line]
+    assert len(warnings) == 1 and str(finished) in warnings[0], proc.stderr
+    assert sorted(str(p) for p in finished.rglob("*")) == before
+
+
+def test_fewshot_learned_head_on_a_run_without_one_says_so(finished, capsys, caplog):
+    args = ["eval", "fewshot", str(finished), *FEWSHOT, "--head-init", "learned", "--variant", "token"]
+    with caplog.at_level(logging.WARNING):
+        assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "note: the checkpoint holds no learned head; a freshly initialised head was evaluated" in out
+    assert "holds no learned head" in caplog.text
+    assert main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["settings"]["learned_head"].startswith("none in the checkpoint")
+
+
+def test_perplexity_on_empty_data_names_the_flag(finished, tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    assert main(["eval", "perplexity", str(finished), "--data", str(tmp_path / "empty.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("metalm: error: --data: no documents") and "data.eval" not in err

@@ -32,13 +32,26 @@ from .log import logger, quiet_library_progress, setup_logging
 
 
 def _report(args: argparse.Namespace, result: dict, table: str, save) -> None:
-    """Print an evaluation (JSON or table) and save it into the run directory when there is one."""
+    """Print an evaluation (JSON or table), then save it into the run directory when there is one
+    (one warning when it cannot be: the result was printed, so the command still succeeds)."""
     from .checkpoint import resolve_model_dir
 
-    print(json.dumps(result, indent=1) if args.json else table)
+    print(json.dumps(result, indent=1) if args.json else table, flush=True)
     run_dir = resolve_model_dir(args.checkpoint, verify=False)[2]  # the run only: loading verified it
     if run_dir is not None:
-        logger.info(f"saved {save(result, run_dir)}")
+        saved = _saved_or_warn(lambda: save(result, run_dir), run_dir)
+        if saved is not None:
+            logger.info(f"saved {saved}")
+
+
+def _saved_or_warn(save, where):
+    """`save()`'s result, or None after one warning when the file system refuses the write (a
+    read-only run directory, a full disk)."""
+    try:
+        return save()
+    except OSError as exc:
+        logger.warning(f"the result could not be saved into {where} ({exc.strerror or exc}); it was printed above")
+        return None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -97,8 +110,8 @@ def _cmd_eval_perplexity(args: argparse.Namespace) -> int:
     from .evaluation.settings import PerplexitySettings
 
     result = evaluate_perplexity(args.checkpoint, settings=section_from_arguments(PerplexitySettings, args))
-    saved = save_perplexity(result, args.checkpoint)
-    print(json.dumps(result, indent=1) if args.json else format_perplexity_table(result))
+    print(json.dumps(result, indent=1) if args.json else format_perplexity_table(result), flush=True)
+    saved = _saved_or_warn(lambda: save_perplexity(result, args.checkpoint), args.checkpoint)
     if saved:
         logger.info(f"saved {saved}")
     return 0
@@ -196,12 +209,18 @@ def _cmd_dynamics(args: argparse.Namespace) -> int:
         result = analyse_run(run_dir, groups=groups, overwrite=args.recompute, smoothing=args.smoothing,
                              device=args.device, log=logger.info)
         logger.info(f"{run_dir}: {len(result.computed_steps)} checkpoint(s) analysed, "
-                    f"{len(result.skipped_steps)} already done; rows in {result.rows_path}")
+                    f"{len(result.skipped_steps)} already done; rows "
+                    + (f"in {result.rows_path}" if result.unsaved is None else "not saved"))
         if result.readout is not None:
-            print(format_phase_readout(result.readout.phases))
+            print(format_phase_readout(result.readout.phases), flush=True)
+        if result.unsaved is not None:
+            logger.warning(f"the rows and read-out could not be saved into {run_dir} ({result.unsaved}); "
+                           "the read-out was printed above")
     if len(args.runs) == 2:
         labels = args.labels.split(",") if args.labels else None
-        for path in compare_runs(args.runs[0], args.runs[1], out_dir=args.out, labels=labels):
+        paths = _saved_or_warn(lambda: compare_runs(args.runs[0], args.runs[1], out_dir=args.out, labels=labels),
+                               args.out or args.runs[0])
+        for path in paths or []:
             print(f"overlay: {path}")
     return 0
 

@@ -48,12 +48,13 @@ def resolve_specs(data_cfg, cache: Path) -> tuple[str | list[str], str | list[st
     return resolve_corpus_specs(data_cfg.train, data_cfg.validation, cache)
 
 
-def read_documents(sources: list[Path | HubDataset], data_cfg, what: str) -> list[str]:
-    """Every text document of `sources` in memory: for evaluation sets, which are small."""
+def read_documents(sources: list[Path | HubDataset], data_cfg, key: str) -> list[str]:
+    """Every text document of `sources` in memory: for evaluation sets, which are small (`key`: the
+    setting or flag that named them, for the message when they hold none)."""
     docs = [d for src in sources for d in iter_documents(src, data_cfg.text_field, data_cfg.txt_documents)]
     if not docs:
         names = ", ".join(str(s) for s in sources[:3]) + (" …" if len(sources) > 3 else "")
-        raise DataError(f"data.{what}: no documents in {names} (empty or whitespace only)")
+        raise DataError(f"{key}: no documents in {names} (empty or whitespace only)")
     return docs
 
 

@@ -354,3 +354,22 @@ def source_digests(sources: list[Path | HubDataset]) -> tuple[str, list[str]]:
         own.append(one.hexdigest())
     return h.hexdigest(), own
 
+
+
+def content_digest(specs: list[str]) -> str:
+    """sha256 of the content that `specs` name — files, globs, directories (every file under them,
+    by relative path) — and of the specs themselves (a Hub dataset is its name): what an evaluation
+    result is reused on, so an edited held-out file is evaluated again."""
+    h = hashlib.sha256()
+    for spec in specs:
+        h.update(spec.encode() + b"\0")
+        if spec.startswith(HF_PREFIX):
+            continue
+        root = Path(spec)
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else \
+            [f for f in resolve_files(spec) if isinstance(f, Path)]
+        for f in files:
+            h.update(str(f.relative_to(root) if root.is_dir() else f).encode() + b"\0")
+            with open(f, "rb") as handle:
+                h.update(hashlib.file_digest(handle, "sha256").digest())
+    return h.hexdigest()

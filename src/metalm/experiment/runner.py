@@ -2,8 +2,8 @@
 
 Re-running resumes unfinished runs (exactly, from their checkpoints) and reuses finished runs and
 evaluation results, so an interrupted experiment finishes with the same numbers. An evaluation is
-reused only if it ran with the settings the experiment file now asks for (recorded in
-`RUN/eval/requested.json`); change them and that evaluation runs again.
+reused only if it ran with the settings the experiment file now asks for and on inputs of the same
+content (both recorded in `RUN/eval/requested.json`); change either and that evaluation runs again.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..data import cache_root
 from ..data.pipeline import resolve_specs
+from ..data.sources import content_digest
 from ..errors import MetalmError
 from ..run_dir import REPORT_DIR, ExperimentDir, RunDir, read_requested, write_requested
 from ..trainer import train
@@ -30,11 +31,14 @@ class _Requested:
         self.done = read_requested(run)
 
     def needed(self, name: str, settings) -> bool:
-        """Whether evaluation `name` must run: no stored result, or one computed with other settings."""
+        """Whether evaluation `name` must run: no stored result, or one computed with other settings
+        or on inputs of other content (`settings` holds the inputs' digest under `inputs`)."""
         if not self.run.eval_path(name).is_file():
             return True
         if name in self.done and self.done[name] != settings:
-            log.info("  %s: settings changed since %s was written; evaluating again", name, self.run.eval_path(name))
+            what = "its inputs' content" if {**self.done[name], "inputs": None} == {**settings, "inputs": None} \
+                else "its settings"
+            log.info("  %s: %s changed since %s was written; evaluating again", name, what, self.run.eval_path(name))
             return True
         return False
 
@@ -50,33 +54,37 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
     run_dir = exp.run_dir(arm, seed)
     requested = _Requested(RunDir(run_dir))
     perplexity = exp.settings.get("perplexity")
-    if perplexity is not None and requested.needed("perplexity", perplexity.model_dump(mode="json")):
+    if perplexity is not None:
         from ..evaluation.perplexity import evaluate_perplexity, save_perplexity
 
         sets = perplexity.data
         if sets is None:  # the run's validation set
             _, val, _ = resolve_specs(cfg.data, cache_root(cfg.run.cache_dir))
             sets = [val if isinstance(val, str) else val[0]] if val is not None else []
-        if sets:
+        key = {**perplexity.model_dump(mode="json"), "inputs": content_digest(sets)}
+        if sets and requested.needed("perplexity", key):
             save_perplexity(evaluate_perplexity(run_dir, sets, perplexity), run_dir)
-            requested.record("perplexity", perplexity.model_dump(mode="json"))
+            requested.record("perplexity", key)
     fewshot = exp.settings.get("fewshot")
-    if fewshot is not None and requested.needed("fewshot", fewshot.model_dump(mode="json")):
+    if fewshot is not None:  # without data: the run's own validation set, which a run cannot change
         from ..evaluation.fewshot import evaluate_fewshot, save_fewshot
 
-        save_fewshot(evaluate_fewshot(run_dir, fewshot, cache_dir=cfg.run.cache_dir), run_dir)
-        requested.record("fewshot", fewshot.model_dump(mode="json"))
+        key = {**fewshot.model_dump(mode="json"), "inputs": content_digest(fewshot.data or [])}
+        if requested.needed("fewshot", key):
+            save_fewshot(evaluate_fewshot(run_dir, fewshot, cache_dir=cfg.run.cache_dir), run_dir)
+            requested.record("fewshot", key)
     ner = exp.settings.get("ner")
     if ner is not None:
         from ..data.demo import resolve_ner_data
         from ..evaluation.ner import result_name, run_ner, save_result
 
         name = result_name({"config": {"train_lang": ner.train_lang, "mode": ner.mode}})
-        if requested.needed(name, ner.model_dump(mode="json")):
-            data = resolve_ner_data(ner.data, cache_root(cfg.run.cache_dir))
+        data = resolve_ner_data(ner.data, cache_root(cfg.run.cache_dir))
+        key = {**ner.model_dump(mode="json"), "inputs": content_digest([data])}
+        if requested.needed(name, key):
             result = run_ner(run_dir, data, settings=ner, progress=False)
             save_result(result, run_dir)
-            requested.record(name, ner.model_dump(mode="json"))
+            requested.record(name, key)
 
 
 def check_inputs(exp: Experiment) -> None:

@@ -27,13 +27,16 @@ batches, validation batches and probe batch.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import Config, from_dict, load_tree
+from ..dir_lock import LOCK
 from ..errors import ConfigError
 from ..evaluation.settings import EvaluationSettings, experiment_settings
+from ..run_dir import REPORT_DIR
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -67,6 +70,21 @@ class Experiment:
             raise ConfigError(f"arm {arm!r}: {exc}") from None
 
 
+# What an experiment directory holds beside its arms' directories: an arm may not be named so.
+RESERVED = frozenset({"experiment.yaml", "status.json", "summary.json", "report.md", "report.html", "plots",
+                      REPORT_DIR, LOCK})
+_ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def check_arm_name(name: str) -> None:
+    """An arm's name is its directory's name: one safe path component (no `..`, `/`, hidden or empty
+    name) that is not one of the experiment's own files — refused before anything runs."""
+    if not _ARM_NAME.fullmatch(name) or name.lower() in RESERVED:
+        why = f"it names the experiment's own {name}" if name.lower() in RESERVED else \
+            "use letters, digits, '_', '-', '.', '+', starting with a letter or digit"
+        raise ConfigError(f"arms: {name!r} cannot name an arm's directory ({why})")
+
+
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
     path = Path(path)
     tree = load_tree(path, overrides, what="an experiment")
@@ -77,6 +95,8 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         if over is not None and not isinstance(over, dict):
             raise ConfigError(f"arms.{name}: must be a mapping of config sections")
     arms = {str(k): (v or {}) for k, v in arms.items()}
+    for name in arms:
+        check_arm_name(name)
     seeds = tree.pop("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ConfigError("seeds: a non-empty list of non-negative integers")
