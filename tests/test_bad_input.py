@@ -91,6 +91,16 @@ def token_ids(cwd: Path, monkeypatch) -> None:
     pq.write_table(pa.table({"tokens": [[5, 6, 7]]}), cwd / "other.parquet")
 
 
+def duplicate_keys(text: str, name: str = "dup.yaml"):
+    """A YAML file with a key given twice (PyYAML alone keeps the last silently)."""
+
+    def setup(cwd: Path, monkeypatch) -> None:
+        make_corpus(cwd / "corpus")
+        Path(name).write_text(text)
+
+    return setup
+
+
 NER_DEMO = {"data": "demo", "train_lang": "en", "epochs": 1}
 
 ROWS = [
@@ -138,6 +148,17 @@ ROWS = [
      experiment(evaluations={"fewshot": {"n_way": 500}}), "evaluations.fewshot.n_way: 500 exceeds"),
     ("experiment ner directory missing", ["experiment", "exp.yaml"],
      experiment(evaluations={"ner": {**NER_DEMO, "data": "no-ner"}}), "NER data directory not found"),
+    ("config key twice", ["train", "dup.yaml"], duplicate_keys("train:\n  steps: 2\nmodel: {preset: nano}\n"
+                                                               "train:\n  steps: 3\n"),
+     "dup.yaml: line 4 is not valid YAML: key 'train' is given twice (lines 1 and 4)"),
+    ("experiment arm twice", ["experiment", "dup.yaml"],
+     duplicate_keys("arms:\n  vanilla: {}\n  meta: {}\n  vanilla: {train: {lr: 1.0}}\n"),
+     "key 'vanilla' is given twice (lines 2 and 4)"),
+    ("experiment seeds twice", ["experiment", "dup.yaml"],
+     duplicate_keys("arms: {vanilla: {}}\nseeds: [0]\nseeds: [0, 1]\n"), "key 'seeds' is given twice (lines 2 and 3)"),
+    *[(f"experiment arm named {name!r}", ["experiment", "exp.yaml"], experiment(arms={"vanilla": {}, name: {}}),
+       f"arms: {name!r} cannot name an arm's directory")
+      for name in ("..", "../escape", ".", "", "a/b", ".hidden", "report.md", "summary.json", "plots")],
     ("experiment ner language missing", ["experiment", "exp.yaml"],
      experiment(evaluations={"ner": {**NER_DEMO, "test_langs": ["zz"]}}), "no folder for language 'zz'"),
 ]

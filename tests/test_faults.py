@@ -101,6 +101,22 @@ def test_disk_full_at_the_first_save_then_resume_is_exact(corpus, full, tmp_path
     assert_same_run(full, run)
 
 
+@pytest.mark.parametrize("limit_kib, fails", [(1000, "state.pt"), (500, "model.safetensors")])
+def test_a_file_size_limit_at_a_checkpoint_is_one_line_then_resume_is_exact(corpus, full, tmp_path, limit_kib, fails):
+    """A real refused write (`ulimit -f`: torch and safetensors raise their own errors, not OSError)."""
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "metalm", "train", str(corpus.parent / "cfg.yaml"),
+            *tiny_overrides(corpus, run, **SAVE_EVERY_2)]
+    proc = subprocess.run(["bash", "-c", f'ulimit -f {limit_kib}; exec "$@"', "bash", *argv], capture_output=True,
+                          text=True, timeout=600)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert err[-1].startswith("metalm: error: cannot write ") and "step-00000002" in err[-1], err[-1]
+    assert status(run)["state"] == "failed" and not RunDir(run).checkpoints()
+    assert train_tiny(corpus, run, **SAVE_EVERY_2) == 0
+    assert_same_run(full, run)
+
+
 # -- divergence ---------------------------------------------------------------------------------------
 
 

@@ -247,3 +247,39 @@ def test_perplexity_on_empty_data_names_the_flag(finished, tmp_path, capsys):
     assert main(["eval", "perplexity", str(finished), "--data", str(tmp_path / "empty.txt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("metalm: error: --data: no documents") and "data.eval" not in err
+
+
+def test_an_experiment_evaluates_again_when_a_held_out_file_changes_content(tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    corpus = make_corpus(tmp_path / "corpus")
+    held = write_held_out(tmp_path / "held-out.txt", "Evening letters.")
+    spec = {"run": {"dir": "exp", "progress": False}, "model": {"preset": "nano"},
+            "data": {"train": str(corpus / "train"), "validation": str(corpus / "validation"), "vocab_size": 300},
+            "train": {"steps": 2, "batch_size": 4, "seq_len": 32, "eval_every": 2, "eval_batches": 1,
+                      "save_every": 2},
+            "dynamics": {"every": 0}, "arms": {"vanilla": {}}, "evaluations": {"perplexity": [str(held)]}}
+    Path("exp.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["experiment", "exp.yaml"]) == 0
+    result = Path("exp/vanilla/seed-0/eval/perplexity.json")
+    first = json.loads(result.read_text())
+    result.write_text(json.dumps({**first, "marker": "kept"}))
+    assert main(["experiment", "exp.yaml"]) == 0
+    assert json.loads(result.read_text()).get("marker") == "kept"  # unchanged content: reused
+    write_held_out(held, "Thunderstorm marmalade spectacles lighthouse embroidery parliament.")  # same path
+    assert main(["experiment", "exp.yaml"]) == 0
+    again = json.loads(result.read_text())
+    assert "marker" not in again and again["sets"][0]["loss"] != first["sets"][0]["loss"]
+
+
+def test_the_content_digest_covers_every_file_of_a_directory(tmp_path):
+    from metalm.data.sources import content_digest
+
+    (tmp_path / "ner" / "en").mkdir(parents=True)
+    (tmp_path / "ner" / "en" / "train.iob2").write_text("1\tParis\tB-LOC\n")
+    before = content_digest([str(tmp_path / "ner")])
+    assert content_digest([str(tmp_path / "ner")]) == before
+    (tmp_path / "ner" / "en" / "train.iob2").write_text("1\tParis\tO\n")
+    assert content_digest([str(tmp_path / "ner")]) != before
+    assert content_digest(["hf:universalner/universal_ner"]) == content_digest(["hf:universalner/universal_ner"])

@@ -62,6 +62,8 @@ def save_pretrained_atomic(final: Path, model: torch.nn.Module, tokenizer=None,
     except (OSError, RuntimeError, SafetensorError) as exc:
         cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
             " ".join(str(exc).split())[:200] or type(exc).__name__
+        if "unexpected pos" in cause or "write failed" in cause:  # torch's words for a short write
+            cause = "a write was cut short (the disk is full or a file-size limit was reached)"
         raise StorageError(f"cannot write {final}: {cause}; free some space (or lift the limit) and re-run the same "
                            "command (a run resumes from its last checkpoint)") from exc
     return final
