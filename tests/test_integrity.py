@@ -283,3 +283,37 @@ def test_the_content_digest_covers_every_file_of_a_directory(tmp_path):
     (tmp_path / "ner" / "en" / "train.iob2").write_text("1\tParis\tO\n")
     assert content_digest([str(tmp_path / "ner")]) != before
     assert content_digest(["hf:universalner/universal_ner"]) == content_digest(["hf:universalner/universal_ner"])
+
+
+def test_report_of_run_directories_names_each_arm_by_its_distinguishing_path(tmp_path, monkeypatch, capsys):
+    from conftest import train_tiny
+
+    monkeypatch.chdir(tmp_path)
+    corpus = make_corpus(tmp_path / "corpus")
+    for name in ("A", "B"):
+        assert train_tiny(corpus, tmp_path / name / "seed-0", **{"train.steps": 2, "dynamics.every": 0}) == 0
+    capsys.readouterr()
+    assert main(["report", "A/seed-0", "B/seed-0"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"report: {tmp_path / 'report' / 'report.md'}")
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert set(summary["arms"]) == {"A/seed-0", "B/seed-0"} and summary["arms"]["A/seed-0"]["role"] == "baseline"
+    assert not (tmp_path / "A" / "report").exists()
+    assert main(["report", "A/seed-0", "B/seed-0", "--out", "elsewhere", "--baseline", "B/seed-0"]) == 0
+    assert json.loads(Path("elsewhere/summary.json").read_text())["arms"]["B/seed-0"]["role"] == "baseline"
+    capsys.readouterr()
+    for argv, message in ((["report", "A/seed-0", "A/seed-0/"], "the same run directory is given twice"),
+                          (["report", "A/seed-0", "B/seed-0", "--out", "B/seed-0/report"], "lies inside the run"),
+                          (["report", "A/seed-0", "B/seed-0", "--baseline", "seed-0"], "--baseline seed-0: no such arm")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "B" / "seed-0" / "report").exists()
+
+
+def test_arm_names_are_the_shortest_distinguishing_tails():
+    from metalm.experiment.runner import arm_names
+
+    assert arm_names([Path("/r/vanilla"), Path("/r/meta")]) == ["vanilla", "meta"]
+    assert arm_names([Path("/x/A/seed-0"), Path("/x/B/seed-0"), Path("/x/C")]) == ["A/seed-0", "B/seed-0", "C"]
+    assert arm_names([Path("/p/a/s"), Path("/q/a/s")]) == ["p/a/s", "q/a/s"]

@@ -7,7 +7,7 @@
     metalm eval ner RUN_OR_CHECKPOINT --data DIR --train-lang L --test-lang L1,L2 [--mode finetune|probe]
     metalm tokenizer train --data PATH --vocab-size N --out DIR
     metalm experiment EXPERIMENT.yaml [key.sub=value ...]
-    metalm report EXPERIMENT_DIR | RUN_DIR ...
+    metalm report EXPERIMENT_DIR | RUN_DIR ... [--out DIR]
     metalm dynamics RUN_DIR [RUN_DIR2]
     metalm bench CONFIG.yaml [key.sub=value ...] [--json]
     metalm watch RUN_OR_EXPERIMENT_DIR [...] [--port P] [--host H]
@@ -235,7 +235,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .experiment.runner import report_from_dirs
 
-    report = report_from_dirs(args.paths, target_loss=args.target_loss, baseline=args.baseline)
+    report = report_from_dirs(args.paths, target_loss=args.target_loss, baseline=args.baseline, out=args.out)
     print(f"report: {report} (also report.html, summary.json)")
     return 0
 
@@ -394,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.add_argument("--target-loss", type=float, default=None, help="default: the baseline arm's final validation loss")
     p.add_argument("--baseline", default=None, help="baseline arm (default: the experiment's, or the first run)")
+    p.add_argument("--out", default=None, help="directory for the report (default: the experiment directory; for run "
+                   "directories, report/ in their closest common parent directory, never inside a run)")
     p.set_defaults(func=_cmd_report)
 
     p = command(sub, "dynamics", "learning dynamics over a run's saved checkpoints (post hoc); overlay two runs")

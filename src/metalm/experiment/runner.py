@@ -9,6 +9,7 @@ content (both recorded in `RUN/eval/requested.json`); change either and that eva
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from ..data import cache_root
@@ -163,21 +164,47 @@ def run_experiment(path: str | Path, overrides: list[str] | None = None) -> Path
     return report
 
 
-def report_from_dirs(paths: list[str | Path], target_loss: float | None = None, baseline: str | None = None) -> Path:
-    """`metalm report`: an experiment directory (its saved spec), or run directories compared as arms."""
+def arm_names(paths: list[Path]) -> list[str]:
+    """Each run directory's arm name: the shortest tail of its path (in components) that no other
+    path ends with — `runs/vanilla`, `runs/meta` → `vanilla`, `meta`; `A/seed-0`, `B/seed-0` →
+    `A/seed-0`, `B/seed-0`."""
+    parts = [p.resolve().parts for p in paths]
+    names = []
+    for i, mine in enumerate(parts):
+        for k in range(1, len(mine) + 1):
+            if all(other[-k:] != mine[-k:] for j, other in enumerate(parts) if j != i):
+                break
+        names.append("/".join(mine[-k:]))
+    return names
+
+
+def report_from_dirs(paths: list[str | Path], target_loss: float | None = None, baseline: str | None = None,
+                     out: str | Path | None = None) -> Path:
+    """`metalm report`: an experiment directory (its saved spec; the report goes into it unless
+    `out`), or run directories compared as arms, one arm per directory named by `arm_names`; their
+    report goes to `out`, by default `report/` in the directories' closest common parent — never
+    inside one of them."""
     paths = [Path(p) for p in paths]
     if len(paths) == 1 and ExperimentDir(paths[0]).is_experiment():
         exp = load_experiment(ExperimentDir(paths[0]).spec_path)
         exp.root = paths[0]
         runs = {a: {s: exp.run_dir(a, s) for s in exp.seeds if exp.run_dir(a, s).is_dir()} for a in exp.arms}
-        return write_report(exp.root, runs, baseline or exp.baseline,
+        return write_report(Path(out) if out is not None else exp.root, runs, baseline or exp.baseline,
                             target_loss if target_loss is not None else exp.target_loss)
-    runs: dict[str, dict[int, Path]] = {}
-    for p in paths:
-        run = RunDir(p)
-        if not run.metrics_path.is_file():
+    resolved = [p.resolve() for p in paths]
+    for i, p in enumerate(paths):
+        if resolved[i] in resolved[:i]:
+            raise MetalmError(f"{p}: the same run directory is given twice; compare different runs")
+        if not RunDir(p).metrics_path.is_file():
             raise MetalmError(f"{p}: neither a run directory with metrics nor an experiment directory")
-        runs.setdefault(p.name, {})[int(run.config_section("run").get("seed", 0))] = p
-    out = paths[0].parent / REPORT_DIR
-    out.mkdir(exist_ok=True)
-    return write_report(out, runs, baseline or next(iter(runs)), target_loss)
+    names = arm_names(paths)
+    runs = {name: {int(RunDir(p).config_section("run").get("seed", 0)): p} for name, p in zip(names, paths)}
+    if baseline is not None and baseline not in runs:
+        raise MetalmError(f"--baseline {baseline}: no such arm (arms: {', '.join(names)})")
+    target = Path(out) if out is not None else Path(os.path.commonpath(resolved)) / REPORT_DIR
+    inside = next((p for p, r in zip(paths, resolved) if target.resolve().is_relative_to(r)), None)
+    if inside is not None:
+        raise MetalmError(f"{'--out ' + str(out) if out is not None else 'the default report directory ' + str(target)}"
+                          f" lies inside the run directory {inside}; give --out a directory outside every run")
+    target.mkdir(parents=True, exist_ok=True)
+    return write_report(target, runs, baseline or names[0], target_loss)
