@@ -89,6 +89,13 @@ def token_ids(cwd: Path, monkeypatch) -> None:
     train_tokenizer([(cwd / "corpus" / "train" / "train-00.txt").read_text()], 300).save_pretrained(cwd / "tok")
     pq.write_table(pa.table({"input_ids": [[5, 6, 7], [8, 400]]}), cwd / "ids.parquet")
     pq.write_table(pa.table({"tokens": [[5, 6, 7]]}), cwd / "other.parquet")
+    pq.write_table(pa.table({"input_ids": [[5, 6, 7] * 50, [8, 9] * 50] * 200}), cwd / "damaged.parquet",
+                   row_group_size=100)
+    data = bytearray((cwd / "damaged.parquet").read_bytes())
+    for at in range(len(data) // 3, len(data) // 3 + 40):  # a page in the middle
+        data[at] ^= 0x5A
+    (cwd / "damaged.parquet").write_bytes(bytes(data))
+    (cwd / "huge.jsonl").write_text('{"input_ids": [5, 6, 7]}\n{"input_ids": [8, 100000000000000000000000]}\n')
 
 
 def duplicate_keys(text: str, name: str = "dup.yaml"):
@@ -118,6 +125,10 @@ ROWS = [
      "data.tokenizer: ids.parquet holds token ids; name the tokenizer"),
     ("token id outside the vocabulary", ["train", "cfg.yaml", "data.train=ids.parquet", "data.tokenizer=tok"],
      token_ids, "ids.parquet: token id 400 at record 1 is outside the tokenizer's vocabulary"),
+    ("damaged parquet page", ["train", "cfg.yaml", "data.train=damaged.parquet", "data.tokenizer=tok"], token_ids,
+     "damaged.parquet: cannot be read, the file is damaged"),
+    ("token id of 10**23", ["train", "cfg.yaml", "data.train=huge.jsonl", "data.tokenizer=tok"], token_ids,
+     "huge.jsonl:2: token id 100000000000000000000000 is outside the tokenizer's vocabulary"),
     ("no token or text column", ["train", "cfg.yaml", "data.train=other.parquet", "data.tokenizer=tok"], token_ids,
      "other.parquet: no column 'text' (text) or 'input_ids' (token ids)"),
     ("usage error", ["eval", "perplexity", "run"], run_dir, "eval perplexity: the following arguments are required"),
@@ -189,3 +200,4 @@ def test_bad_input_is_one_line_status_2_and_leaves_nothing(argv, setup, expected
     assert expected in lines[0], lines[0]
     assert "Traceback" not in out + err
     assert _listing(cwd) == before
+    assert not list((tmp_path / "cache").rglob("*.partial"))  # nothing left to resume from bad input

@@ -231,7 +231,13 @@ def table_batches(path: Path, column: str, what: str) -> Iterator:
         batches = iter(reader)
     else:
         batches = reader.iter_batches(batch_size=1024, columns=[column])
-    for batch in batches:
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowException) as exc:  # a damaged page: "Couldn't deserialize thrift", "Corrupt snappy"
+            raise DataError(f"{path}: cannot be read, the file is damaged ({' '.join(str(exc).split())[:200]})") from None
         yield batch.column(column)
 
 
