@@ -339,3 +339,17 @@ def test_config_written_atomically_under_a_file_size_limit(corpus, tmp_path):
     proc = subprocess.run(command(run), env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert status(run)["state"] == "finished"
+
+
+@pytest.mark.parametrize("after_s", [0.4, 0.8, 1.2])
+def test_ctrl_c_during_start_up_is_one_line(corpus, tmp_path, after_s):
+    """SIGINT while Python imports torch and builds the parser (before any run exists): one line, 130."""
+    (corpus.parent / "cfg.yaml").write_text("{}")
+    proc = subprocess.Popen([sys.executable, "-m", "metalm", "train", str(corpus.parent / "cfg.yaml"),
+                             *tiny_overrides(corpus, tmp_path / "run")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+    assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith("metalm: interrupted"), err[-2000:]

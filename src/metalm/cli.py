@@ -418,13 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(getattr(args, "verbosity", 0))  # -q/-v before or after the command
-    if not sys.stderr.isatty():
-        quiet_library_progress()
     try:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+        parser = build_parser()  # imports torch: Ctrl-C may well come here, during start-up
+        args = parser.parse_args(argv)
+        setup_logging(getattr(args, "verbosity", 0))  # -q/-v before or after the command
+        if not sys.stderr.isatty():
+            quiet_library_progress()
         return args.func(args)
     except MetalmError as exc:
         one_line = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
