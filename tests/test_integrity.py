@@ -317,3 +317,24 @@ def test_arm_names_are_the_shortest_distinguishing_tails():
     assert arm_names([Path("/r/vanilla"), Path("/r/meta")]) == ["vanilla", "meta"]
     assert arm_names([Path("/x/A/seed-0"), Path("/x/B/seed-0"), Path("/x/C")]) == ["A/seed-0", "B/seed-0", "C"]
     assert arm_names([Path("/p/a/s"), Path("/q/a/s")]) == ["p/a/s", "q/a/s"]
+
+
+@pytest.mark.parametrize("damage", ["flipped bytes", "weights missing"])
+def test_dynamics_skips_a_damaged_checkpoint_with_a_warning(finished, tmp_path, damage, capsys, caplog):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    weights = run / "checkpoints" / "step-00000004" / "model.safetensors"
+    if damage == "weights missing":
+        weights.unlink()
+    else:
+        data = bytearray(weights.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        assert main(["dynamics", str(run), "--groups", "weights"]) == 0
+    warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "step-00000004 is damaged" in warnings[0] and "skipping it" in warnings[0], warnings
+    steps = {json.loads(line)["step"] for line in (run / "dynamics-posthoc.jsonl").read_text().splitlines()}
+    assert 4 not in steps and 8 in steps
