@@ -5,7 +5,8 @@ times, warm (the entry in the page cache, as right after tokenization or a previ
 
 - the check every open does (`token_store.load`: sizes + sha256 of 64 blocks of 64 KiB per file),
 - the full check of `metalm data --verify` (sha256 of every byte),
-- what every start already did before this check existed: the sources' content hash (every byte of text).
+- what every start already did before this check existed: the sources' content hash (every byte of text),
+- the sources' sampled digests a run now records (to name a source that changed on resume).
 
 The sampled check reads at most 64 × 64 KiB = 4 MiB per file, 16 MiB for an entry's four files, at
 any corpus size: its cost on the 1 GB corpus of data_scale.py is the same reads, so it is measured
@@ -47,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     from metalm.config import DataConfig
     from metalm.data import prepare_corpus, token_store
-    from metalm.data.sources import resolve_files, source_digests
+    from metalm.data.sources import fingerprint, resolve_files, source_samples
 
     cfg = DataConfig(train=str(ELTEC / "train"), validation=str(ELTEC / "validation"), vocab_size=8192)
     start = time.perf_counter()
@@ -63,7 +64,8 @@ def main() -> None:
         "first_prepare_s (tokenizer + tokenization + digests)": round(prepared, 2),
         "sampled_check_s": timed(lambda: token_store.load(entry), args.repeats),
         "full_check_s": timed(lambda: token_store.load(entry, full=True), args.repeats),
-        "source_hash_s": timed(lambda: source_digests(sources), args.repeats),
+        "source_hash_s": timed(lambda: fingerprint(sources), args.repeats),
+        "source_samples_s": timed(lambda: source_samples(sources), args.repeats),
         "sampled_bytes_read": sum(min(p.stat().st_size, token_store.SAMPLE_BLOCKS * token_store.SAMPLE_BLOCK_BYTES)
                                   for p in entry.glob("*.bin")),
     }

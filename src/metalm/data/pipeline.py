@@ -23,7 +23,7 @@ from . import encode, token_store
 from .demo import resolve_corpus_specs
 from .encode import encoder_for, resolve_num_proc
 from .pretokenized import holds_tokens, require_tokenizer
-from .sources import HubDataset, iter_documents, resolve_files, source_digests
+from .sources import HubDataset, fingerprint, iter_documents, resolve_files, source_samples
 from .token_store import TokenArray
 from .tokenization import Phase, StoreBuilder
 
@@ -110,8 +110,8 @@ def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrained
     train_tok = [holds_tokens(s, data_cfg) for s in train_sources]
     val_tok = [holds_tokens(s, data_cfg) for s in val_sources] if val_sources else []
     require_tokenizer([s for s, t in zip(train_sources + (val_sources or []), train_tok + val_tok) if t], data_cfg)
-    train_fp, train_digests = source_digests(train_sources)
-    val_fp, val_digests = source_digests(val_sources) if val_sources else (f"holdout:{data_cfg.val_fraction}", [])
+    train_fp = fingerprint(train_sources)
+    val_fp = fingerprint(val_sources) if val_sources else f"holdout:{data_cfg.val_fraction}"
 
     def text_documents() -> Iterator[str]:
         for src, tokens in zip(train_sources, train_tok):
@@ -147,11 +147,10 @@ def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrained
             raise DataError(f"the token cache entry {directory} just written does not pass its own check; is the "
                             "cache's disk failing?")
     arrays, info = loaded
-    sources = [{"split": split, "source": str(src), "sha256": digest}
-               for split, srcs, digests in (("data.train", train_sources, train_digests),
-                                            ("data.validation", val_sources or [], val_digests))
-               for src, digest in zip(srcs, digests)]
-    info = {**info, "cache": str(directory), "key": key, "source_digests": sources, "vocab_size": len(tokenizer)}
+    samples = [{"split": split, "source": str(src), **sample}
+               for split, srcs in (("data.train", train_sources), ("data.validation", val_sources or []))
+               for src, sample in zip(srcs, source_samples(srcs))]
+    info = {**info, "cache": str(directory), "key": key, "source_samples": samples, "vocab_size": len(tokenizer)}
     if arrays["validation"].tokens.size == 0:
         raise DataError("data.validation: the validation set holds no tokens")
     return Corpus(tokenizer, arrays["train"], arrays["validation"], info)
@@ -159,16 +158,17 @@ def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrained
 
 def data_changes(saved: dict, current: dict) -> str:
     """What differs between the data a run recorded (`saved`, its data.json) and `current` (a
-    corpus' info): the sources whose content changed, appeared or went, else the tokenizer/settings."""
-    def by_source(info: dict) -> dict[tuple[str, str], str]:
-        return {(d["split"], d["source"]): d["sha256"] for d in info.get("source_digests") or []
-                if isinstance(d, dict) and {"split", "source", "sha256"} <= d.keys()}
+    corpus' info): the sources whose size or sampled blocks changed, that appeared or went; else
+    the content elsewhere in them, or the tokenization."""
+    def by_source(info: dict) -> dict[tuple[str, str], tuple]:
+        return {(d["split"], d["source"]): tuple(sorted((k, v) for k, v in d.items() if k not in ("split", "source")))
+                for d in info.get("source_samples") or [] if isinstance(d, dict) and {"split", "source"} <= d.keys()}
 
     old, new = by_source(saved), by_source(current)
     if not old:
         return "the data's cache key differs"
-    changes = [f"{split} {source} changed" for (split, source), digest in new.items()
-               if (split, source) in old and old[split, source] != digest]
+    changes = [f"{split} {source} changed" for (split, source), sample in new.items()
+               if (split, source) in old and old[split, source] != sample]
     changes += [f"{split} {source} is new" for split, source in new.keys() - old.keys()]
     changes += [f"{split} {source} is no longer read" for split, source in old.keys() - new.keys()]
-    return "; ".join(sorted(changes)) or "the same sources, tokenized differently"
+    return "; ".join(sorted(changes)) or "the sources' content changed, or they are tokenized differently"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from .digest import sampled_digest
 
 TEXT_SUFFIXES = (".txt",)
 RECORD_SUFFIXES = (".jsonl", ".parquet", ".arrow")  # text or token-id records
@@ -338,28 +339,32 @@ def iter_documents(source: Path | HubDataset, text_field: str = "text", txt_docu
         raise DataError(f"{source}: a {source.suffix} file holds token ids, not text")
 
 
-def source_digests(sources: list[Path | HubDataset]) -> tuple[str, list[str]]:
-    """(content hash of the sources together, each one's own), in one pass: file bytes for local
-    files, name/config/split for hub datasets. The own hashes name the source that changed when a
-    run is resumed on other data."""
+def fingerprint(sources: list[Path | HubDataset]) -> str:
+    """Content hash of the sources: file bytes for local files, name/config/split for hub datasets."""
     h = hashlib.sha256()
-    own = []
     for src in sources:
-        one = hashlib.sha256()
         if isinstance(src, HubDataset):
-            name = f"hf:{src.name}:{src.config}@{src.split}".encode()
-            h.update(name)
-            one.update(name)
-        else:
-            h.update(src.suffix.encode())
-            one.update(src.suffix.encode())
-            with open(src, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 22), b""):
-                    h.update(chunk)
-                    one.update(chunk)
-        own.append(one.hexdigest())
-    return h.hexdigest(), own
+            h.update(f"hf:{src.name}:{src.config}@{src.split}".encode())
+            continue
+        h.update(src.suffix.encode())
+        with open(src, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
+
+def source_samples(sources: list[Path | HubDataset]) -> list[dict]:
+    """Each local source's size and a digest of 16 sampled 4 KiB blocks (64 KiB read whatever its
+    size): recorded with a run, they name the source that changed when the run is resumed on other
+    data (the cache key, over every byte, is what refuses it)."""
+    out = []
+    for src in sources:
+        if isinstance(src, Path):
+            size = src.stat().st_size
+            out.append({"bytes": size, "sample": sampled_digest(src, size, blocks=16, block_bytes=4096)})
+        else:
+            out.append({"hub": f"{src.name}:{src.config}@{src.split}"})
+    return out
 
 
 def content_digest(specs: list[str]) -> str:

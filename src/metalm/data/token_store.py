@@ -31,14 +31,15 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from ..errors import DataError
+from . import digest
 from .token_writer import token_paths
 
 log = logging.getLogger("metalm.data")
 
 FORMAT_VERSION = 3
 KEY_VERSION = 2  # in the cache key: entries of formats 2 and 3 share it (a format-2 entry is rewritten in place)
-SAMPLE_BLOCKS = 64  # blocks of each file read by the check at open: the first, the last, evenly spaced between
-SAMPLE_BLOCK_BYTES = 1 << 16
+SAMPLE_BLOCKS = digest.SAMPLE_BLOCKS  # blocks of each file read by the check at open (tests lower them)
+SAMPLE_BLOCK_BYTES = digest.SAMPLE_BLOCK_BYTES
 
 
 @dataclass
@@ -89,24 +90,8 @@ def concat(docs: list[np.ndarray], dtype: np.dtype) -> TokenArray:
     return TokenArray(tokens, offsets)
 
 
-def _sampled_digest(path: Path, size: int) -> str:
-    """sha256 of `SAMPLE_BLOCKS` blocks of the file, evenly spaced from its start to its end (the
-    whole file when it is smaller than those blocks together)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        if size <= SAMPLE_BLOCKS * SAMPLE_BLOCK_BYTES:
-            h.update(f.read())
-        else:
-            span = size - SAMPLE_BLOCK_BYTES
-            for i in range(SAMPLE_BLOCKS):
-                f.seek(span * i // (SAMPLE_BLOCKS - 1))
-                h.update(f.read(SAMPLE_BLOCK_BYTES))
-    return h.hexdigest()
-
-
-def _full_digest(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def _sampled(path: Path, size: int) -> str:
+    return digest.sampled_digest(path, size, SAMPLE_BLOCKS, SAMPLE_BLOCK_BYTES)
 
 
 def entry_checks(directory: Path, splits: Iterable[str]) -> dict[str, dict]:
@@ -115,7 +100,7 @@ def entry_checks(directory: Path, splits: Iterable[str]) -> dict[str, dict]:
     for split in splits:
         for path in token_paths(directory, split):
             size = path.stat().st_size
-            checks[path.name] = {"bytes": size, "sample": _sampled_digest(path, size), "sha256": _full_digest(path)}
+            checks[path.name] = {"bytes": size, "sample": _sampled(path, size), "sha256": digest.full_digest(path)}
     return checks
 
 
@@ -139,9 +124,9 @@ def entry_problem(directory: Path, info: dict, full: bool = False) -> str | None
                 actual = path.stat().st_size
                 if actual != size or actual != check["bytes"]:
                     return f"{name} holds {actual:,} bytes, {size:,} recorded"
-                if _sampled_digest(path, actual) != check["sample"]:
+                if _sampled(path, actual) != check["sample"]:
                     return f"{name}: its content differs from when it was written (sampled blocks)"
-                if full and _full_digest(path) != check["sha256"]:
+                if full and digest.full_digest(path) != check["sha256"]:
                     return f"{name}: its content differs from when it was written (full digest)"
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return f"info.json is incomplete ({type(exc).__name__}: {exc})"
