@@ -67,15 +67,15 @@ def outcome(run: Path) -> tuple[list[dict], dict]:
     return rows, load_file(run / "final" / "model.safetensors")
 
 
-def comparable(value):
-    """A summary without what depends on wall-clock time: `time` entries, the software versions, and
-    the training-time ratio of a verdict line."""
+def comparable(value, root: Path):
+    """A summary without what depends on wall-clock time (`time` entries, the software versions, the
+    training-time ratio of a verdict line) or on where the experiment lies (`root` in paths)."""
     if isinstance(value, dict):
-        return {k: comparable(v) for k, v in value.items() if k not in ("time", "versions")}
+        return {k: comparable(v, root) for k, v in value.items() if k not in ("time", "versions")}
     if isinstance(value, list):
-        return [comparable(v) for v in value]
+        return [comparable(v, root) for v in value]
     if isinstance(value, str):
-        return re.sub(r"[0-9.]+× the training time", "…× the training time", value)
+        return re.sub(r"[0-9.]+× the training time", "…× the training time", value.replace(str(root), "EXP"))
     return value
 
 
@@ -100,7 +100,7 @@ def experiment_sweep(args, root: Path, env: dict) -> None:
         return [sys.executable, "-m", "metalm", "experiment", str(path)]
 
     def summary(exp: Path):
-        return comparable(json.loads((exp / "summary.json").read_text()))
+        return comparable(json.loads((exp / "summary.json").read_text()), exp)
 
     reference = root / "reference"
     started = time.perf_counter()

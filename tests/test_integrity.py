@@ -153,7 +153,8 @@ def test_a_checkpoint_on_other_data_is_refused(tmp_path, monkeypatch):
     assert data["key"] == Path(data["cache"]).name
     monkeypatch.setattr(Trainer, "check_same_data", lambda self: None)
     original = Checkpointer.__init__
-    monkeypatch.setattr(Checkpointer, "__init__", lambda self, *a, **kw: original(self, *a, **{**kw, "data_key": "0" * 24}))
+    monkeypatch.setattr(Checkpointer, "__init__",
+                        lambda self, *a, **kw: original(self, *a, **{**kw, "data_key": "0" * 24}))
     cfg = load_config(corpus.parent / "cfg.yaml", tiny_overrides(corpus, run))
     with pytest.raises(ConfigError, match="checkpoint .*step-00000004 was trained on other data"):
         Trainer(cfg).run()
@@ -304,7 +305,8 @@ def test_report_of_run_directories_names_each_arm_by_its_distinguishing_path(tmp
     capsys.readouterr()
     for argv, message in ((["report", "A/seed-0", "A/seed-0/"], "the same run directory is given twice"),
                           (["report", "A/seed-0", "B/seed-0", "--out", "B/seed-0/report"], "lies inside the run"),
-                          (["report", "A/seed-0", "B/seed-0", "--baseline", "seed-0"], "--baseline seed-0: no such arm")):
+                          (["report", "A/seed-0", "B/seed-0", "--baseline", "seed-0"],
+                           "--baseline seed-0: no such arm")):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err

@@ -353,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.train=corpus/ data.num_proc=8")
     p.add_argument("--json", action="store_true", help="print the data description as JSON")
     p.add_argument("--verify", action="store_true", help="check every byte of the cached tokens against the digests "
-                   "recorded when they were written (each use checks sizes and sampled blocks); rewrite them if damaged")
+                   "recorded when they were written (each use checks sizes and sampled blocks); rewrite them if "
+                   "damaged")
     p.set_defaults(func=_cmd_data)
 
     ev = command(sub, "eval", "evaluate a run or checkpoint").add_subparsers(dest="what", required=True)

@@ -113,8 +113,9 @@ class Trainer:
         saved = self.run_dir.read_data_info()
         key = (saved or {}).get("key") or Path((saved or {}).get("cache", "")).name
         if key and key != self.corpus.info["key"]:
-            raise ConfigError(f"run directory {self.run_dir.path} was trained on other data ({data_changes(saved, self.corpus.info)}); "
-                              "resume it on the data it started on or choose another run.dir")
+            raise ConfigError(f"run directory {self.run_dir.path} was trained on other data "
+                              f"({data_changes(saved, self.corpus.info)}); resume it on the data it started on or "
+                              "choose another run.dir")
 
     def prepare(self) -> None:
         """Data, model, optimizer and the loop's components (nothing is written yet)."""

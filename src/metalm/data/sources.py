@@ -238,7 +238,8 @@ def table_batches(path: Path, column: str, what: str) -> Iterator:
         except StopIteration:
             return
         except (OSError, pa.ArrowException) as exc:  # a damaged page: "Couldn't deserialize thrift", "Corrupt snappy"
-            raise DataError(f"{path}: cannot be read, the file is damaged ({' '.join(str(exc).split())[:200]})") from None
+            cause = " ".join(str(exc).split())[:200]
+            raise DataError(f"{path}: cannot be read, the file is damaged ({cause})") from None
         yield batch.column(column)
 
 

@@ -37,8 +37,9 @@ class _Requested:
         if not self.run.eval_path(name).is_file():
             return True
         if name in self.done and self.done[name] != settings:
-            what = "its inputs' content" if {**self.done[name], "inputs": None} == {**settings, "inputs": None} \
-                else "its settings"
+            before = self.done[name]
+            same_settings = isinstance(before, dict) and {**before, "inputs": None} == {**settings, "inputs": None}
+            what = "its inputs' content" if same_settings else "its settings"
             log.info("  %s: %s changed since %s was written; evaluating again", name, what, self.run.eval_path(name))
             return True
         return False
