@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, from_dict, load_tree
-from ..dir_lock import LOCK
 from ..errors import ConfigError
 from ..evaluation.settings import EvaluationSettings, experiment_settings
-from ..run_dir import REPORT_DIR
+from ..run_dir import EXPERIMENT_FILES
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -70,17 +69,14 @@ class Experiment:
             raise ConfigError(f"arm {arm!r}: {exc}") from None
 
 
-# What an experiment directory holds beside its arms' directories: an arm may not be named so.
-RESERVED = frozenset({"experiment.yaml", "status.json", "summary.json", "report.md", "report.html", "plots",
-                      REPORT_DIR, LOCK})
 _ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
 def check_arm_name(name: str) -> None:
     """An arm's name is its directory's name: one safe path component (no `..`, `/`, hidden or empty
     name) that is not one of the experiment's own files — refused before anything runs."""
-    if not _ARM_NAME.fullmatch(name) or name.lower() in RESERVED:
-        why = f"it names the experiment's own {name}" if name.lower() in RESERVED else \
+    if not _ARM_NAME.fullmatch(name) or name.lower() in EXPERIMENT_FILES:
+        why = f"it names the experiment's own {name}" if name.lower() in EXPERIMENT_FILES else \
             "use letters, digits, '_', '-', '.', '+', starting with a letter or digit"
         raise ConfigError(f"arms: {name!r} cannot name an arm's directory ({why})")
 
