@@ -11,7 +11,8 @@ the same command run again. Writes benchmarks/results/kill_sweep.json.
 
 `--experiment`: the same for a whole `metalm experiment` (a vanilla and a meta arm, one seed, with
 perplexity and few-shot evaluations): kills are drawn over the reference experiment's whole wall
-time — training, evaluation and report writing — and each resumed experiment's summary.json must
+time (or, with `--at evaluation,report`, placed 0-0.5 s after evaluation or report writing begins)
+and each resumed experiment's summary.json must
 equal the uninterrupted one's, timings aside (every `time` entry, the versions, and the seconds ratio
 in the verdict). Writes benchmarks/results/kill_sweep_experiment.json.
 """
@@ -111,15 +112,28 @@ def experiment_sweep(args, root: Path, env: dict) -> None:
     results = []
     for i in range(args.kills):
         exp = root / f"killed-{i:02d}"
-        moment = rng.uniform(0.0, wall)
         proc = subprocess.Popen(command(exp), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(moment)
+        begun = time.perf_counter()
+        if args.at:  # at an event: the first arm's run finished (its evaluations begin), or the report begun
+            target = args.at.split(",")[i % len(args.at.split(","))]
+            first = exp / sorted(spec["arms"])[0] / "seed-0"
+            while proc.poll() is None and not (
+                    (exp / "plots").exists() if target == "report" else
+                    (RunDir(first).read_status() or {}).get("state") == "finished"):
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.5))
+        else:
+            time.sleep(rng.uniform(0.0, wall))
+        moment = time.perf_counter() - begun
+        ended = proc.poll() is not None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        state = {arm: (RunDir(exp / arm / "seed-0").read_status() or {}).get("state") for arm in spec["arms"]}
+        started = [arm for arm in sorted(spec["arms"]) if (exp / arm / "seed-0").is_dir()]  # trained in this order
+        state = {arm: (RunDir(exp / arm / "seed-0").read_status() or {}).get("state") for arm in started}
         evals = sorted(str(p.relative_to(exp)) for p in exp.glob("*/seed-0/eval/*.json"))
-        stage = ("report" if (exp / "summary.json").exists() or (exp / "plots").exists() else
-                 "evaluation" if evals or state.get("meta") == "finished" else "training")
+        stage = ("ended before the kill" if ended else
+                 "report" if (exp / "plots").exists() or (exp / "summary.json").exists() else
+                 "evaluation" if started and state[started[-1]] == "finished" else "training")
         resumed = subprocess.run(command(exp), env=env, capture_output=True, text=True)
         exact = resumed.returncode == 0 and summary(exp) == expected
         results.append({"moment_s": round(moment, 2), "stage": stage, "runs": state, "evaluations": evals,
@@ -128,9 +142,10 @@ def experiment_sweep(args, root: Path, env: dict) -> None:
         print(f"kill {i + 1:2d}/{args.kills} at {moment:5.1f}s ({stage}): rc {resumed.returncode}, "
               f"{'same summary' if exact else 'DIFFERENT'}", flush=True)
     exact = sum(r["exact"] for r in results)
-    stages = {s: sum(r["stage"] == s for r in results) for s in ("training", "evaluation", "report")}
+    stages = {s: sum(r["stage"] == s for r in results)
+              for s in ("training", "evaluation", "report", "ended before the kill")}
     out = args.out or str(ROOT / "benchmarks" / "results" / "kill_sweep_experiment.json")
-    save_result(out, {"exact": exact, "kills": args.kills, "seed": args.seed, "steps": args.steps,
+    save_result(out, {"exact": exact, "kills": args.kills, "seed": args.seed, "at": args.at, "steps": args.steps,
                       "save_every": args.save_every, "reference_wall_s": round(wall, 1), "killed": stages,
                       "machine": machine(), "date": time.strftime("%Y-%m-%d"), "kills_detail": results})
     print(f"{exact}/{args.kills} resumed experiments with the uninterrupted summary (reference {wall:.1f}s; "
@@ -145,6 +160,10 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=5)
     parser.add_argument("--margin", type=float, default=0.25, help="seconds added on either side of the window")
     parser.add_argument("--experiment", action="store_true", help="kill whole experiments (see the docstring)")
+    parser.add_argument("--at", default=None,
+                        help="--experiment: kill at events instead of random moments, in turn: 'evaluation' (0-0.5 s "
+                             "after the first arm's run finished) and/or 'report' (0-0.5 s after it began), e.g. "
+                             "evaluation,report")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
