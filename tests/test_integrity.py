@@ -3,6 +3,7 @@ refuses other data and a second trainer, evaluations are reused only on unchange
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -93,29 +94,53 @@ def test_an_entry_of_format_2_is_rewritten_in_place(entry, caplog):
     assert again.info["cache"] == str(directory) and again.info["format"] == 3 and "checks" in again.info
 
 
-def test_a_second_trainer_in_a_run_directory_is_refused_naming_the_holder(tmp_path, capsys):
+@contextlib.contextmanager
+def held_by_another_process(directory: Path):
+    """Another process holding `directory`'s lock (as a running trainer or experiment does); its PID."""
     import subprocess
     import sys
 
-    from conftest import train_tiny
-
-    corpus, run = make_corpus(tmp_path / "corpus"), tmp_path / "run"
-    run.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from metalm.dir_lock import hold_lock\n"
-                               f"with hold_lock({str(run)!r}, 'run directory', ''):\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from metalm.dir_lock import hold_lock\n"
+                               f"with hold_lock({str(directory)!r}, 'directory', ''):\n"
                                "    print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        capsys.readouterr()
-        assert train_tiny(corpus, run) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and f"is in use by process {holder.pid}" in err[0], err
-        assert not (run / "metrics.jsonl").exists() and not (run / "config.yaml").exists()
+        yield holder.pid
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_second_trainer_in_a_run_directory_is_refused_naming_the_holder(tmp_path, capsys):
+    from conftest import train_tiny
+
+    corpus, run = make_corpus(tmp_path / "corpus"), tmp_path / "run"
+    with held_by_another_process(run) as pid:
+        capsys.readouterr()
+        assert train_tiny(corpus, run) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"run directory {run} is in use by process {pid}" in err[0], err
+        assert not (run / "metrics.jsonl").exists() and not (run / "config.yaml").exists()
     assert train_tiny(corpus, run) == 0  # released with its holder; the run now trains
     assert train_tiny(corpus, run) == 0  # and its own lock was released at the end
+
+
+def test_a_second_experiment_in_its_directory_is_refused_naming_the_holder(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    corpus = make_corpus(tmp_path / "corpus")
+    spec = {"run": {"dir": "exp", "progress": False}, "model": {"preset": "nano"},
+            "data": {"train": str(corpus / "train"), "validation": str(corpus / "validation"), "vocab_size": 300},
+            "train": {"steps": 2, "batch_size": 4, "seq_len": 32, "eval_every": 2, "eval_batches": 1},
+            "arms": {"vanilla": {}}}
+    Path("exp.yaml").write_text(yaml.safe_dump(spec))
+    with held_by_another_process(tmp_path / "exp") as pid:
+        capsys.readouterr()
+        assert main(["experiment", "exp.yaml"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"experiment directory exp is in use by process {pid}" in err[0], err
+        assert not Path("exp/vanilla").exists()
 
 
 def test_resuming_on_changed_data_is_refused_naming_the_source(tmp_path, monkeypatch, capsys):

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..data import cache_root
 from ..data.pipeline import resolve_specs
 from ..data.sources import content_digest
+from ..dir_lock import hold_lock
 from ..errors import MetalmError
 from ..run_dir import REPORT_DIR, ExperimentDir, RunDir, read_requested, write_requested
 from ..trainer import train
@@ -149,7 +150,12 @@ def _check_fewshot(settings, cfg, corpus) -> None:
 def run_experiment(path: str | Path, overrides: list[str] | None = None) -> Path:
     exp = load_experiment(path, overrides)
     check_inputs(exp)  # before the experiment directory exists: a refused experiment leaves nothing
-    exp.root.mkdir(parents=True, exist_ok=True)
+    with hold_lock(exp.root, "experiment directory", "wait for it to end or choose another run.dir"):
+        return _run_locked(exp)
+
+
+def _run_locked(exp: Experiment) -> Path:
+    """Train, evaluate and report, one experiment process at a time in its directory."""
     spec = {**exp.shared, "arms": exp.arms, "seeds": exp.seeds, "baseline": exp.baseline,
             "target_loss": exp.target_loss, "evaluations": exp.evaluations}
     ExperimentDir(exp.root).write_spec(spec)
