@@ -89,6 +89,23 @@ def token_ids(cwd: Path, monkeypatch) -> None:
     train_tokenizer([(cwd / "corpus" / "train" / "train-00.txt").read_text()], 300).save_pretrained(cwd / "tok")
     pq.write_table(pa.table({"input_ids": [[5, 6, 7], [8, 400]]}), cwd / "ids.parquet")
     pq.write_table(pa.table({"tokens": [[5, 6, 7]]}), cwd / "other.parquet")
+    pq.write_table(pa.table({"input_ids": [[5, 6, 7] * 50, [8, 9] * 50] * 200}), cwd / "damaged.parquet",
+                   row_group_size=100)
+    data = bytearray((cwd / "damaged.parquet").read_bytes())
+    for at in range(len(data) // 3, len(data) // 3 + 40):  # a page in the middle
+        data[at] ^= 0x5A
+    (cwd / "damaged.parquet").write_bytes(bytes(data))
+    (cwd / "huge.jsonl").write_text('{"input_ids": [5, 6, 7]}\n{"input_ids": [8, 100000000000000000000000]}\n')
+
+
+def duplicate_keys(text: str, name: str = "dup.yaml"):
+    """A YAML file with a key given twice (PyYAML alone keeps the last silently)."""
+
+    def setup(cwd: Path, monkeypatch) -> None:
+        make_corpus(cwd / "corpus")
+        Path(name).write_text(text)
+
+    return setup
 
 
 NER_DEMO = {"data": "demo", "train_lang": "en", "epochs": 1}
@@ -108,6 +125,10 @@ ROWS = [
      "data.tokenizer: ids.parquet holds token ids; name the tokenizer"),
     ("token id outside the vocabulary", ["train", "cfg.yaml", "data.train=ids.parquet", "data.tokenizer=tok"],
      token_ids, "ids.parquet: token id 400 at record 1 is outside the tokenizer's vocabulary"),
+    ("damaged parquet page", ["train", "cfg.yaml", "data.train=damaged.parquet", "data.tokenizer=tok"], token_ids,
+     "damaged.parquet: cannot be read, the file is damaged"),
+    ("token id of 10**23", ["train", "cfg.yaml", "data.train=huge.jsonl", "data.tokenizer=tok"], token_ids,
+     "huge.jsonl:2: token id 100000000000000000000000 is outside the tokenizer's vocabulary"),
     ("no token or text column", ["train", "cfg.yaml", "data.train=other.parquet", "data.tokenizer=tok"], token_ids,
      "other.parquet: no column 'text' (text) or 'input_ids' (token ids)"),
     ("usage error", ["eval", "perplexity", "run"], run_dir, "eval perplexity: the following arguments are required"),
@@ -138,6 +159,17 @@ ROWS = [
      experiment(evaluations={"fewshot": {"n_way": 500}}), "evaluations.fewshot.n_way: 500 exceeds"),
     ("experiment ner directory missing", ["experiment", "exp.yaml"],
      experiment(evaluations={"ner": {**NER_DEMO, "data": "no-ner"}}), "NER data directory not found"),
+    ("config key twice", ["train", "dup.yaml"], duplicate_keys("train:\n  steps: 2\nmodel: {preset: nano}\n"
+                                                               "train:\n  steps: 3\n"),
+     "dup.yaml: line 4 is not valid YAML: key 'train' is given twice (lines 1 and 4)"),
+    ("experiment arm twice", ["experiment", "dup.yaml"],
+     duplicate_keys("arms:\n  vanilla: {}\n  meta: {}\n  vanilla: {train: {lr: 1.0}}\n"),
+     "key 'vanilla' is given twice (lines 2 and 4)"),
+    ("experiment seeds twice", ["experiment", "dup.yaml"],
+     duplicate_keys("arms: {vanilla: {}}\nseeds: [0]\nseeds: [0, 1]\n"), "key 'seeds' is given twice (lines 2 and 3)"),
+    *[(f"experiment arm named {name!r}", ["experiment", "exp.yaml"], experiment(arms={"vanilla": {}, name: {}}),
+       f"arms: {name!r} cannot name an arm's directory")
+      for name in ("..", "../escape", ".", "", "a/b", ".hidden", "report.md", "summary.json", "plots")],
     ("experiment ner language missing", ["experiment", "exp.yaml"],
      experiment(evaluations={"ner": {**NER_DEMO, "test_langs": ["zz"]}}), "no folder for language 'zz'"),
 ]
@@ -168,3 +200,4 @@ def test_bad_input_is_one_line_status_2_and_leaves_nothing(argv, setup, expected
     assert expected in lines[0], lines[0]
     assert "Traceback" not in out + err
     assert _listing(cwd) == before
+    assert not list((tmp_path / "cache").rglob("*.partial"))  # nothing left to resume from bad input

@@ -101,6 +101,22 @@ def test_disk_full_at_the_first_save_then_resume_is_exact(corpus, full, tmp_path
     assert_same_run(full, run)
 
 
+@pytest.mark.parametrize("limit_kib, fails", [(1000, "state.pt"), (500, "model.safetensors")])
+def test_a_file_size_limit_at_a_checkpoint_is_one_line_then_resume_is_exact(corpus, full, tmp_path, limit_kib, fails):
+    """A real refused write (`ulimit -f`: torch and safetensors raise their own errors, not OSError)."""
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "metalm", "train", str(corpus.parent / "cfg.yaml"),
+            *tiny_overrides(corpus, run, **SAVE_EVERY_2)]
+    proc = subprocess.run(["bash", "-c", f'ulimit -f {limit_kib}; exec "$@"', "bash", *argv], capture_output=True,
+                          text=True, timeout=600)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert err[-1].startswith("metalm: error: cannot write ") and "step-00000002" in err[-1], err[-1]
+    assert status(run)["state"] == "failed" and not RunDir(run).checkpoints()
+    assert train_tiny(corpus, run, **SAVE_EVERY_2) == 0
+    assert_same_run(full, run)
+
+
 # -- divergence ---------------------------------------------------------------------------------------
 
 
@@ -323,3 +339,17 @@ def test_config_written_atomically_under_a_file_size_limit(corpus, tmp_path):
     proc = subprocess.run(command(run), env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert status(run)["state"] == "finished"
+
+
+@pytest.mark.parametrize("after_s", [0.4, 0.8, 1.2])
+def test_ctrl_c_during_start_up_is_one_line(corpus, tmp_path, after_s):
+    """SIGINT while Python imports torch and builds the parser (before any run exists): one line, 130."""
+    (corpus.parent / "cfg.yaml").write_text("{}")
+    proc = subprocess.Popen([sys.executable, "-m", "metalm", "train", str(corpus.parent / "cfg.yaml"),
+                             *tiny_overrides(corpus, tmp_path / "run")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+    assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith("metalm: interrupted"), err[-2000:]

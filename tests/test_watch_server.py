@@ -283,3 +283,36 @@ def test_requests_beyond_the_thread_cap_get_503_at_once(tmp_path):
 def test_make_server_refuses_a_port_out_of_range(tmp_path):
     with pytest.raises(MetalmError, match="port"):
         make_server([tmp_path], port=99999)
+
+
+def test_clients_trickling_their_headers_are_dropped_and_a_normal_request_is_served(tmp_path):
+    """Slow clients holding every slot, each sending a header line well within the per-read timeout:
+    the bound on the whole request drops them, so a normal request is served within seconds."""
+    run = tmp_path / "run"
+    run.mkdir()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        with socket.create_connection(server.server_address[:2], timeout=5) as sock:
+            try:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                while not stop.wait(0.2):
+                    sock.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                pass  # dropped by the server
+
+    with serving([run], poll_interval=0.01, request_timeout=1.0, max_threads=4) as (server, _):
+        clients = [threading.Thread(target=trickle, daemon=True) for _ in range(8)]
+        for client in clients:
+            client.start()
+        try:
+            time.sleep(0.3)
+            assert _get(server, "/")[0] == 503  # every slot held
+            start = time.monotonic()
+            while _get(server, "/")[0] != 200 and time.monotonic() - start < 10:
+                time.sleep(0.1)
+            assert time.monotonic() - start < 3  # served while they trickle, not after
+        finally:
+            stop.set()
+            for client in clients:
+                client.join(5)

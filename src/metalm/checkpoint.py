@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .atomic import file_digests, publish_dir, write_json_atomic
-from .errors import CheckpointError, MetalmError
+from .errors import CheckpointError, MetalmError, StorageError
 from .run_dir import CHECKSUMS, EXTRA, STATE, TOKENIZER, RunDir, checkpoint_problem, is_model_dir, is_run_dir
 
 
@@ -44,17 +45,27 @@ def save_pretrained_atomic(final: Path, model: torch.nn.Module, tokenizer=None,
                            extra_tensors: dict[str, torch.Tensor] | None = None,
                            state: dict[str, Any] | None = None, checksums: bool = False) -> Path:
     """A save_pretrained directory (plus tokenizer, extra tensors and training state when given, and
-    `checksums.json` of its files with `checksums`), published atomically at `final`."""
-    with publish_dir(final) as tmp, quiet_hf_progress():
-        model.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        if extra_tensors:
-            save_file({k: v.detach().cpu().contiguous() for k, v in extra_tensors.items()}, str(tmp / EXTRA))
-        if state is not None:
-            torch.save(state, tmp / STATE)
-        if checksums:
-            write_json_atomic(tmp / CHECKSUMS, file_digests(tmp))
+    `checksums.json` of its files with `checksums`), published atomically at `final`. A write the
+    file system refuses (full, over quota or a file-size limit) is a StorageError naming the path
+    and the cause — torch and safetensors report it as their own errors, not as OSError."""
+    try:
+        with publish_dir(final) as tmp, quiet_hf_progress():
+            model.save_pretrained(tmp, safe_serialization=True)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            if extra_tensors:
+                save_file({k: v.detach().cpu().contiguous() for k, v in extra_tensors.items()}, str(tmp / EXTRA))
+            if state is not None:
+                torch.save(state, tmp / STATE)
+            if checksums:
+                write_json_atomic(tmp / CHECKSUMS, file_digests(tmp))
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
+            " ".join(str(exc).split())[:200] or type(exc).__name__
+        if "unexpected pos" in cause or "write failed" in cause:  # torch's words for a short write
+            cause = "a write was cut short (the disk is full or a file-size limit was reached)"
+        raise StorageError(f"cannot write {final}: {cause}; free some space (or lift the limit) and re-run the same "
+                           "command (a run resumes from its last checkpoint)") from exc
     return final
 
 

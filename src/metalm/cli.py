@@ -7,7 +7,7 @@
     metalm eval ner RUN_OR_CHECKPOINT --data DIR --train-lang L --test-lang L1,L2 [--mode finetune|probe]
     metalm tokenizer train --data PATH --vocab-size N --out DIR
     metalm experiment EXPERIMENT.yaml [key.sub=value ...]
-    metalm report EXPERIMENT_DIR | RUN_DIR ...
+    metalm report EXPERIMENT_DIR | RUN_DIR ... [--out DIR]
     metalm dynamics RUN_DIR [RUN_DIR2]
     metalm bench CONFIG.yaml [key.sub=value ...] [--json]
     metalm watch RUN_OR_EXPERIMENT_DIR [...] [--port P] [--host H]
@@ -32,13 +32,26 @@ from .log import logger, quiet_library_progress, setup_logging
 
 
 def _report(args: argparse.Namespace, result: dict, table: str, save) -> None:
-    """Print an evaluation (JSON or table) and save it into the run directory when there is one."""
+    """Print an evaluation (JSON or table), then save it into the run directory when there is one
+    (one warning when it cannot be: the result was printed, so the command still succeeds)."""
     from .checkpoint import resolve_model_dir
 
-    print(json.dumps(result, indent=1) if args.json else table)
+    print(json.dumps(result, indent=1) if args.json else table, flush=True)
     run_dir = resolve_model_dir(args.checkpoint, verify=False)[2]  # the run only: loading verified it
     if run_dir is not None:
-        logger.info(f"saved {save(result, run_dir)}")
+        saved = _saved_or_warn(lambda: save(result, run_dir), run_dir)
+        if saved is not None:
+            logger.info(f"saved {saved}")
+
+
+def _saved_or_warn(save, where):
+    """`save()`'s result, or None after one warning when the file system refuses the write (a
+    read-only run directory, a full disk)."""
+    try:
+        return save()
+    except OSError as exc:
+        logger.warning(f"the result could not be saved into {where} ({exc.strerror or exc}); it was printed above")
+        return None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -74,7 +87,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from .data import prepare_corpus
 
     cfg = load_config(args.config, args.overrides)
-    corpus = prepare_corpus(cfg.data, cfg.run.cache_dir, progress=cfg.run.progress)
+    corpus = prepare_corpus(cfg.data, cfg.run.cache_dir, progress=cfg.run.progress, verify=args.verify)
     info = corpus.info
     if args.json:
         print(json.dumps(info, indent=1))
@@ -87,7 +100,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
               f"{src['tokens']:,} tokens{added}")
     if info.get("max_tokens_reached"):
         print(f"  data.max_tokens {info['max_tokens']:,} reached: the rest of the sources was not read")
-    print(f"cache: {info['cache']}")
+    print(f"cache: {info['cache']}" + (" (every byte checked)" if args.verify else ""))
     return 0
 
 
@@ -97,8 +110,8 @@ def _cmd_eval_perplexity(args: argparse.Namespace) -> int:
     from .evaluation.settings import PerplexitySettings
 
     result = evaluate_perplexity(args.checkpoint, settings=section_from_arguments(PerplexitySettings, args))
-    saved = save_perplexity(result, args.checkpoint)
-    print(json.dumps(result, indent=1) if args.json else format_perplexity_table(result))
+    print(json.dumps(result, indent=1) if args.json else format_perplexity_table(result), flush=True)
+    saved = _saved_or_warn(lambda: save_perplexity(result, args.checkpoint), args.checkpoint)
     if saved:
         logger.info(f"saved {saved}")
     return 0
@@ -196,12 +209,18 @@ def _cmd_dynamics(args: argparse.Namespace) -> int:
         result = analyse_run(run_dir, groups=groups, overwrite=args.recompute, smoothing=args.smoothing,
                              device=args.device, log=logger.info)
         logger.info(f"{run_dir}: {len(result.computed_steps)} checkpoint(s) analysed, "
-                    f"{len(result.skipped_steps)} already done; rows in {result.rows_path}")
+                    f"{len(result.skipped_steps)} already done; rows "
+                    + (f"in {result.rows_path}" if result.unsaved is None else "not saved"))
         if result.readout is not None:
-            print(format_phase_readout(result.readout.phases))
+            print(format_phase_readout(result.readout.phases), flush=True)
+        if result.unsaved is not None:
+            logger.warning(f"the rows and read-out could not be saved into {run_dir} ({result.unsaved}); "
+                           "the read-out was printed above")
     if len(args.runs) == 2:
         labels = args.labels.split(",") if args.labels else None
-        for path in compare_runs(args.runs[0], args.runs[1], out_dir=args.out, labels=labels):
+        paths = _saved_or_warn(lambda: compare_runs(args.runs[0], args.runs[1], out_dir=args.out, labels=labels),
+                               args.out or args.runs[0])
+        for path in paths or []:
             print(f"overlay: {path}")
     return 0
 
@@ -216,7 +235,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .experiment.runner import report_from_dirs
 
-    report = report_from_dirs(args.paths, target_loss=args.target_loss, baseline=args.baseline)
+    report = report_from_dirs(args.paths, target_loss=args.target_loss, baseline=args.baseline, out=args.out)
     print(f"report: {report} (also report.html, summary.json)")
     return 0
 
@@ -334,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.train=corpus/ data.num_proc=8")
     p.add_argument("--json", action="store_true", help="print the data description as JSON")
+    p.add_argument("--verify", action="store_true", help="check every byte of the cached tokens against the digests "
+                   "recorded when they were written (each use checks sizes and sampled blocks); rewrite them if "
+                   "damaged")
     p.set_defaults(func=_cmd_data)
 
     ev = command(sub, "eval", "evaluate a run or checkpoint").add_subparsers(dest="what", required=True)
@@ -374,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.add_argument("--target-loss", type=float, default=None, help="default: the baseline arm's final validation loss")
     p.add_argument("--baseline", default=None, help="baseline arm (default: the experiment's, or the first run)")
+    p.add_argument("--out", default=None, help="directory for the report (default: the experiment directory; for run "
+                   "directories, report/ in their closest common parent directory, never inside a run)")
     p.set_defaults(func=_cmd_report)
 
     p = command(sub, "dynamics", "learning dynamics over a run's saved checkpoints (post hoc); overlay two runs")
@@ -396,13 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(getattr(args, "verbosity", 0))  # -q/-v before or after the command
-    if not sys.stderr.isatty():
-        quiet_library_progress()
     try:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+        parser = build_parser()  # imports torch: Ctrl-C may well come here, during start-up
+        args = parser.parse_args(argv)
+        setup_logging(getattr(args, "verbosity", 0))  # -q/-v before or after the command
+        if not sys.stderr.isatty():
+            quiet_library_progress()
         return args.func(args)
     except MetalmError as exc:
         one_line = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())

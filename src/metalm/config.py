@@ -8,6 +8,7 @@ out-of-range values and incompatible options raise `ConfigError` naming the key.
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -197,7 +198,23 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading `1e-3` as a float (YAML 1.2) rather than as a string (YAML 1.1)."""
+    """PyYAML's safe loader, reading `1e-3` as a float (YAML 1.2) rather than as a string (YAML 1.1),
+    and refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, Hashable) and key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (lines {first[key] + 1} and "
+                        f"{key_node.start_mark.line + 1})", key_node.start_mark)
+                if isinstance(key, Hashable):
+                    first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(

@@ -34,6 +34,7 @@ import yaml
 
 from .atomic import (digest_mismatch, publish_dir, write_bytes_atomic, write_json_atomic, write_jsonl_atomic,
                      write_text_atomic)
+from .dir_lock import LOCK
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -422,6 +423,9 @@ class RunDir:
 REQUESTED = "requested.json"  # in RUN/eval/: the settings each stored evaluation was computed with
 EXPERIMENT_SPEC = "experiment.yaml"  # in an experiment directory: the experiment as it was run
 REPORT_DIR = "report"  # beside run directories compared with `metalm report RUN...`
+# What an experiment directory holds beside its arms' directories (so no arm may be named so).
+EXPERIMENT_FILES = frozenset({EXPERIMENT_SPEC, STATUS, "summary.json", "report.md", "report.html", PLOTS, REPORT_DIR,
+                              LOCK})
 
 
 class ExperimentDir:

@@ -23,7 +23,9 @@ from .accounting import Work, ar_work
 from .checkpoint import save_pretrained_atomic
 from .config import Config
 from .data import PackedSequences, TrainBatches, cache_root, evenly_spaced, prepare_corpus, validation_batches
+from .data.pipeline import data_changes
 from .device import autocast_context, compile_enabled, defers_host_syncs, enable_tf32, fused_adamw, resolve_device
+from .dir_lock import hold_lock
 from .distributed import Dist, data_parallel_loss, init_distributed, shutdown
 from .dynamics.config import probe_shape
 from .dynamics.phases import format_phase_readout
@@ -106,6 +108,16 @@ class Trainer:
                 f"{' …' if len(diffs) > 3 else ''}); resume it with its own config or choose another run.dir"
             )
 
+    def check_same_data(self) -> None:
+        """A run resumes only on the data it started on (the cache key recorded in data.json; each
+        checkpoint records it too): other data is refused like a changed config, naming what changed."""
+        saved = self.run_dir.read_data_info()
+        key = (saved or {}).get("key") or Path((saved or {}).get("cache", "")).name
+        if key and key != self.corpus.info["key"]:
+            raise ConfigError(f"run directory {self.run_dir.path} was trained on other data "
+                              f"({data_changes(saved, self.corpus.info)}); resume it on the data it started on or "
+                              "choose another run.dir")
+
     def prepare(self) -> None:
         """Data, model, optimizer and the loop's components (nothing is written yet)."""
         cfg, t = self.cfg, self.cfg.train
@@ -151,7 +163,8 @@ class Trainer:
         self.validator = Validator(self.model, val_batches, Cadence(t.eval_every, t.steps), self.dist, self.device,
                                    self.autocast)
         self.checkpointer = Checkpointer(self.run_dir, Cadence(t.save_every, t.steps), t.keep_checkpoints, self.model,
-                                         self.optimizer, self.state, self.meta, self.device, main)
+                                         self.optimizer, self.state, self.meta, self.device, main,
+                                         data_key=self.corpus.info["key"])
         peak = peak_tflops(cfg.run.peak_tflops, self.device) if main else None
         self.rows = RowPolicy(Cadence(t.log_every, t.steps), self.kind_of if self.meta is not None else None,
                               peak * 1e12 * self.dist.world_size if peak is not None else None)
@@ -284,8 +297,23 @@ class Trainer:
             return self.run_dir.path
         check_loggers(cfg)
         self.prepare()
-        self.create_run_dir()
-        runlog = RunLog(self.run_dir, cfg, enabled=self.dist.is_main)
+        # One trainer per run directory (rank 0 holds the lock for every rank), taken once the data and
+        # model are known to be good, before anything is written into the run directory.
+        lock = hold_lock(self.run_dir.path, "run directory", "wait for it to end or choose another run.dir") \
+            if self.dist.is_main else contextlib.nullcontext()
+        try:
+            with lock:
+                self.check_same_data()
+                self.create_run_dir()
+                self.train_locked()
+        finally:
+            self.release_ddp()
+            shutdown(self.dist)
+        return self.run_dir.path
+
+    def train_locked(self) -> None:
+        """Restore and train to the end, recording how the run stopped in its status."""
+        runlog = RunLog(self.run_dir, self.cfg, enabled=self.dist.is_main)
         try:
             with interrupt_on_signals():
                 self.restore(runlog)
@@ -308,9 +336,6 @@ class Trainer:
             raise
         finally:
             runlog.close()
-            self.release_ddp()
-            shutdown(self.dist)
-        return self.run_dir.path
 
     def record_end(self, runlog: RunLog, state: str, **extra) -> None:
         """The status of a run that stopped early (best effort: the disk may be full)."""

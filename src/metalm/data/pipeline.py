@@ -23,7 +23,7 @@ from . import encode, token_store
 from .demo import resolve_corpus_specs
 from .encode import encoder_for, resolve_num_proc
 from .pretokenized import holds_tokens, require_tokenizer
-from .sources import HubDataset, fingerprint, iter_documents, resolve_files
+from .sources import HubDataset, fingerprint, iter_documents, resolve_files, source_samples
 from .token_store import TokenArray
 from .tokenization import Phase, StoreBuilder
 
@@ -48,12 +48,13 @@ def resolve_specs(data_cfg, cache: Path) -> tuple[str | list[str], str | list[st
     return resolve_corpus_specs(data_cfg.train, data_cfg.validation, cache)
 
 
-def read_documents(sources: list[Path | HubDataset], data_cfg, what: str) -> list[str]:
-    """Every text document of `sources` in memory: for evaluation sets, which are small."""
+def read_documents(sources: list[Path | HubDataset], data_cfg, key: str) -> list[str]:
+    """Every text document of `sources` in memory: for evaluation sets, which are small (`key`: the
+    setting or flag that named them, for the message when they hold none)."""
     docs = [d for src in sources for d in iter_documents(src, data_cfg.text_field, data_cfg.txt_documents)]
     if not docs:
         names = ", ".join(str(s) for s in sources[:3]) + (" …" if len(sources) > 3 else "")
-        raise DataError(f"data.{what}: no documents in {names} (empty or whitespace only)")
+        raise DataError(f"{key}: no documents in {names} (empty or whitespace only)")
     return docs
 
 
@@ -98,9 +99,10 @@ def obtain_tokenizer(data_cfg, text_documents: Callable[[], Iterable[str]], trai
 
 
 def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrainedTokenizerBase | None = None,
-                   progress: bool = True) -> Corpus:
+                   progress: bool = True, verify: bool = False) -> Corpus:
     """Tokenizer and memory-mapped token arrays for a `data` section (cached by content hash;
-    tokenized, streamed and in parallel, on the first use)."""
+    tokenized, streamed and in parallel, on the first use). A cached entry is checked before use
+    (sizes and sampled blocks; `verify`: every byte) and written again when damaged."""
     cache = cache_root(cache_dir)
     train_spec, val_spec, demo = resolve_specs(data_cfg, cache)
     train_sources = resolve_files(train_spec)
@@ -120,11 +122,11 @@ def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrained
         prefix = data_cfg.max_tokens is not None or any(isinstance(s, HubDataset) for s in train_sources)
         tokenizer = obtain_tokenizer(data_cfg, text_documents, train_fp, cache, prefix)
     key = hashlib.sha256(json.dumps(
-        [token_store.FORMAT_VERSION, token_store.tokenizer_hash(tokenizer), train_fp, val_fp,
+        [token_store.KEY_VERSION, token_store.tokenizer_hash(tokenizer), train_fp, val_fp,
          data_cfg.text_field, data_cfg.txt_documents, data_cfg.token_field, data_cfg.bin_dtype,
          data_cfg.max_tokens]).encode()).hexdigest()[:24]
     directory = cache / "tokens" / key
-    loaded = token_store.load(directory)
+    loaded = token_store.load(directory, full=verify)
     if loaded is None:
         phases = [Phase("data.train", train_sources, train_tok, "train" if val_sources else None, data_cfg.max_tokens)]
         if val_sources:
@@ -139,10 +141,34 @@ def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrained
             processes = 1
         builder = StoreBuilder(directory, phases, encoder_for(tokenizer, token_store.token_dtype(len(tokenizer))), len(tokenizer),
                                data_cfg, processes, progress)
-        builder.build(lambda: token_store.load(directory) is not None, info)
+        builder.build(lambda: token_store.load(directory, full=verify, warn=False) is not None, info)
         loaded = token_store.load(directory)
+        if loaded is None:
+            raise DataError(f"the token cache entry {directory} just written does not pass its own check; is the "
+                            "cache's disk failing?")
     arrays, info = loaded
-    info = {**info, "cache": str(directory), "vocab_size": len(tokenizer)}
+    samples = [{"split": split, "source": str(src), **sample}
+               for split, srcs in (("data.train", train_sources), ("data.validation", val_sources or []))
+               for src, sample in zip(srcs, source_samples(srcs))]
+    info = {**info, "cache": str(directory), "key": key, "source_samples": samples, "vocab_size": len(tokenizer)}
     if arrays["validation"].tokens.size == 0:
         raise DataError("data.validation: the validation set holds no tokens")
     return Corpus(tokenizer, arrays["train"], arrays["validation"], info)
+
+
+def data_changes(saved: dict, current: dict) -> str:
+    """What differs between the data a run recorded (`saved`, its data.json) and `current` (a
+    corpus' info): the sources whose size or sampled blocks changed, that appeared or went; else
+    the content elsewhere in them, or the tokenization."""
+    def by_source(info: dict) -> dict[tuple[str, str], tuple]:
+        return {(d["split"], d["source"]): tuple(sorted((k, v) for k, v in d.items() if k not in ("split", "source")))
+                for d in info.get("source_samples") or [] if isinstance(d, dict) and {"split", "source"} <= d.keys()}
+
+    old, new = by_source(saved), by_source(current)
+    if not old:
+        return "the data's cache key differs"
+    changes = [f"{split} {source} changed" for (split, source), sample in new.items()
+               if (split, source) in old and old[split, source] != sample]
+    changes += [f"{split} {source} is new" for split, source in new.keys() - old.keys()]
+    changes += [f"{split} {source} is no longer read" for split, source in old.keys() - new.keys()]
+    return "; ".join(sorted(changes)) or "the sources' content changed, or they are tokenized differently"

@@ -127,7 +127,12 @@ def _jsonl_batches(path: Path, data_cfg, vocab: int, eod: int, dtype, source: in
         if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             missing = "has no" if ids is None else "has a non-list-of-integers"
             raise DataError(f"{path}:{lineno}: record {missing} {field!r} field (token ids; set data.token_field)")
-        piece = np.asarray(ids, dtype=np.int64)
+        try:
+            piece = np.asarray(ids, dtype=np.int64)
+        except OverflowError:  # an id beyond 64 bits is outside any vocabulary
+            bad = next(i for i in ids if abs(i) >= 1 << 62)
+            raise DataError(f"{path}:{lineno}: token id {bad} is outside the tokenizer's vocabulary "
+                            f"(ids 0..{vocab - 1}); is data.tokenizer the tokenizer this data was made with?") from None
         _check_ids(piece, vocab, f"{path}:{lineno}")  # here, to name the line
         pieces.append(piece)
         if len(pieces) == _RECORDS_PER_BATCH:

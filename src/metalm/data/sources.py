@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from .digest import sampled_digest
 
 TEXT_SUFFIXES = (".txt",)
 RECORD_SUFFIXES = (".jsonl", ".parquet", ".arrow")  # text or token-id records
@@ -231,7 +232,14 @@ def table_batches(path: Path, column: str, what: str) -> Iterator:
         batches = iter(reader)
     else:
         batches = reader.iter_batches(batch_size=1024, columns=[column])
-    for batch in batches:
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowException) as exc:  # a damaged page: "Couldn't deserialize thrift", "Corrupt snappy"
+            cause = " ".join(str(exc).split())[:200]
+            raise DataError(f"{path}: cannot be read, the file is damaged ({cause})") from None
         yield batch.column(column)
 
 
@@ -333,8 +341,7 @@ def iter_documents(source: Path | HubDataset, text_field: str = "text", txt_docu
 
 
 def fingerprint(sources: list[Path | HubDataset]) -> str:
-    """Content hash of the sources: file bytes for local files, name/config/split (and the
-    `datasets` fingerprint once loaded) for hub datasets."""
+    """Content hash of the sources: file bytes for local files, name/config/split for hub datasets."""
     h = hashlib.sha256()
     for src in sources:
         if isinstance(src, HubDataset):
@@ -344,4 +351,37 @@ def fingerprint(sources: list[Path | HubDataset]) -> str:
         with open(src, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 h.update(chunk)
+    return h.hexdigest()
+
+
+def source_samples(sources: list[Path | HubDataset]) -> list[dict]:
+    """Each local source's size and a digest of 16 sampled 4 KiB blocks (64 KiB read whatever its
+    size): recorded with a run, they name the source that changed when the run is resumed on other
+    data (the cache key, over every byte, is what refuses it)."""
+    out = []
+    for src in sources:
+        if isinstance(src, Path):
+            size = src.stat().st_size
+            out.append({"bytes": size, "sample": sampled_digest(src, size, blocks=16, block_bytes=4096)})
+        else:
+            out.append({"hub": f"{src.name}:{src.config}@{src.split}"})
+    return out
+
+
+def content_digest(specs: list[str]) -> str:
+    """sha256 of the content that `specs` name — files, globs, directories (every file under them,
+    by relative path) — and of the specs themselves (a Hub dataset is its name): what an evaluation
+    result is reused on, so an edited held-out file is evaluated again."""
+    h = hashlib.sha256()
+    for spec in specs:
+        h.update(spec.encode() + b"\0")
+        if spec.startswith(HF_PREFIX):
+            continue
+        root = Path(spec)
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else \
+            [f for f in resolve_files(spec) if isinstance(f, Path)]
+        for f in files:
+            h.update(str(f.relative_to(root) if root.is_dir() else f).encode() + b"\0")
+            with open(f, "rb") as handle:
+                h.update(hashlib.file_digest(handle, "sha256").digest())
     return h.hexdigest()

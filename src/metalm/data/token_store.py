@@ -10,12 +10,19 @@ whole, however large.
 Format 2: document boundaries are a raw int64 file (`<split>_docs.bin`, written
 incrementally) instead of a `.npy`; the tokens themselves are the same as format 1 wrote, so an
 entry of format 1 is simply written again once.
+
+Format 3 (same cache key as format 2, so a format-2 entry is rewritten in place once) records what
+every file should be: its size, a digest of sampled blocks and a full digest (`checks` in info.json).
+Each open checks the sizes and the sampled blocks (a few MiB read, however large the entry); `metalm
+data --verify` checks the full digests. A damaged entry is reported and written again, never read
+(DESIGN 2.9, Integrity).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +31,15 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from ..errors import DataError
+from . import digest
 from .token_writer import token_paths
 
-FORMAT_VERSION = 2
+log = logging.getLogger("metalm.data")
+
+FORMAT_VERSION = 3
+KEY_VERSION = 2  # in the cache key: entries of formats 2 and 3 share it (a format-2 entry is rewritten in place)
+SAMPLE_BLOCKS = digest.SAMPLE_BLOCKS  # blocks of each file read by the check at open (tests lower them)
+SAMPLE_BLOCK_BYTES = digest.SAMPLE_BLOCK_BYTES
 
 
 @dataclass
@@ -77,17 +90,72 @@ def concat(docs: list[np.ndarray], dtype: np.dtype) -> TokenArray:
     return TokenArray(tokens, offsets)
 
 
-def load(directory: Path) -> tuple[dict[str, TokenArray], dict] | None:
-    """Memory-map cached token arrays, or None when the cache entry does not exist (or is of
-    another format: it is then written again)."""
+def _sampled(path: Path, size: int) -> str:
+    return digest.sampled_digest(path, size, SAMPLE_BLOCKS, SAMPLE_BLOCK_BYTES)
+
+
+def entry_checks(directory: Path, splits: Iterable[str]) -> dict[str, dict]:
+    """{file name: {"bytes", "sample", "sha256"}} of every token and boundary file of `splits`."""
+    checks = {}
+    for split in splits:
+        for path in token_paths(directory, split):
+            size = path.stat().st_size
+            checks[path.name] = {"bytes": size, "sample": _sampled(path, size), "sha256": digest.full_digest(path)}
+    return checks
+
+
+def entry_problem(directory: Path, info: dict, full: bool = False) -> str | None:
+    """What is wrong with a cache entry (a file missing, of another size than recorded or than its
+    token and document counts imply, or whose sampled blocks — with `full`, whose bytes — differ
+    from when it was written), or None."""
+    checks = info.get("checks")
+    try:
+        dtype = np.dtype(info["dtype"])
+        splits = info["splits"]
+        if not isinstance(checks, dict):
+            return "info.json records no checks"
+        for split, figures in splits.items():
+            expected = {f"{split}.bin": figures["tokens"] * dtype.itemsize,
+                        f"{split}_docs.bin": (figures["documents"] + 1) * 8}
+            for name, size in expected.items():
+                path, check = directory / name, checks[name]
+                if not path.is_file():
+                    return f"{name} is missing"
+                actual = path.stat().st_size
+                if actual != size or actual != check["bytes"]:
+                    return f"{name} holds {actual:,} bytes, {size:,} recorded"
+                if _sampled(path, actual) != check["sample"]:
+                    return f"{name}: its content differs from when it was written (sampled blocks)"
+                if full and digest.full_digest(path) != check["sha256"]:
+                    return f"{name}: its content differs from when it was written (full digest)"
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return f"info.json is incomplete ({type(exc).__name__}: {exc})"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    return None
+
+
+def load(directory: Path, full: bool = False, warn: bool = True) -> tuple[dict[str, TokenArray], dict] | None:
+    """Memory-map cached token arrays after checking them (`entry_problem`; `full`: every byte), or
+    None when the cache entry does not exist, is of another format or is damaged (it is then
+    written again; `warn`: a damaged entry is reported, naming what is wrong)."""
     info_path = directory / "info.json"
     if not info_path.is_file():
         return None
     try:
         info = json.loads(info_path.read_text())
     except ValueError:
+        info = None
+    if not isinstance(info, dict):
+        if warn:
+            log.warning("token cache entry %s is damaged (info.json is unreadable); tokenizing again", directory)
         return None
     if info.get("format") != FORMAT_VERSION:
+        return None
+    problem = entry_problem(directory, info, full)
+    if problem is not None:
+        if warn:
+            log.warning("token cache entry %s is damaged (%s); tokenizing again", directory, problem)
         return None
     dtype = np.dtype(info["dtype"])
     arrays = {}

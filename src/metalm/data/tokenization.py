@@ -317,12 +317,13 @@ class StoreBuilder:
         info = {**info, "format": None, "dtype": self.dtype.name, "splits": splits,
                 "tokens": sum(v["tokens"] for v in splits.values()), "sources": prog.sources,
                 "max_tokens": budget, "max_tokens_reached": prog.budget_reached if budget is not None else None}
-        from .token_store import FORMAT_VERSION
+        from .token_store import FORMAT_VERSION, entry_checks
 
         info["format"] = FORMAT_VERSION
+        info["checks"] = entry_checks(self.partial, splits)
         write_json_atomic(self.partial / INFO, info)
         (self.partial / MANIFEST).unlink()
-        if self.directory.exists():  # an entry of an older format under the same name
+        if self.directory.exists():  # an entry of an older format under the same name, or a damaged one
             shutil.rmtree(self.directory)
         os.replace(self.partial, self.directory)
         fd = os.open(self.directory.parent, os.O_RDONLY)

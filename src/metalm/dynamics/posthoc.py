@@ -7,6 +7,7 @@ rows on the fly gets a separate post-hoc rows file (with its own phase read-out 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +16,14 @@ import torch
 
 from ..device import enable_tf32, resolve_device
 from ..errors import DataError, MetalmError
-from ..run_dir import RunDir
+from ..run_dir import RunDir, checkpoint_problem
 from .config import ALL_GROUPS
 from .plots import plot_overlay
 from .probe import dynamics_rows
+from .phases import phase_readout
 from .readout import Readout, write_readout
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "PosthocResult",
@@ -37,6 +41,7 @@ class PosthocResult:
     computed_steps: list[int] = field(default_factory=list)
     skipped_steps: list[int] = field(default_factory=list)
     readout: Readout | None = None
+    unsaved: str | None = None  # why nothing could be written into the run directory (read-only), if so
 
 
 def load_probe_batch(run_dir: str | Path, probe_input_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -70,8 +75,9 @@ def _load_model(path: Path, device: torch.device):
 
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        raise MetalmError(f"{path}: cannot load the checkpoint: {exc}") from None
+    except Exception as exc:  # a missing or damaged file: OS, safetensors and value errors alike
+        raise MetalmError(f"{path}: cannot load the checkpoint: {type(exc).__name__}: "
+                          f"{(str(exc).splitlines() or [''])[0]}") from None
     return model.to(device)
 
 
@@ -110,9 +116,11 @@ def analyse_run(
         present.setdefault(row["step"], set()).add(row["group"])
     done = {step for step, found in present.items() if set(groups) <= found}
     kept = [row for row in kept if row["step"] in done]  # partial steps are recomputed
-    run.write_dynamics(kept, posthoc)
-
     result = PosthocResult(rows_path, kept)
+    try:
+        run.write_dynamics(kept, posthoc)
+    except OSError as exc:  # a read-only run directory: computed and read out all the same, in memory
+        result.unsaved = exc.strerror or str(exc)
     device = resolve_device(device)
     enable_tf32(device)  # the trainer's float32 matmul setting: the on-the-fly rows' numbers (probe.py)
     for step, path in checkpoints:
@@ -121,14 +129,22 @@ def analyse_run(
             continue
         if log:
             log(f"dynamics: step {step} ({path.relative_to(run.path)})")
-        model = _load_model(path, device)
+        problem = checkpoint_problem(path)
+        try:
+            model = _load_model(path, device) if problem is None else None
+        except MetalmError as exc:
+            problem = str(exc).removeprefix(f"{path}: ")
+        if model is None:
+            _log.warning("checkpoint %s is damaged (%s); skipping it", path, problem)
+            continue
         rows = dynamics_rows(model, probe, step, groups)
         del model
-        run.append_dynamics(rows, posthoc)
+        if result.unsaved is None:
+            run.append_dynamics(rows, posthoc)
         result.rows.extend(rows)
         result.computed_steps.append(step)
     result.rows.sort(key=lambda row: row["step"])
-    if readout:
+    if readout and result.unsaved is None:
         result.readout = write_readout(
             run,
             result.rows,
@@ -136,6 +152,8 @@ def analyse_run(
             posthoc=posthoc,
             title=f"{run.path.name} (post hoc)" if posthoc else run.path.name,
         )
+    elif readout:
+        result.readout = Readout(phase_readout(result.rows, smoothing), None)
     return result
 
 

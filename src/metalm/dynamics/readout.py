@@ -15,7 +15,7 @@ class Readout:
     """What `write_readout` produced."""
 
     phases: dict
-    phases_path: Path
+    phases_path: Path | None  # None: computed but not written (a read-only run directory)
     plots: list[Path] = field(default_factory=list)
 
 

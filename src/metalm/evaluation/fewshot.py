@@ -9,6 +9,7 @@ two checkpoints are evaluated on the same episodes. The backbone is frozen (head
 
 from __future__ import annotations
 
+import logging
 import re
 import statistics
 from pathlib import Path
@@ -36,6 +37,8 @@ from ..run_dir import RunDir
 from ..tokenizer import load_tokenizer
 from .settings import FewshotSettings
 
+log = logging.getLogger(__name__)
+
 KEYS = ("support_acc_before", "support_acc_after", "query_acc_before", "query_acc_after")
 
 
@@ -47,7 +50,7 @@ def _held_out_tokens(run_dir: Path | None, data: list[str] | None, tokenizer) ->
         raise MetalmError("few-shot evaluation needs held-out text: pass --data (or a run directory)")
     loaded = token_store.load(Path(info["cache"]))
     if loaded is None:
-        raise MetalmError(f"{run_dir}: its token cache is gone; pass --data with the held-out text")
+        raise MetalmError(f"{run_dir}: its token cache is gone or damaged; pass --data with the held-out text")
     return loaded[0]["validation"]
 
 
@@ -85,7 +88,7 @@ def check_fewshot(s: FewshotSettings, held_out: token_store.TokenArray, tokenize
 def held_out_tokens(data: list[str], tokenizer) -> token_store.TokenArray:
     """The few-shot `--data` held-out text, tokenized (in memory: held-out sets are small)."""
     data_cfg = DataConfig(text_field="text", txt_documents="blank_line")
-    docs = read_documents([f for spec in data for f in resolve_files(spec)], data_cfg, "eval")
+    docs = read_documents([f for spec in data for f in resolve_files(spec)], data_cfg, "--data")
     return token_store.concat(token_store.tokenize_documents(docs, tokenizer), np.uint32)
 
 
@@ -109,6 +112,7 @@ def evaluate_fewshot(checkpoint: str | Path, settings: FewshotSettings | None = 
                         cache_dir=cache_root(cache_dir) / "meta")
     except ConfigError as exc:
         raise ConfigError(_renamed(exc, "fewshot.")) from None
+    learned_from = None  # where the learned head came from (head_init learned)
     if task.head is not None and run_dir is not None:  # a meta run's learned head, if it kept one
         run = RunDir(run_dir)
         if Path(checkpoint) == run_dir and model_dir != run.final_dir:
@@ -119,6 +123,10 @@ def evaluate_fewshot(checkpoint: str | Path, settings: FewshotSettings | None = 
         extra = load_extra(latest_dir) if latest_dir is not None else {}
         if set(extra) == set(task.state_dict()):
             task.load_state_dict(extra)
+            learned_from = str(latest_dir)
+    if task.head is not None and learned_from is None:
+        log.warning("%s holds no learned head (not a meta run, or one that kept none): head_init learned evaluates "
+                    "a freshly initialised head", checkpoint)
     # the initial head, read on the same episode: a meta step whose inner loop does not move
     unadapted = MetaStep(cfg.model_copy(update={"inner_lr": 0.0}), model, task.head)
     samples = {k: [] for k in KEYS}
@@ -134,7 +142,9 @@ def evaluate_fewshot(checkpoint: str | Path, settings: FewshotSettings | None = 
     return {"checkpoint": str(model_dir), "episodes": episodes, "chance": 1 / n_way,
             "settings": {"variant": variant, "n_way": n_way, "k_shot": k_shot, "q_query": q_query,
                          "inner_steps": inner_steps, "inner_lr": inner_lr, "head_init": cfg.resolved_head_init(), "pool": cfg.resolved_pool(),
-                         "window_len": s.window_len, "seed": seed, "held_out": data or "the run's validation set"},
+                         "window_len": s.window_len, "seed": seed, "held_out": data or "the run's validation set",
+                         **({"learned_head": learned_from or "none in the checkpoint: a freshly initialised head"}
+                            if task.head is not None else {})},
             "accuracy": summary}
 
 
@@ -148,6 +158,8 @@ def format_fewshot(result: dict) -> str:
     for part in ("support", "query"):
         b, a = acc[f"{part}_acc_before"], acc[f"{part}_acc_after"]
         lines.append(f"{part:<10} {b['mean']:>8.3f} ± {b['std']:<5.3f} {a['mean']:>8.3f} ± {a['std']:<5.3f}")
+    if str(s.get("learned_head", "")).startswith("none"):
+        lines.append("note: the checkpoint holds no learned head; a freshly initialised head was evaluated")
     return "\n".join(lines)
 
 

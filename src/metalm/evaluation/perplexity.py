@@ -71,7 +71,7 @@ def evaluate_perplexity(checkpoint: str | Path, data: list[str] | None = None,
     data_cfg = DataConfig(text_field=s.text_field, txt_documents="blank_line")
     rows = []
     for spec in data:
-        docs = read_documents(resolve_files(spec), data_cfg, "eval")
+        docs = read_documents(resolve_files(spec), data_cfg, "--data")
         arr = concat(tokenize_documents(docs, tokenizer), np.uint32)
         tokens = arr.tokens[: max_tokens + 1] if max_tokens else arr.tokens
         if len(tokens) < 2:

@@ -626,7 +626,8 @@ def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str,
             if (RunDir(d).plots_dir() / name).is_file():
                 figures.append((f"{arm} (seed {seed}): {title}, layer × step.", RunDir(d).plots_dir() / name))
         if arm != baseline and RunDir(d).dynamics_path().is_file() and RunDir(base_dir).dynamics_path().is_file():
-            for p in compare_runs(base_dir, d, out_dir=plots / f"overlay-{arm}", labels=[baseline, arm]):
+            for p in compare_runs(base_dir, d, out_dir=plots / f"overlay-{arm.replace('/', '-')}",
+                                  labels=[baseline, arm]):
                 figures.append((f"{baseline} vs {arm}: {p.stem.replace('_', ' ')}.", p))
     write_json_atomic(out_dir / "summary.json", summary)
 

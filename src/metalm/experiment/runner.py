@@ -4,17 +4,20 @@ With `matched_baselines: true`, every arm × seed also gets its matched baseline
 (`experiment.matched`), trained after the arms (its step count is read from their finished runs).
 Re-running resumes unfinished runs (exactly, from their checkpoints) and reuses finished runs and
 evaluation results, so an interrupted experiment finishes with the same numbers. An evaluation is
-reused only if it ran with the settings the experiment file now asks for (recorded in
-`RUN/eval/requested.json`); change them and that evaluation runs again.
+reused only if it ran with the settings the experiment file now asks for and on inputs of the same
+content (both recorded in `RUN/eval/requested.json`); change either and that evaluation runs again.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from ..data import cache_root
 from ..data.pipeline import resolve_specs
+from ..data.sources import content_digest
+from ..dir_lock import hold_lock
 from ..errors import MetalmError
 from ..run_dir import REPORT_DIR, ExperimentDir, RunDir, read_requested, write_requested
 from ..trainer import train
@@ -33,11 +36,15 @@ class _Requested:
         self.done = read_requested(run)
 
     def needed(self, name: str, settings) -> bool:
-        """Whether evaluation `name` must run: no stored result, or one computed with other settings."""
+        """Whether evaluation `name` must run: no stored result, or one computed with other settings
+        or on inputs of other content (`settings` holds the inputs' digest under `inputs`)."""
         if not self.run.eval_path(name).is_file():
             return True
         if name in self.done and self.done[name] != settings:
-            log.info("  %s: settings changed since %s was written; evaluating again", name, self.run.eval_path(name))
+            before = self.done[name]
+            same_settings = isinstance(before, dict) and {**before, "inputs": None} == {**settings, "inputs": None}
+            what = "its inputs' content" if same_settings else "its settings"
+            log.info("  %s: %s changed since %s was written; evaluating again", name, what, self.run.eval_path(name))
             return True
         return False
 
@@ -53,33 +60,37 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
     run_dir = exp.run_dir(arm, seed)
     requested = _Requested(RunDir(run_dir))
     perplexity = exp.settings.get("perplexity")
-    if perplexity is not None and requested.needed("perplexity", perplexity.model_dump(mode="json")):
+    if perplexity is not None:
         from ..evaluation.perplexity import evaluate_perplexity, save_perplexity
 
         sets = perplexity.data
         if sets is None:  # the run's validation set
             _, val, _ = resolve_specs(cfg.data, cache_root(cfg.run.cache_dir))
             sets = [val if isinstance(val, str) else val[0]] if val is not None else []
-        if sets:
+        key = {**perplexity.model_dump(mode="json"), "inputs": content_digest(sets)}
+        if sets and requested.needed("perplexity", key):
             save_perplexity(evaluate_perplexity(run_dir, sets, perplexity), run_dir)
-            requested.record("perplexity", perplexity.model_dump(mode="json"))
+            requested.record("perplexity", key)
     fewshot = exp.settings.get("fewshot")
-    if fewshot is not None and requested.needed("fewshot", fewshot.model_dump(mode="json")):
+    if fewshot is not None:  # without data: the run's own validation set, which a run cannot change
         from ..evaluation.fewshot import evaluate_fewshot, save_fewshot
 
-        save_fewshot(evaluate_fewshot(run_dir, fewshot, cache_dir=cfg.run.cache_dir), run_dir)
-        requested.record("fewshot", fewshot.model_dump(mode="json"))
+        key = {**fewshot.model_dump(mode="json"), "inputs": content_digest(fewshot.data or [])}
+        if requested.needed("fewshot", key):
+            save_fewshot(evaluate_fewshot(run_dir, fewshot, cache_dir=cfg.run.cache_dir), run_dir)
+            requested.record("fewshot", key)
     ner = exp.settings.get("ner")
     if ner is not None:
         from ..data.demo import resolve_ner_data
         from ..evaluation.ner import result_name, run_ner, save_result
 
         name = result_name({"config": {"train_lang": ner.train_lang, "mode": ner.mode}})
-        if requested.needed(name, ner.model_dump(mode="json")):
-            data = resolve_ner_data(ner.data, cache_root(cfg.run.cache_dir))
+        data = resolve_ner_data(ner.data, cache_root(cfg.run.cache_dir))
+        key = {**ner.model_dump(mode="json"), "inputs": content_digest([data])}
+        if requested.needed(name, key):
             result = run_ner(run_dir, data, settings=ner, progress=False)
             save_result(result, run_dir)
-            requested.record(name, ner.model_dump(mode="json"))
+            requested.record(name, key)
 
 
 def check_inputs(exp: Experiment) -> None:
@@ -142,7 +153,12 @@ def _check_fewshot(settings, cfg, corpus) -> None:
 def run_experiment(path: str | Path, overrides: list[str] | None = None) -> Path:
     exp = load_experiment(path, overrides)
     check_inputs(exp)  # before the experiment directory exists: a refused experiment leaves nothing
-    exp.root.mkdir(parents=True, exist_ok=True)
+    with hold_lock(exp.root, "experiment directory", "wait for it to end or choose another run.dir"):
+        return _run_locked(exp)
+
+
+def _run_locked(exp: Experiment) -> Path:
+    """Train, evaluate and report, one experiment process at a time in its directory."""
     spec = {**exp.shared, "arms": exp.arms, "seeds": exp.seeds, "baseline": exp.baseline,
             "target_loss": exp.target_loss, "matched_baselines": exp.matched_baselines, "evaluations": exp.evaluations}
     ExperimentDir(exp.root).write_spec(spec)
@@ -174,22 +190,48 @@ def _train_matched(exp: Experiment) -> None:
             train(cfg)
 
 
-def report_from_dirs(paths: list[str | Path], target_loss: float | None = None, baseline: str | None = None) -> Path:
-    """`metalm report`: an experiment directory (its saved spec), or run directories compared as arms."""
+def arm_names(paths: list[Path]) -> list[str]:
+    """Each run directory's arm name: the shortest tail of its path (in components) that no other
+    path ends with — `runs/vanilla`, `runs/meta` → `vanilla`, `meta`; `A/seed-0`, `B/seed-0` →
+    `A/seed-0`, `B/seed-0`."""
+    parts = [p.resolve().parts for p in paths]
+    names = []
+    for i, mine in enumerate(parts):
+        for k in range(1, len(mine) + 1):
+            if all(other[-k:] != mine[-k:] for j, other in enumerate(parts) if j != i):
+                break
+        names.append("/".join(mine[-k:]))
+    return names
+
+
+def report_from_dirs(paths: list[str | Path], target_loss: float | None = None, baseline: str | None = None,
+                     out: str | Path | None = None) -> Path:
+    """`metalm report`: an experiment directory (its saved spec; the report goes into it unless
+    `out`), or run directories compared as arms, one arm per directory named by `arm_names`; their
+    report goes to `out`, by default `report/` in the directories' closest common parent — never
+    inside one of them."""
     paths = [Path(p) for p in paths]
     if len(paths) == 1 and ExperimentDir(paths[0]).is_experiment():
         exp = load_experiment(ExperimentDir(paths[0]).spec_path)
         exp.root = paths[0]
         runs = {a: {s: exp.run_dir(a, s) for s in exp.seeds if exp.run_dir(a, s).is_dir()} for a in exp.arms}
         matched = matched_runs(exp) if exp.matched_baselines and (baseline or exp.baseline) == exp.baseline else None
-        return write_report(exp.root, runs, baseline or exp.baseline,
+        return write_report(Path(out) if out is not None else exp.root, runs, baseline or exp.baseline,
                             target_loss if target_loss is not None else exp.target_loss, matched)
-    runs: dict[str, dict[int, Path]] = {}
-    for p in paths:
-        run = RunDir(p)
-        if not run.metrics_path.is_file():
+    resolved = [p.resolve() for p in paths]
+    for i, p in enumerate(paths):
+        if resolved[i] in resolved[:i]:
+            raise MetalmError(f"{p}: the same run directory is given twice; compare different runs")
+        if not RunDir(p).metrics_path.is_file():
             raise MetalmError(f"{p}: neither a run directory with metrics nor an experiment directory")
-        runs.setdefault(p.name, {})[int(run.config_section("run").get("seed", 0))] = p
-    out = paths[0].parent / REPORT_DIR
-    out.mkdir(exist_ok=True)
-    return write_report(out, runs, baseline or next(iter(runs)), target_loss)
+    names = arm_names(paths)
+    runs = {name: {int(RunDir(p).config_section("run").get("seed", 0)): p} for name, p in zip(names, paths)}
+    if baseline is not None and baseline not in runs:
+        raise MetalmError(f"--baseline {baseline}: no such arm (arms: {', '.join(names)})")
+    target = Path(out) if out is not None else Path(os.path.commonpath(resolved)) / REPORT_DIR
+    inside = next((p for p, r in zip(paths, resolved) if target.resolve().is_relative_to(r)), None)
+    if inside is not None:
+        raise MetalmError(f"{'--out ' + str(out) if out is not None else 'the default report directory ' + str(target)}"
+                          f" lies inside the run directory {inside}; give --out a directory outside every run")
+    target.mkdir(parents=True, exist_ok=True)
+    return write_report(target, runs, baseline or names[0], target_loss)

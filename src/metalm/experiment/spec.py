@@ -29,6 +29,7 @@ directory `RUN_DIR/<baseline>@<arm>/seed-<seed>/`.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 from ..config import Config, from_dict, load_tree
 from ..errors import ConfigError
 from ..evaluation.settings import EvaluationSettings, experiment_settings
+from ..run_dir import EXPERIMENT_FILES
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -76,6 +78,19 @@ class Experiment:
             raise ConfigError(f"arm {name!r}: {exc}") from None
 
 
+_ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def check_arm_name(name: str) -> None:
+    """An arm's name is its directory's name: one safe path component (no `..`, `/`, hidden or empty
+    name) that is not one of the experiment's own files — refused before anything runs. `@` is never
+    allowed: it names matched baselines' directories (`<baseline>@<arm>`)."""
+    if not _ARM_NAME.fullmatch(name) or name.lower() in EXPERIMENT_FILES:
+        why = f"it names the experiment's own {name}" if name.lower() in EXPERIMENT_FILES else \
+            "use letters, digits, '_', '-', '.', '+', starting with a letter or digit"
+        raise ConfigError(f"arms: {name!r} cannot name an arm's directory ({why})")
+
+
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
     path = Path(path)
     tree = load_tree(path, overrides, what="an experiment")
@@ -86,6 +101,8 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         if over is not None and not isinstance(over, dict):
             raise ConfigError(f"arms.{name}: must be a mapping of config sections")
     arms = {str(k): (v or {}) for k, v in arms.items()}
+    for name in arms:
+        check_arm_name(name)
     seeds = tree.pop("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ConfigError("seeds: a non-empty list of non-negative integers")
@@ -100,8 +117,6 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     matched = tree.pop("matched_baselines", False)
     if not isinstance(matched, bool):
         raise ConfigError("matched_baselines: true or false")
-    if matched and (odd := [a for a in arms if "@" in a]):
-        raise ConfigError(f"arms: with matched_baselines, arm names may not contain '@' ({', '.join(odd)})")
     evaluations = tree.pop("evaluations", None) or {}
     settings = experiment_settings(evaluations)
     root = Path((tree.get("run") or {}).get("dir", "runs/experiment"))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from .. import checkpoint as ckpt
-from ..errors import CheckpointError, DivergedError
+from ..errors import CheckpointError, ConfigError, DivergedError, MetalmError
 from ..run_dir import CHECKPOINTS, RunDir, checkpoint_problem
 from .cadence import Cadence
 
@@ -44,8 +44,9 @@ class Checkpointer:
 
     def __init__(self, run: RunDir, cadence: Cadence, keep: int, model: torch.nn.Module,
                  optimizer: torch.optim.Optimizer, state, meta=None, device: torch.device | None = None,
-                 is_main: bool = True):
+                 is_main: bool = True, data_key: str | None = None):
         self.run, self.cadence, self.keep = run, cadence, keep
+        self.data_key = data_key  # the token-cache key of the data trained on: recorded, and checked on restore
         self.model, self.optimizer, self.state, self.meta = model, optimizer, state, meta
         self.device = device or torch.device("cpu")
         self.is_main = is_main
@@ -71,7 +72,8 @@ class Checkpointer:
     def save(self) -> None:
         if not self.weights_finite():
             raise DivergedError(f"the weights at step {self.state.step} are not finite; no checkpoint was written")
-        payload = {"optimizer": self.optimizer.state_dict(), "rng": self._rng(), "counters": self.state.state_dict()}
+        payload = {"optimizer": self.optimizer.state_dict(), "rng": self._rng(), "counters": self.state.state_dict(),
+                   "data_key": self.data_key}
         extra = self.meta.state_dict() if self.meta is not None else None
         ckpt.save_checkpoint(self.run, self.state.step, self.model, payload, extra)
         ckpt.prune(self.run, self.keep)
@@ -94,6 +96,8 @@ class Checkpointer:
                 try:
                     self._load(path)
                     return step
+                except MetalmError:
+                    raise
                 except Exception as exc:  # a damaged or foreign file: torch, safetensors and key errors alike
                     problem = f"it does not load: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
             log.warning("checkpoint %s is damaged (%s); trying the one before it", path, problem)
@@ -104,10 +108,14 @@ class Checkpointer:
         return None
 
     def _load(self, path) -> None:
+        payload = ckpt.load_state(path)
+        saved_key = payload.get("data_key")
+        if saved_key is not None and self.data_key is not None and saved_key != self.data_key:
+            raise ConfigError(f"checkpoint {path} was trained on other data (token cache entry {saved_key}, now "
+                              f"{self.data_key}); resume it on the data it started on or choose another run.dir")
         ckpt.load_weights(self.model, path)
         if self.meta is not None:
             self.meta.load_state_dict(ckpt.load_extra(path))
-        payload = ckpt.load_state(path)
         self.optimizer.load_state_dict(this_flavour(payload["optimizer"], self.optimizer))
         self.state.load_state_dict(payload["counters"])
         torch.set_rng_state(payload["rng"]["torch"])

@@ -11,17 +11,21 @@ It binds to loopback unless told otherwise. Every request must carry a Host head
 server - a loopback name, or when bound elsewhere also the machine's own names and addresses and the
 bound address - so a web page elsewhere cannot use DNS rebinding to read the runs through the user's
 browser; a missing Host is refused too. Binding to a non-loopback address prints a warning: anyone
-who can reach the port can read the runs. A connection that sends nothing for `request_timeout`
-seconds is dropped, at most `max_threads` requests are served at once (more get a 503 at once), and
+who can reach the port can read the runs. A request not received in full within `request_timeout`
+seconds of its connection is dropped — a silent client and one that trickles a header line every
+few seconds alike, so slow clients cannot hold the slots —, at most `max_threads` requests are
+served at once (more get a 503 at once), and
 a malformed update query (`?q=` with a cursor that is not a small non-negative integer, say) is a 400.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import json
 import socket
 import threading
+import time
 import webbrowser
 from collections.abc import Sequence
 from http import HTTPStatus
@@ -38,7 +42,7 @@ from metalm.watch.watcher import Watcher
 
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
 WILDCARDS = {"", "0.0.0.0", "::"}
-REQUEST_TIMEOUT = 10.0  # seconds a connection may stay silent (a half-sent request is then dropped)
+REQUEST_TIMEOUT = 5.0  # seconds to receive a whole request (a slower or half-sent one is then dropped)
 MAX_THREADS = 32  # requests served at once
 STATIC_FILES = {"index.html": "text/html; charset=utf-8", "watch.js": "text/javascript; charset=utf-8", "watch.css": "text/css; charset=utf-8"}
 CSP = (
@@ -212,6 +216,24 @@ class WatchServer(ThreadingHTTPServer):
         self.shutdown_request(request)
 
 
+class _DeadlineReader(socket.SocketIO):
+    """The reading side of a connection with one deadline for the whole request: each read may wait
+    only for the time left, so a client trickling a header line every few seconds is dropped as
+    surely as a silent one (a per-read timeout alone would wait for it forever)."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__(sock, "rb")
+        self.deadline: float | None = deadline
+
+    def readinto(self, buffer) -> int | None:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request was not received in time")
+            self._sock.settimeout(left)
+        return super().readinto(buffer)
+
+
 class WatchHandler(BaseHTTPRequestHandler):
     server: WatchServer
     server_version = "metalm-watch"
@@ -220,6 +242,15 @@ class WatchHandler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.request_timeout  # applied to the connection by StreamRequestHandler
         super().setup()
+        self._reader = _DeadlineReader(self.connection, time.monotonic() + self.server.request_timeout)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def parse_request(self) -> bool:
+        try:
+            return super().parse_request()  # reads the headers
+        finally:  # the request is in (or refused): writing the answer has the usual per-write bound
+            self._reader.deadline = None
+            self.connection.settimeout(self.timeout)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Quiet: one line per poll would drown the terminal."""
