@@ -132,7 +132,7 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from .config import DataConfig
     from .data.pipeline import tokenizer_sample
     from .data.sources import HubDataset, iter_documents, resolve_files
-    from .tokenizer import check_vocab_size, train_tokenizer
+    from .tokenizer import check_vocab_size, save_tokenizer, train_tokenizer
 
     _at_least(args, sample_bytes=1)
     check_vocab_size(args.vocab_size, "--vocab-size")
@@ -153,7 +153,8 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
         raise MetalmError(f"--data {args.data}: no documents (empty or whitespace only)")
     tok = train_tokenizer(sample, args.vocab_size)
     try:
-        tok.save_pretrained(out)
+        out.mkdir(parents=True, exist_ok=True)
+        save_tokenizer(tok, out)
     except OSError as exc:
         raise MetalmError(f"--out {args.out}: cannot save the tokenizer: {exc.strerror or exc}") from None
     logger.info(f"tokenizer with {len(tok)} tokens saved to {args.out}")

@@ -306,8 +306,10 @@ class RunDir:
 
     # -- fixed inputs --------------------------------------------------------------------------------
     def write_tokenizer(self, tokenizer) -> None:
+        from .tokenizer import save_tokenizer
+
         with publish_dir(self.tokenizer_dir) as tmp:
-            tokenizer.save_pretrained(tmp)
+            save_tokenizer(tokenizer, tmp)
 
     def write_probe(self, input_ids) -> None:
         from safetensors.torch import save
