@@ -128,9 +128,9 @@ def publish_dir(final: str | Path, replace: bool = True) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), dir=final.parent))
-    os.chmod(tmp, 0o777 & ~umask())
     try:
         yield tmp
+        _follow_umask(tmp)
         if replace:
             replace_dir(tmp, final)
         else:
@@ -142,6 +142,16 @@ def publish_dir(final: str | Path, replace: bool = True) -> Iterator[Path]:
     finally:
         if tmp.exists():  # an error, or another writer's copy kept
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _follow_umask(directory: Path) -> None:
+    """Give every file and folder under `directory` the mode the umask allows (some writers, e.g.
+    safetensors, create private files)."""
+    mask = umask()
+    os.chmod(directory, 0o777 & ~mask)
+    for path in directory.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def remove_stale_temps(final: str | Path, max_age_s: float) -> None:

@@ -5,6 +5,7 @@
     metalm eval perplexity RUN_OR_CHECKPOINT --data PATH [--data PATH ...]
     metalm eval fewshot RUN_OR_CHECKPOINT [--episodes N]
     metalm eval ner RUN_OR_CHECKPOINT --data DIR --train-lang L --test-lang L1,L2 [--mode finetune|probe]
+    metalm export RUN [--push-to-hub USER/NAME]
     metalm tokenizer train --data PATH --vocab-size N --out DIR
     metalm experiment EXPERIMENT.yaml [key.sub=value ...]
     metalm report EXPERIMENT_DIR | RUN_DIR ...
@@ -125,6 +126,30 @@ def _cmd_eval_fewshot(args: argparse.Namespace) -> int:
 
     result = evaluate_fewshot(args.checkpoint, section_from_arguments(FewshotSettings, args))
     _report(args, result, format_fewshot(result), save_fewshot)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .model_card import write_model_card
+    from .run_dir import RunDir
+
+    run = RunDir(args.run)
+    if not run.exists() or not run.has_final():
+        raise MetalmError(f"{args.run}: not a finished run directory (no final/ model to export)")
+    write_model_card(run)
+    if args.push_to_hub:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import HfHubHTTPError
+
+        api = HfApi(token=args.token)
+        try:
+            url = api.create_repo(args.push_to_hub, repo_type="model", private=args.private or None, exist_ok=True)
+            api.upload_folder(folder_path=str(run.final_dir), repo_id=url.repo_id, repo_type="model",
+                              commit_message=f"metalm export of {run.path.name}")
+        except (HfHubHTTPError, OSError, ValueError) as exc:
+            raise MetalmError(f"--push-to-hub {args.push_to_hub}: {str(exc).splitlines()[0]}") from None
+        logger.info(f"pushed {run.final_dir} to {url}")
+    print(run.final_dir)
     return 0
 
 
@@ -346,6 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("checkpoint", help="run directory (uses RUN/final) or a save_pretrained checkpoint directory")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
         p.set_defaults(func=func)
+
+    p = command(sub, "export", "refresh a finished run's Hugging Face export (final/ with its model card README.md) "
+                "and print its path; optionally upload it to the Hub")
+    p.add_argument("run", help="finished run directory")
+    p.add_argument("--push-to-hub", metavar="REPO", default=None,
+                   help="upload final/ to this Hub model repository (user/name; created if missing)")
+    p.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    p.add_argument("--token", default=None, help="Hub token (default: the stored login or HF_TOKEN)")
+    p.set_defaults(func=_cmd_export)
 
     tk = command(sub, "tokenizer", "tokenizer utilities").add_subparsers(dest="what", required=True)
     p = command(tk, "train", "train a byte-level BPE tokenizer")

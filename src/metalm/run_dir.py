@@ -377,6 +377,9 @@ class RunDir:
         path = self.eval_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        from .model_card import write_model_card
+
+        write_model_card(self)  # the final model's card lists every stored result
         return path
 
     def eval_names(self, prefix: str = "") -> list[str]:

@@ -30,6 +30,7 @@ from .dynamics.phases import format_phase_readout
 from .dynamics.recorder import DynamicsRecorder
 from .errors import ConfigError, DivergedError, StorageError
 from .model import build_model, describe, forward_flops_per_token
+from .model_card import write_model_card
 from .peak_flops import peak_tflops
 from .run_dir import RunDir, config_differences, show_ranges, step_ranges
 from .run_log import RunLog, check_loggers
@@ -383,9 +384,10 @@ class Trainer:
             log.info("finished: %s (final model in %s)", self.run_dir.path, self.run_dir.final_dir)
 
     def export(self) -> None:
-        """Hugging Face export of the final model and tokenizer (atomically)."""
+        """Hugging Face export of the final model and tokenizer (atomically), with its model card."""
         if self.dist.is_main:
             save_pretrained_atomic(self.run_dir.final_dir, self.model, tokenizer=self.tokenizer)
+            write_model_card(self.run_dir)
 
 
 def train(cfg: Config) -> Path:
