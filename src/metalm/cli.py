@@ -4,6 +4,7 @@
     metalm config CONFIG.yaml [key.sub=value ...]      (print the resolved config as YAML)
     metalm eval perplexity RUN_OR_CHECKPOINT --data PATH [--data PATH ...]
     metalm eval fewshot RUN_OR_CHECKPOINT [--episodes N]
+    metalm eval harness RUN_OR_CHECKPOINT [--tasks T1,T2] [--data TEXT_FILE]
     metalm eval ner RUN_OR_CHECKPOINT --data DIR --train-lang L --test-lang L1,L2 [--mode finetune|probe]
     metalm export RUN [--push-to-hub USER/NAME]
     metalm tokenizer train --data PATH --vocab-size N --out DIR
@@ -150,6 +151,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
             raise MetalmError(f"--push-to-hub {args.push_to_hub}: {str(exc).splitlines()[0]}") from None
         logger.info(f"pushed {run.final_dir} to {url}")
     print(run.final_dir)
+    return 0
+
+
+def _cmd_eval_harness(args: argparse.Namespace) -> int:
+    from .config_base import section_from_arguments
+    from .evaluation.harness import HarnessSettings, evaluate_harness, format_harness, save_harness
+
+    result = evaluate_harness(args.checkpoint, section_from_arguments(HarnessSettings, args))
+    _report(args, result, format_harness(result), save_harness)
     return 0
 
 
@@ -320,7 +330,11 @@ def _settings_flags(name: str):
         from .config_base import add_section_arguments
         from .evaluation.settings import SETTINGS
 
-        add_section_arguments(parser, SETTINGS[name])
+        if name == "harness":
+            from .evaluation.harness import HarnessSettings as settings
+        else:
+            settings = SETTINGS[name]
+        add_section_arguments(parser, settings)
 
     return setup
 
@@ -366,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("perplexity", "loss and perplexity per held-out set", _cmd_eval_perplexity),
         ("ner", "Universal NER fine-tuning / probing, per language and zero-shot cross-lingual", _cmd_eval_ner),
         ("fewshot", "accuracy on held-out SMLMT episodes before/after k head-adaptation steps", _cmd_eval_fewshot),
+        ("harness", "lm-evaluation-harness tasks (needs the lm-eval extra); metalm_text: perplexity of a text file",
+         _cmd_eval_harness),
     ):
         p = command(ev, name, help, setup=_settings_flags(name))
         p.add_argument("checkpoint", help="run directory (uses RUN/final) or a save_pretrained checkpoint directory")
