@@ -114,8 +114,7 @@ def _cmd_eval_ner(args: argparse.Namespace) -> int:
     from .evaluation.settings import NerSettings
 
     settings = section_from_arguments(NerSettings, args)
-    result = run_ner(args.checkpoint, resolve_ner_data(settings.data, cache_root()), settings=settings,
-                     progress=not args.json)
+    result = run_ner(args.checkpoint, resolve_ner_data(settings.data, cache_root()), settings=settings)
     _report(args, result, format_ner_table(result), save_result)
     return 0
 

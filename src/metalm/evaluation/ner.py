@@ -171,6 +171,8 @@ def train_epochs(
             total = total + loss.detach()
             count += 1
         losses.append(float(total) / max(1, count))
+        if progress and not sys.stderr.isatty():  # a log file gets one line per epoch instead of the bar
+            logger.info(f"ner: epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}")
         if on_epoch is not None:
             on_epoch(epoch)
     return losses
@@ -329,9 +331,6 @@ def run_ner(
         train_sents = train_sents[:max_train_sentences]
     sets: dict[str, list[Sentence]] = {lang: data.load(lang, "test") for lang in test_langs}
     dev_sents = data.load(train_lang, "dev") if select_best_on_dev else None
-    if progress:
-        for n in notes:
-            logger.info(f"ner: {n}")
 
     loaded = [(train_lang, train_split, train_sents)] + [(lang, "test", s) for lang, s in sets.items()]
     if dev_sents is not None:
@@ -367,6 +366,8 @@ def run_ner(
     split_total = sum(v["split_sentences"] for d in summary_data.values() for v in d.values())
     if split_total:
         notes.append(f"{split_total} sentence(s) longer than the context of {max_len} tokens were split into chunks")
+    for n in notes:  # stored in the result and said now, whatever the output format
+        logger.info(f"ner: {n}")
 
     def score(sents: list[Sentence], preds: list[torch.Tensor], enc: Encoded) -> dict[str, Any]:
         return score_ner(*_tags(sents, names, stitch(enc, preds)))

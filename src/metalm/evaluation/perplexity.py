@@ -25,6 +25,7 @@ from ..data.sources import resolve_files
 from ..data.token_store import concat, tokenize_documents
 from ..device import resolve_device
 from ..errors import MetalmError
+from ..log import progress
 from ..run_dir import RunDir
 from ..tokenizer import load_tokenizer
 from .settings import PerplexitySettings
@@ -36,11 +37,13 @@ def windows(tokens: np.ndarray, seq_len: int) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def stream_nll(model, tokens: np.ndarray, seq_len: int, batch_size: int, device: torch.device) -> tuple[float, int]:
-    """(sum of next-token NLL in nats, number of predicted tokens) over a token stream."""
+def stream_nll(model, tokens: np.ndarray, seq_len: int, batch_size: int, device: torch.device,
+               what: str = "perplexity") -> tuple[float, int]:
+    """(sum of next-token NLL in nats, number of predicted tokens) over a token stream (progress
+    shown as `what`)."""
     total, count = 0.0, 0
     wins = windows(tokens, seq_len)
-    for i in range(0, len(wins), batch_size):
+    for i in progress(range(0, len(wins), batch_size), -(-len(wins) // batch_size), what, "batches"):
         group = wins[i:i + batch_size]
         for length in sorted({len(w) for w in group}):  # full windows batched; the short tail alone
             batch = torch.from_numpy(np.stack([w for w in group if len(w) == length])).to(device)
@@ -78,7 +81,7 @@ def evaluate_perplexity(checkpoint: str | Path, data: list[str] | None = None,
         arr = concat(tokenize_documents(docs, tokenizer), np.uint32)
         tokens = np.concatenate([np.array([tokenizer.eos_token_id], np.uint32), arr.tokens])
         tokens = tokens[: max_tokens + 1] if max_tokens else tokens  # read_documents refused an empty set
-        nll, count = stream_nll(model, tokens, seq_len, batch_size, dev)
+        nll, count = stream_nll(model, tokens, seq_len, batch_size, dev, f"perplexity {spec}")
         loss = nll / count
         rows.append({"data": spec, "documents": arr.n_docs, "tokens": count, "loss": loss, "perplexity": math.exp(loss)})
     return {"checkpoint": str(model_dir), "seq_len": seq_len, "sets": rows}

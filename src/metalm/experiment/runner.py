@@ -9,6 +9,8 @@ reused only if it ran with the settings the experiment file now asks for (record
 from __future__ import annotations
 
 import logging
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..data import cache_root
@@ -16,7 +18,8 @@ from ..data.pipeline import resolve_specs
 from ..errors import MetalmError
 from ..run_dir import REPORT_DIR, ExperimentDir, RunDir, read_requested, write_requested
 from ..trainer import train
-from .report import write_report
+from ..training.signals import interrupt_on_signals
+from .report import unfinished_runs, write_report
 from .spec import Experiment, load_experiment
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,22 @@ class _Requested:
         write_requested(self.run, self.done)
 
 
+class _Phase:
+    """What the experiment is doing now (recorded in its status.json when it is interrupted)."""
+
+    now = "starting"
+
+
+@contextmanager
+def _timed(what: str):
+    """Log the start and the end (clock time, duration) of a phase; no phase is silent."""
+    _Phase.now = what
+    start = time.perf_counter()
+    log.info("  %s: started at %s", what, time.strftime("%H:%M:%S"))
+    yield
+    log.info("  %s: done at %s (%.0f s)", what, time.strftime("%H:%M:%S"), time.perf_counter() - start)
+
+
 def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
     """Run each evaluation the experiment asks for (`exp.settings`, validated when it was loaded) whose
     result is missing or was computed with other settings (the settings are recorded in full)."""
@@ -58,13 +77,15 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
             _, val, _ = resolve_specs(cfg.data, cache_root(cfg.run.cache_dir))
             sets = [val if isinstance(val, str) else val[0]] if val is not None else []
         if sets:
-            save_perplexity(evaluate_perplexity(run_dir, sets, perplexity), run_dir)
+            with _timed(f"perplexity of {arm} seed {seed}"):
+                save_perplexity(evaluate_perplexity(run_dir, sets, perplexity), run_dir)
             requested.record("perplexity", perplexity.model_dump(mode="json"))
     fewshot = exp.settings.get("fewshot")
     if fewshot is not None and requested.needed("fewshot", fewshot.model_dump(mode="json")):
         from ..evaluation.fewshot import evaluate_fewshot, save_fewshot
 
-        save_fewshot(evaluate_fewshot(run_dir, fewshot, cache_dir=cfg.run.cache_dir), run_dir)
+        with _timed(f"few-shot of {arm} seed {seed}"):
+            save_fewshot(evaluate_fewshot(run_dir, fewshot, cache_dir=cfg.run.cache_dir), run_dir)
         requested.record("fewshot", fewshot.model_dump(mode="json"))
     ner = exp.settings.get("ner")
     if ner is not None:
@@ -74,9 +95,20 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
         name = result_name({"config": {"train_lang": ner.train_lang, "mode": ner.mode}})
         if requested.needed(name, ner.model_dump(mode="json")):
             data = resolve_ner_data(ner.data, cache_root(cfg.run.cache_dir))
-            result = run_ner(run_dir, data, settings=ner, progress=False)
-            save_result(result, run_dir)
+            with _timed(f"NER ({ner.mode}, {ner.train_lang}) of {arm} seed {seed}"):
+                save_result(run_ner(run_dir, data, settings=ner), run_dir)
             requested.record(name, ner.model_dump(mode="json"))
+
+
+def _evaluation_names(exp: Experiment) -> list[str]:
+    """The stored results (`RUN/eval/<name>.json`) each run of the experiment gets."""
+    names = [name for name in ("perplexity", "fewshot") if exp.settings.get(name) is not None]
+    ner = exp.settings.get("ner")
+    if ner is not None:
+        from ..evaluation.ner import result_name
+
+        names.append(result_name({"config": {"train_lang": ner.train_lang, "mode": ner.mode}}))
+    return names
 
 
 def check_inputs(exp: Experiment) -> None:
@@ -138,6 +170,18 @@ def _check_fewshot(settings, cfg, corpus) -> None:
 
 def run_experiment(path: str | Path, overrides: list[str] | None = None) -> Path:
     exp = load_experiment(path, overrides)
+    _Phase.now = "checking the inputs"
+    try:
+        with interrupt_on_signals():  # SIGTERM in any phase: status recorded, exit 130, a re-run continues
+            return _run(exp)
+    except KeyboardInterrupt:
+        if exp.root.is_dir():
+            ExperimentDir(exp.root).write_status({"state": "interrupted", "during": _Phase.now, "updated": time.time()})
+        log.info("experiment interrupted during %s; re-run the same command to continue", _Phase.now)
+        raise
+
+
+def _run(exp: Experiment) -> Path:
     check_inputs(exp)  # before the experiment directory exists: a refused experiment leaves nothing
     exp.root.mkdir(parents=True, exist_ok=True)
     spec = {**exp.shared, "arms": exp.arms, "seeds": exp.seeds, "baseline": exp.baseline,
@@ -146,8 +190,10 @@ def run_experiment(path: str | Path, overrides: list[str] | None = None) -> Path
     total = len(exp.arms) * len(exp.seeds)
     for i, (seed, arm) in enumerate(((s, a) for s in exp.seeds for a in exp.arms), 1):
         log.info("[%d/%d] arm %s, seed %d: %s", i, total, arm, seed, exp.run_dir(arm, seed))
+        _Phase.now = f"training {arm} seed {seed}"
         train(exp.config(arm, seed))
         _evaluate(exp, arm, seed)
+    _Phase.now = "writing the report"
     report = write_report(exp.root, {a: {s: exp.run_dir(a, s) for s in exp.seeds} for a in exp.arms},
                           exp.baseline, exp.target_loss)
     ExperimentDir(exp.root).write_status({"state": "finished", "report": str(report)})
@@ -161,9 +207,11 @@ def report_from_dirs(paths: list[str | Path], target_loss: float | None = None, 
     if len(paths) == 1 and ExperimentDir(paths[0]).is_experiment():
         exp = load_experiment(ExperimentDir(paths[0]).spec_path)
         exp.root = paths[0]
-        runs = {a: {s: exp.run_dir(a, s) for s in exp.seeds if exp.run_dir(a, s).is_dir()} for a in exp.arms}
+        expected = {a: {s: exp.run_dir(a, s) for s in exp.seeds} for a in exp.arms}
+        runs = {a: {s: d for s, d in seeds.items() if d.is_dir()} for a, seeds in expected.items()}
         return write_report(exp.root, runs, baseline or exp.baseline,
-                            target_loss if target_loss is not None else exp.target_loss)
+                            target_loss if target_loss is not None else exp.target_loss,
+                            unfinished=unfinished_runs(expected, _evaluation_names(exp)))
     runs: dict[str, dict[int, Path]] = {}
     for p in paths:
         run = RunDir(p)
