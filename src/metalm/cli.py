@@ -385,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = command(ev, name, help, setup=_settings_flags(name))
         p.add_argument("checkpoint", help="run directory (uses RUN/final) or a save_pretrained checkpoint directory")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads of torch (default: torch's choice)")
         p.set_defaults(func=func)
 
     p = command(sub, "export", "refresh a finished run's Hugging Face export (final/ with its model card README.md) "
@@ -399,16 +400,18 @@ def build_parser() -> argparse.ArgumentParser:
     tk = command(sub, "tokenizer", "tokenizer utilities").add_subparsers(dest="what", required=True)
     p = command(tk, "train", "train a byte-level BPE tokenizer")
     p.add_argument("--data", action="append", required=True, help="training text (file, dir, glob, hf:NAME)")
-    p.add_argument("--vocab-size", type=int, default=8192)
-    p.add_argument("--sample-bytes", type=int, default=20_000_000)
-    p.add_argument("--text-field", default="text")
-    p.add_argument("--out", required=True)
+    p.add_argument("--vocab-size", type=int, default=8192, help="vocabulary size (default: 8192)")
+    p.add_argument("--sample-bytes", type=int, default=20_000_000,
+                   help="train on a sample of about this many characters (default: 20000000)")
+    p.add_argument("--text-field", default="text", help="the text column of .jsonl/.parquet files and Hub datasets "
+                   "(default: text)")
+    p.add_argument("--out", required=True, help="folder to save the tokenizer in")
     p.set_defaults(func=_cmd_tokenizer_train)
     p = command(sub, "bench", "time an AR step and a meta step side by side (meta/AR cost ratio)")
     p.add_argument("config", help="YAML config file (its meta section defines the meta step)")
     p.add_argument("overrides", nargs="*", help="dotted overrides")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
+    p.add_argument("--repeats", type=int, default=5, help="timed steps of each kind (default: 5)")
     p.add_argument("--json", action="store_true", help="print JSON (the ratio is `meta_over_ar_ratio`)")
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
     p.set_defaults(func=_cmd_bench)
@@ -420,8 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_experiment)
 
     p = command(sub, "report", "compare runs: an experiment directory, or run directories as arms")
-    p.add_argument("paths", nargs="+")
-    p.add_argument("--target-loss", type=float, default=None, help="default: the baseline arm's final validation loss")
+    p.add_argument("paths", nargs="+", help="one experiment directory, or run directories compared as arms (runs "
+                   "in directories of the same name are seeds of one arm)")
+    p.add_argument("--target-loss", type=float, default=None,
+                   help="target validation loss (default: the experiment's, else the highest final validation loss "
+                        "over the baseline arm's seeds, so every baseline seed reaches it)")
     p.add_argument("--baseline", default=None, help="baseline arm (default: the experiment's, or the first run)")
     p.set_defaults(func=_cmd_report)
 
@@ -452,6 +458,11 @@ def main(argv: list[str] | None = None) -> int:
     if not sys.stderr.isatty():
         quiet_library_progress()
     try:
+        if getattr(args, "threads", None) is not None:
+            _at_least(args, threads=1)
+            import torch
+
+            torch.set_num_threads(args.threads)
         return args.func(args)
     except MetalmError as exc:
         one_line = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())

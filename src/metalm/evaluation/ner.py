@@ -23,6 +23,8 @@ word-initial positions; nothing iterates over tokens in Python during training o
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -484,6 +486,20 @@ def result_name(result: dict[str, Any]) -> str:
     return f"ner-{cfg['train_lang']}{suffix}"
 
 
-def save_result(result: dict[str, Any], run_dir: str | Path) -> Path:
-    """Write the result as JSON into the run directory (atomically); returns the path."""
-    return RunDir(run_dir).write_eval(result_name(result), result)
+def _settings(result: dict[str, Any]) -> dict[str, Any]:
+    """What a result was computed with, besides the model and the device."""
+    return {k: v for k, v in result.get("config", {}).items() if k not in ("checkpoint", "device")}
+
+
+def save_result(result: dict[str, Any], run_dir: str | Path, keep_other_settings: bool = True) -> Path:
+    """Write the result as JSON into the run directory (atomically) as `result_name`; returns the path.
+    With `keep_other_settings`, a stored result of other settings is kept and this one is saved as
+    `<name>-<settings hash>` instead (the experiment runner, which records its settings, replaces)."""
+    run = RunDir(run_dir)
+    name = result_name(result)
+    stored = run.read_eval(name)
+    if keep_other_settings and isinstance(stored, dict) and _settings(stored) != _settings(result):
+        digest = hashlib.sha256(json.dumps(_settings(result), sort_keys=True).encode()).hexdigest()[:8]
+        logger.info(f"ner: {run.eval_path(name)} holds a result of other settings; kept, this one is {name}-{digest}")
+        name = f"{name}-{digest}"
+    return run.write_eval(name, result)

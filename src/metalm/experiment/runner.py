@@ -96,7 +96,7 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
         if requested.needed(name, ner.model_dump(mode="json")):
             data = resolve_ner_data(ner.data, cache_root(cfg.run.cache_dir))
             with _timed(f"NER ({ner.mode}, {ner.train_lang}) of {arm} seed {seed}"):
-                save_result(run_ner(run_dir, data, settings=ner), run_dir)
+                save_result(run_ner(run_dir, data, settings=ner), run_dir, keep_other_settings=False)
             requested.record(name, ner.model_dump(mode="json"))
 
 
