@@ -47,7 +47,7 @@ class _Requested:
 
 
 class _Phase:
-    """What the experiment is doing now (recorded in its status.json when it is interrupted)."""
+    """What the experiment is doing now (recorded in its status when it is interrupted)."""
 
     now = "starting"
 
