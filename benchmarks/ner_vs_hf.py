@@ -10,7 +10,9 @@ before and after the tokenizer export fix (issue 21); and lm-eval's perplexity a
      + `DataCollatorForTokenClassification` + `Trainer` (same lr, epochs, batch 16, linear decay, no
      weight decay, no warm-up), predictions read at each word's first sub-word, seqeval F1;
    - the HF recipe "before": the tokenizer loaded as exported before the fix (the generic class, which
-     ignores `add_prefix_space`, so words are tokenized without their leading space).
+     ignores `add_prefix_space`, so words are tokenized without their leading space);
+   - the HF recipe "after, EOS first": each sentence preceded by the end-of-document token, the
+     context `metalm eval ner` gives it (what remains of the gap).
 3. Per-token loss of `metalm eval perplexity` and of lm-eval's `metalm_text` task (BOS = EOS, the
    fix) and of lm-eval with BOS `<|bos|>` (before the fix) on a held-out ELTeC text.
 
@@ -55,8 +57,11 @@ def train_model(run: Path) -> None:
            f"data.validation={ELTEC / 'validation'}", *TRAIN)
 
 
-def hf_recipe(final: Path, seed: int, lr: float, epochs: int, max_sentences: int | None, before: bool) -> float:
-    """Entity-level F1 (conlleval matching, × 100) of the standard HF token-classification recipe."""
+def hf_recipe(final: Path, seed: int, lr: float, epochs: int, max_sentences: int | None, before: bool,
+              eos_first: bool = False) -> float:
+    """Entity-level F1 (conlleval matching, × 100) of the standard HF token-classification recipe;
+    `eos_first`: each sentence starts after the end-of-document token, as documents do in training
+    and sentences do in `metalm eval ner` (the tokenizer adds no BOS of its own)."""
     import numpy as np
     import torch
     from datasets import Dataset
@@ -76,14 +81,16 @@ def hf_recipe(final: Path, seed: int, lr: float, epochs: int, max_sentences: int
     context = json.loads((final / "config.json").read_text())["max_position_embeddings"]
 
     def encode(sents):
-        enc = tok([s.tokens for s in sents], is_split_into_words=True, truncation=True, max_length=context)
+        enc = tok([s.tokens for s in sents], is_split_into_words=True, truncation=True, max_length=context - eos_first)
         rows = []
         for i, s in enumerate(sents):
             words, previous, lab = enc.word_ids(i), None, []
             for w in words:
                 lab.append(-100 if w is None or w == previous else label_id[s.tags[w]])
                 previous = w
-            rows.append({"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": lab})
+            first = [tok.eos_token_id] if eos_first else []
+            rows.append({"input_ids": first + enc["input_ids"][i], "attention_mask": [1] * len(first) + enc["attention_mask"][i],
+                         "labels": [-100] * len(first) + lab})
         return rows
 
     torch.manual_seed(seed)
@@ -145,6 +152,25 @@ def perplexities(run: Path, chars: int) -> dict:
             "lm_eval_loss_bos_old": nll / n}
 
 
+def first_token_losses(final: Path, n_docs: int = 300) -> dict:
+    """Mean NLL of each held-out document's first token after <|bos|> (the old export's BOS, which
+    lm-eval puts before every document) and after <|eos|> (training's separator, the new BOS)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(final))
+    model = AutoModelForCausalLM.from_pretrained(str(final), dtype=torch.float32).eval()
+    text = (ELTEC / "validation").glob("*.txt").__next__().read_text()
+    docs = [d.strip() for d in text.split("\n\n") if d.strip()][:n_docs]
+    firsts = torch.tensor([tok(d, add_special_tokens=False)["input_ids"][0] for d in docs])
+    out = {}
+    with torch.no_grad():
+        for name, prefix in (("after_bos_token", tok.convert_tokens_to_ids("<|bos|>")), ("after_eos_token", tok.eos_token_id)):
+            logits = model(input_ids=torch.full((1, 1), prefix)).logits[0, -1].log_softmax(-1)
+            out[name] = float(-logits[firsts].mean())
+    return {"documents": len(docs), **out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=None,
@@ -159,17 +185,20 @@ def main() -> None:
     t0 = time.time()
     if a.run is None and not (run / "final").is_dir():
         train_model(run)
-    rows = {"metalm eval ner": [], "HF recipe (after)": [], "HF recipe (before)": []}
+    rows = {"metalm eval ner": [], "HF recipe (after)": [], "HF recipe (before)": [], "HF recipe (after, EOS first)": []}
     for seed in range(a.seeds):
         rows["metalm eval ner"].append(metalm_ner(run, seed, a.lr, a.epochs, a.max_train_sentences))
         rows["HF recipe (after)"].append(hf_recipe(run / "final", seed, a.lr, a.epochs, a.max_train_sentences, False))
         rows["HF recipe (before)"].append(hf_recipe(run / "final", seed, a.lr, a.epochs, a.max_train_sentences, True))
+        rows["HF recipe (after, EOS first)"].append(
+            hf_recipe(run / "final", seed, a.lr, a.epochs, a.max_train_sentences, False, eos_first=True))
         print(seed, {k: round(v[-1], 1) for k, v in rows.items()}, flush=True)
     summary = {k: {"per_seed": v, "mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0}
                for k, v in rows.items()}
     result = {"machine": machine(), "run": str(run), "seeds": a.seeds, "epochs": a.epochs, "lr": a.lr,
               "max_train_sentences": a.max_train_sentences, "ner_f1": summary,
-              "perplexity": perplexities(run, a.ppl_chars), "seconds": time.time() - t0}
+              "perplexity": perplexities(run, a.ppl_chars), "first_token_nll": first_token_losses(run / "final"),
+              "seconds": time.time() - t0}
     print(json.dumps(result, indent=1))
     save_result(ROOT / "benchmarks" / "results" / "ner_vs_hf.json", result)
 
