@@ -193,12 +193,14 @@ def main() -> None:
         rows["HF recipe (after, EOS first)"].append(
             hf_recipe(run / "final", seed, a.lr, a.epochs, a.max_train_sentences, False, eos_first=True))
         print(seed, {k: round(v[-1], 1) for k, v in rows.items()}, flush=True)
+        save_result(ROOT / "benchmarks" / "results" / "ner_vs_hf.partial.json", rows)  # a long run keeps its seeds
     summary = {k: {"per_seed": v, "mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0}
                for k, v in rows.items()}
     result = {"machine": machine(), "run": str(run), "seeds": a.seeds, "epochs": a.epochs, "lr": a.lr,
               "max_train_sentences": a.max_train_sentences, "ner_f1": summary,
               "perplexity": perplexities(run, a.ppl_chars), "first_token_nll": first_token_losses(run / "final"),
               "seconds": time.time() - t0}
+    (ROOT / "benchmarks" / "results" / "ner_vs_hf.partial.json").unlink()
     print(json.dumps(result, indent=1))
     save_result(ROOT / "benchmarks" / "results" / "ner_vs_hf.json", result)
 
