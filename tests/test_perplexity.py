@@ -32,7 +32,7 @@ def independent_nll(run_dir, path, seq_len):
     model = AutoModelForCausalLM.from_pretrained(run_dir / "final").eval()
     tok = AutoTokenizer.from_pretrained(run_dir / "final")
     docs = [d for d in path.read_text().split("\n\n") if d.strip()]
-    ids = []
+    ids = [tok.eos_token_id]  # the separator every document follows in training
     for d in docs:
         ids += tok(d.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     total, count = 0.0, 0
@@ -51,7 +51,7 @@ def test_perplexity_matches_independent_computation(trained):
     assert res["seq_len"] == 32  # the run's train.seq_len
     for row, path in zip(res["sets"], [trained / "corpus" / "validation" / "validation-00.txt", trained / "other.txt"]):
         total, count, n_tokens = independent_nll(run, path, 32)
-        assert row["tokens"] == count == n_tokens - 1  # every token after the first predicted once
+        assert row["tokens"] == count == n_tokens - 1  # every token predicted once (the first from the EOS)
         assert row["loss"] == pytest.approx(total / count, rel=1e-5)
         assert row["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)
 

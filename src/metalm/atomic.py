@@ -4,6 +4,9 @@ the complete new one, never half of either.
 Every file metalm writes that something later reads goes through here. A file is written to a
 hidden temporary name beside its target, flushed and fsynced, then renamed over it; a directory is
 assembled under a temporary name and renamed into place (a rename within one file system is atomic).
+Temporary files and directories are created private (0600/0700) and given the modes the umask
+allows ordinary files and folders before they are published, so results on a shared machine are as
+readable as the user's other files.
 """
 
 from __future__ import annotations
@@ -17,22 +20,45 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+def umask() -> int:
+    """The process's umask (read from /proc where it can be, else set and restored at once)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def open_atomic(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file handle whose content replaces `path` (mode `0o666 & ~umask`, like a file opened
+    normally) when the block ends without an error; on an error the temporary file is removed."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with _ignore_missing():
             os.unlink(tmp)
         raise
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with open_atomic(path) as f:
+        f.write(data)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -104,6 +130,7 @@ def publish_dir(final: str | Path, replace: bool = True) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), dir=final.parent))
     try:
         yield tmp
+        _follow_umask(tmp)
         if replace:
             replace_dir(tmp, final)
         else:
@@ -115,6 +142,16 @@ def publish_dir(final: str | Path, replace: bool = True) -> Iterator[Path]:
     finally:
         if tmp.exists():  # an error, or another writer's copy kept
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _follow_umask(directory: Path) -> None:
+    """Give every file and folder under `directory` the mode the umask allows (some writers, e.g.
+    safetensors, create private files)."""
+    mask = umask()
+    os.chmod(directory, 0o777 & ~mask)
+    for path in directory.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def remove_stale_temps(final: str | Path, max_age_s: float) -> None:

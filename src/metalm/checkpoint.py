@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from .atomic import file_digests, publish_dir, write_json_atomic
 from .errors import CheckpointError, MetalmError, StorageError
 from .run_dir import CHECKSUMS, EXTRA, STATE, TOKENIZER, RunDir, checkpoint_problem, is_model_dir, is_run_dir
+from .tokenizer import save_tokenizer
 
 
 @contextlib.contextmanager
@@ -52,7 +53,7 @@ def save_pretrained_atomic(final: Path, model: torch.nn.Module, tokenizer=None,
         with publish_dir(final) as tmp, quiet_hf_progress():
             model.save_pretrained(tmp, safe_serialization=True)
             if tokenizer is not None:
-                tokenizer.save_pretrained(tmp)
+                save_tokenizer(tokenizer, tmp)
             if extra_tensors:
                 save_file({k: v.detach().cpu().contiguous() for k, v in extra_tensors.items()}, str(tmp / EXTRA))
             if state is not None:

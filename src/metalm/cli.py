@@ -4,7 +4,9 @@
     metalm config CONFIG.yaml [key.sub=value ...]      (print the resolved config as YAML)
     metalm eval perplexity RUN_OR_CHECKPOINT --data PATH [--data PATH ...]
     metalm eval fewshot RUN_OR_CHECKPOINT [--episodes N]
+    metalm eval harness RUN_OR_CHECKPOINT [--tasks T1,T2] [--data TEXT_FILE]
     metalm eval ner RUN_OR_CHECKPOINT --data DIR --train-lang L --test-lang L1,L2 [--mode finetune|probe]
+    metalm export RUN [--push-to-hub USER/NAME]
     metalm tokenizer train --data PATH --vocab-size N --out DIR
     metalm experiment EXPERIMENT.yaml [key.sub=value ...]
     metalm report EXPERIMENT_DIR | RUN_DIR ... [--out DIR]
@@ -125,8 +127,7 @@ def _cmd_eval_ner(args: argparse.Namespace) -> int:
     from .evaluation.settings import NerSettings
 
     settings = section_from_arguments(NerSettings, args)
-    result = run_ner(args.checkpoint, resolve_ner_data(settings.data, cache_root()), settings=settings,
-                     progress=not args.json)
+    result = run_ner(args.checkpoint, resolve_ner_data(settings.data, cache_root()), settings=settings)
     _report(args, result, format_ner_table(result), save_result)
     return 0
 
@@ -141,11 +142,44 @@ def _cmd_eval_fewshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .model_card import write_model_card
+    from .run_dir import RunDir
+
+    run = RunDir(args.run)
+    if not run.exists() or not run.has_final():
+        raise MetalmError(f"{args.run}: not a finished run directory (no final/ model to export)")
+    write_model_card(run)
+    if args.push_to_hub:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import HfHubHTTPError
+
+        api = HfApi(token=args.token)
+        try:
+            url = api.create_repo(args.push_to_hub, repo_type="model", private=args.private or None, exist_ok=True)
+            api.upload_folder(folder_path=str(run.final_dir), repo_id=url.repo_id, repo_type="model",
+                              commit_message=f"metalm export of {run.path.name}")
+        except (HfHubHTTPError, OSError, ValueError) as exc:
+            raise MetalmError(f"--push-to-hub {args.push_to_hub}: {str(exc).splitlines()[0]}") from None
+        logger.info(f"pushed {run.final_dir} to {url}")
+    print(run.final_dir)
+    return 0
+
+
+def _cmd_eval_harness(args: argparse.Namespace) -> int:
+    from .config_base import section_from_arguments
+    from .evaluation.harness import HarnessSettings, evaluate_harness, format_harness, save_harness
+
+    result = evaluate_harness(args.checkpoint, section_from_arguments(HarnessSettings, args))
+    _report(args, result, format_harness(result), save_harness)
+    return 0
+
+
 def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from .config import DataConfig
     from .data.pipeline import tokenizer_sample
     from .data.sources import HubDataset, iter_documents, resolve_files
-    from .tokenizer import check_vocab_size, train_tokenizer
+    from .tokenizer import check_vocab_size, save_tokenizer, train_tokenizer
 
     _at_least(args, sample_bytes=1)
     check_vocab_size(args.vocab_size, "--vocab-size")
@@ -166,7 +200,8 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
         raise MetalmError(f"--data {args.data}: no documents (empty or whitespace only)")
     tok = train_tokenizer(sample, args.vocab_size)
     try:
-        tok.save_pretrained(out)
+        out.mkdir(parents=True, exist_ok=True)
+        save_tokenizer(tok, out)
     except OSError as exc:
         raise MetalmError(f"--out {args.out}: cannot save the tokenizer: {exc.strerror or exc}") from None
     logger.info(f"tokenizer with {len(tok)} tokens saved to {args.out}")
@@ -314,7 +349,11 @@ def _settings_flags(name: str):
         from .config_base import add_section_arguments
         from .evaluation.settings import SETTINGS
 
-        add_section_arguments(parser, SETTINGS[name])
+        if name == "harness":
+            from .evaluation.harness import HarnessSettings as settings
+        else:
+            settings = SETTINGS[name]
+        add_section_arguments(parser, settings)
 
     return setup
 
@@ -363,25 +402,39 @@ def build_parser() -> argparse.ArgumentParser:
         ("perplexity", "loss and perplexity per held-out set", _cmd_eval_perplexity),
         ("ner", "Universal NER fine-tuning / probing, per language and zero-shot cross-lingual", _cmd_eval_ner),
         ("fewshot", "accuracy on held-out SMLMT episodes before/after k head-adaptation steps", _cmd_eval_fewshot),
+        ("harness", "lm-evaluation-harness tasks (needs the lm-eval extra); metalm_text: perplexity of a text file",
+         _cmd_eval_harness),
     ):
         p = command(ev, name, help, setup=_settings_flags(name))
         p.add_argument("checkpoint", help="run directory (uses RUN/final) or a save_pretrained checkpoint directory")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads of torch (default: torch's choice)")
         p.set_defaults(func=func)
+
+    p = command(sub, "export", "refresh a finished run's Hugging Face export (final/ with its model card README.md) "
+                "and print its path; optionally upload it to the Hub")
+    p.add_argument("run", help="finished run directory")
+    p.add_argument("--push-to-hub", metavar="REPO", default=None,
+                   help="upload final/ to this Hub model repository (user/name; created if missing)")
+    p.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    p.add_argument("--token", default=None, help="Hub token (default: the stored login or HF_TOKEN)")
+    p.set_defaults(func=_cmd_export)
 
     tk = command(sub, "tokenizer", "tokenizer utilities").add_subparsers(dest="what", required=True)
     p = command(tk, "train", "train a byte-level BPE tokenizer")
     p.add_argument("--data", action="append", required=True, help="training text (file, dir, glob, hf:NAME)")
-    p.add_argument("--vocab-size", type=int, default=8192)
-    p.add_argument("--sample-bytes", type=int, default=20_000_000)
-    p.add_argument("--text-field", default="text")
-    p.add_argument("--out", required=True)
+    p.add_argument("--vocab-size", type=int, default=8192, help="vocabulary size (default: 8192)")
+    p.add_argument("--sample-bytes", type=int, default=20_000_000,
+                   help="train on a sample of about this many characters (default: 20000000)")
+    p.add_argument("--text-field", default="text", help="the text column of .jsonl/.parquet files and Hub datasets "
+                   "(default: text)")
+    p.add_argument("--out", required=True, help="folder to save the tokenizer in")
     p.set_defaults(func=_cmd_tokenizer_train)
     p = command(sub, "bench", "time an AR step and a meta step side by side (meta/AR cost ratio)")
     p.add_argument("config", help="YAML config file (its meta section defines the meta step)")
     p.add_argument("overrides", nargs="*", help="dotted overrides")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
+    p.add_argument("--repeats", type=int, default=5, help="timed steps of each kind (default: 5)")
     p.add_argument("--json", action="store_true", help="print JSON (the ratio is `meta_over_ar_ratio`)")
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
     p.set_defaults(func=_cmd_bench)
@@ -393,8 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_experiment)
 
     p = command(sub, "report", "compare runs: an experiment directory, or run directories as arms")
-    p.add_argument("paths", nargs="+")
-    p.add_argument("--target-loss", type=float, default=None, help="default: the baseline arm's final validation loss")
+    p.add_argument("paths", nargs="+", help="one experiment directory, or run directories compared as arms (each "
+                   "directory one arm, named by the shortest tail of its path that tells it apart)")
+    p.add_argument("--target-loss", type=float, default=None,
+                   help="target validation loss (default: the experiment's, else the highest final validation loss "
+                        "over the baseline arm's seeds, so every baseline seed reaches it)")
     p.add_argument("--baseline", default=None, help="baseline arm (default: the experiment's, or the first run)")
     p.add_argument("--out", default=None, help="directory for the report (default: the experiment directory; for run "
                    "directories, report/ in their closest common parent directory, never inside a run)")
@@ -427,6 +483,11 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(getattr(args, "verbosity", 0))  # -q/-v before or after the command
         if not sys.stderr.isatty():
             quiet_library_progress()
+        if getattr(args, "threads", None) is not None:
+            _at_least(args, threads=1)
+            import torch
+
+            torch.set_num_threads(args.threads)
         return args.func(args)
     except MetalmError as exc:
         one_line = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())

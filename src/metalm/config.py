@@ -97,8 +97,9 @@ class DataConfig(Section):
                              "records and Hub datasets (read as tokens, not tokenized; needs data.tokenizer)")
     bin_dtype: Literal["auto", "uint16", "uint32", "int32", "int64"] = Field(
         "auto", description="element type of flat .bin token files (auto: uint16 when the vocabulary fits, else uint32)")
-    max_tokens: int | None = Field(None, ge=1, description="read sources only until this many tokens (whole "
-                                   "documents; null: everything)")
+    max_tokens: int | None = Field(None, ge=1, description="read sources only until this many tokens: the "
+                                   "document that crosses the budget is cut, so train + held-out hold exactly this many "
+                                   "(null: everything)")
     num_proc: int | None = Field(None, ge=1, description="tokenization processes (null: all cores)")
 
     @field_validator("train", "validation", mode="before")

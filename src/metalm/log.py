@@ -59,3 +59,20 @@ def quiet_library_progress() -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+
+
+def progress(items, total: int, what: str, unit: str = "it", lines: int = 10):
+    """Iterate `items` (`total` of them) showing progress on stderr: a tqdm bar on a terminal, else
+    about `lines` log lines `what: i/total units (elapsed s)` — a long evaluation is never silent."""
+    import time
+
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        yield from tqdm(items, total=total, desc=what, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True)
+        return
+    start, every = time.perf_counter(), max(1, -(-total // lines))
+    for i, item in enumerate(items, 1):
+        yield item
+        if i % every == 0 or i == total:
+            logger.info(f"{what}: {i}/{total} {unit} ({time.perf_counter() - start:.0f} s)")

@@ -307,8 +307,10 @@ class RunDir:
 
     # -- fixed inputs --------------------------------------------------------------------------------
     def write_tokenizer(self, tokenizer) -> None:
+        from .tokenizer import save_tokenizer
+
         with publish_dir(self.tokenizer_dir) as tmp:
-            tokenizer.save_pretrained(tmp)
+            save_tokenizer(tokenizer, tmp)
 
     def write_probe(self, input_ids) -> None:
         from safetensors.torch import save
@@ -376,6 +378,9 @@ class RunDir:
         path = self.eval_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        from .model_card import write_model_card
+
+        write_model_card(self)  # the final model's card lists every stored result
         return path
 
     def eval_names(self, prefix: str = "") -> list[str]:

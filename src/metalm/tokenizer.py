@@ -1,12 +1,25 @@
 """Byte-level BPE tokenizers: train one on a corpus, or load an existing one.
 
 Every metalm tokenizer is a `transformers.PreTrainedTokenizerFast` with four special tokens:
-padding, beginning and end of document, and the mask token that SMLMT episodes need. It is saved
-with `save_pretrained`, so `AutoTokenizer.from_pretrained(path)` loads it.
+padding, `<|bos|>`, end of document and the mask token that SMLMT episodes need. It is saved with
+`save_tokenizer`, so `AutoTokenizer.from_pretrained(path)` loads it, and it behaves like GPT-2's:
+
+- BOS is the end-of-document token. Training packs documents separated by EOS and never shows
+  `<|bos|>`, so a client that starts a document with BOS (lm-evaluation-harness does) must get the
+  token the model saw before every document. `<|bos|>` keeps its id (token ids, models and cached
+  tokenizations stay valid); tokenizers saved before this rule are given it on loading.
+- The saved `tokenizer_config.json` names `GPT2Tokenizer`, which honours
+  `from_pretrained(path, add_prefix_space=True)`: `tok(words, is_split_into_words=True)` then gives
+  each word the tokens it has inside running text (with its leading space), as the Hugging Face
+  token-classification recipe expects. Without the flag, encoding is exactly training's.
+
+metalm itself loads its own tokenizers with the generic class (`load_tokenizer`), so the backend
+- and every cache key derived from it - is the one training used.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -14,6 +27,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from .atomic import write_json_atomic
 from .errors import ConfigError
 
 PAD, BOS, EOS, MASK = "<|pad|>", "<|bos|>", "<|eos|>", "<|mask|>"
@@ -75,7 +89,7 @@ def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token=PAD,
-        bos_token=BOS,
+        bos_token=EOS,  # what precedes every document in training (see the module docstring)
         eos_token=EOS,
         mask_token=MASK,
         clean_up_tokenization_spaces=False,
@@ -89,10 +103,13 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     A tokenizer without a mask or padding token (most causal-LM tokenizers) gets metalm's; the
     model's embedding matrix is sized from `len(tokenizer)`, so the added ids are trainable.
     """
+    own = is_metalm_tokenizer(name_or_path)
     try:
-        tok = AutoTokenizer.from_pretrained(str(name_or_path))
+        tok = (PreTrainedTokenizerFast if own else AutoTokenizer).from_pretrained(str(name_or_path))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"data.tokenizer: cannot load tokenizer {str(name_or_path)!r}: {exc}") from None
+    if own:
+        tok.bos_token = EOS  # saved before BOS became the document separator
     missing = {}
     if tok.eos_token is None:
         missing["eos_token"] = EOS
@@ -105,6 +122,33 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     if missing:
         tok.add_special_tokens(missing)
     return tok
+
+
+def is_metalm_tokenizer(path: str | Path) -> bool:
+    """Whether `path` is a local tokenizer made by `train_tokenizer` (its first ids are metalm's
+    special tokens)."""
+    file = Path(path) / "tokenizer.json"
+    if not file.is_file():
+        return False
+    try:
+        added = json.loads(file.read_text(encoding="utf-8")).get("added_tokens", [])
+    except (OSError, ValueError):
+        return False
+    return [(t.get("id"), t.get("content")) for t in added[:len(SPECIAL_TOKENS)]] == list(enumerate(SPECIAL_TOKENS))
+
+
+def save_tokenizer(tok: PreTrainedTokenizerBase, directory: str | Path) -> None:
+    """`save_pretrained`, and for a metalm tokenizer a `tokenizer_config.json` that makes
+    `AutoTokenizer` build a GPT-2 tokenizer (honours `add_prefix_space`) with BOS = EOS and no
+    unknown token (GPT-2's default one would add a token)."""
+    tok.save_pretrained(str(directory))
+    if not is_metalm_tokenizer(directory):
+        return
+    path = Path(directory) / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config.update(tokenizer_class="GPT2Tokenizer", add_prefix_space=False, unk_token=None, bos_token=EOS)
+    config.pop("add_bos_token", None)
+    write_json_atomic(path, config, indent=2)
 
 
 def special_token_ids(tok: PreTrainedTokenizerBase) -> dict[str, int]:

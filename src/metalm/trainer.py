@@ -22,16 +22,17 @@ import torch
 from .accounting import Work, ar_work
 from .checkpoint import save_pretrained_atomic
 from .config import Config
-from .data import PackedSequences, TrainBatches, cache_root, evenly_spaced, prepare_corpus, validation_batches
+from .data import PackedSequences, TrainBatches, cache_root, prepare_corpus, validation_batches
 from .data.pipeline import data_changes
 from .device import autocast_context, compile_enabled, defers_host_syncs, enable_tf32, fused_adamw, resolve_device
 from .dir_lock import hold_lock
 from .distributed import Dist, data_parallel_loss, init_distributed, shutdown
-from .dynamics.config import probe_shape
+from .dynamics.probe import probe_batch
 from .dynamics.phases import format_phase_readout
 from .dynamics.recorder import DynamicsRecorder
 from .errors import ConfigError, DivergedError, StorageError
 from .model import build_model, describe, forward_flops_per_token
+from .model_card import write_model_card
 from .peak_flops import peak_tflops
 from .run_dir import RunDir, config_differences, show_ranges, step_ranges
 from .run_log import RunLog, check_loggers
@@ -130,7 +131,8 @@ class Trainer:
         self.batches = TrainBatches(self.train_seqs, t.batch_size, cfg.run.seed)
         val_batches = validation_batches(PackedSequences(self.corpus.validation, t.seq_len, "data.validation"),
                                          t.batch_size, t.eval_batches)
-        self.probe = self.probe_batch()
+        # the probe batch only where dynamics are recorded (post hoc analysis rebuilds it)
+        self.probe = probe_batch(cfg.dynamics, t.seq_len, self.corpus.validation) if cfg.dynamics.every > 0 else None
 
         torch.manual_seed(cfg.run.seed)
         self.model = build_model(
@@ -173,13 +175,6 @@ class Trainer:
         """The kind of 0-based optimizer step `step` (a pure function of the seed and the step)."""
         return self.hybrid.kind(step) if self.hybrid is not None else "ar"
 
-    def probe_batch(self) -> torch.Tensor:
-        """The fixed held-out batch of the learning-dynamics probes (DESIGN 2.7): sequences spread
-        evenly over the validation text, the same for every run on the same data."""
-        n, length = probe_shape(self.cfg.dynamics, self.cfg.train.seq_len)
-        seqs = PackedSequences(self.corpus.validation, length - 1, "data.validation (dynamics probe)")
-        return torch.from_numpy(seqs.gather(evenly_spaced(len(seqs), n)))
-
     def build_meta_task(self):
         """The meta-learning task of a meta run (None for vanilla); rank 0 builds the occurrence
         index into the cache first, the others then read it."""
@@ -203,7 +198,7 @@ class Trainer:
             run.write_config(self.cfg.to_dict())
         if not run.has_tokenizer():
             run.write_tokenizer(self.tokenizer)
-        if not run.probe_path.is_file():
+        if self.probe is not None and not run.probe_path.is_file():
             run.write_probe(self.probe)
         run.write_data_info(self.corpus.info)
 
@@ -408,9 +403,10 @@ class Trainer:
             log.info("finished: %s (final model in %s)", self.run_dir.path, self.run_dir.final_dir)
 
     def export(self) -> None:
-        """Hugging Face export of the final model and tokenizer (atomically)."""
+        """Hugging Face export of the final model and tokenizer (atomically), with its model card."""
         if self.dist.is_main:
             save_pretrained_atomic(self.run_dir.final_dir, self.model, tokenizer=self.tokenizer)
+            write_model_card(self.run_dir)
 
 
 def train(cfg: Config) -> Path:

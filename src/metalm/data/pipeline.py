@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ..atomic import publish_dir
 from ..errors import DataError
-from ..tokenizer import load_tokenizer, train_tokenizer
+from ..tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 from . import encode, token_store
 from .demo import resolve_corpus_specs
 from .encode import encoder_for, resolve_num_proc
@@ -94,7 +94,7 @@ def obtain_tokenizer(data_cfg, text_documents: Callable[[], Iterable[str]], trai
                         "whitespace only)")
     tok = train_tokenizer(sample, data_cfg.vocab_size)
     with publish_dir(directory, replace=False) as tmp:  # if another process published first, keep its copy
-        tok.save_pretrained(tmp)
+        save_tokenizer(tok, tmp)
     return load_tokenizer(directory)
 
 

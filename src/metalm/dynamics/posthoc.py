@@ -46,7 +46,8 @@ class PosthocResult:
 
 def load_probe_batch(run_dir: str | Path, probe_input_ids: torch.Tensor | None = None) -> torch.Tensor:
     """The run's probe batch: `RunDir.probe_path` (key `input_ids`) if present, else the
-    given tensor; the same batch the run recorded its on-the-fly rows with."""
+    given tensor, else rebuilt from the run's config and data (a run with `dynamics.every: 0`
+    saves none); the same batch the run recorded its on-the-fly rows with."""
     path = RunDir(run_dir).probe_path
     if path.exists():
         from safetensors.torch import load_file
@@ -56,8 +57,23 @@ def load_probe_batch(run_dir: str | Path, probe_input_ids: torch.Tensor | None =
         except (OSError, KeyError, ValueError) as exc:
             raise DataError(f"{path}: cannot read the probe batch (key 'input_ids'): {exc}") from None
     if probe_input_ids is None:
-        raise DataError(f"{path}: no probe batch saved with the run, and none given")
+        return _rebuilt_probe_batch(RunDir(run_dir))
     return probe_input_ids.long()
+
+
+def _rebuilt_probe_batch(run: RunDir) -> torch.Tensor:
+    from ..config import from_dict
+    from ..data import prepare_corpus
+    from .probe import probe_batch
+
+    saved = run.read_config()
+    if saved is None or not run.has_tokenizer():
+        raise DataError(f"{run.probe_path}: no probe batch saved with the run, and no config and tokenizer to rebuild it")
+    from ..tokenizer import load_tokenizer
+
+    cfg = from_dict(saved)
+    corpus = prepare_corpus(cfg.data, cfg.run.cache_dir, load_tokenizer(run.tokenizer_dir), progress=False)
+    return probe_batch(cfg.dynamics, cfg.train.seq_len, corpus.validation).long()
 
 
 def recorded_on_the_fly(run_dir: str | Path) -> bool:

@@ -162,3 +162,16 @@ def dynamics_rows(
     finally:
         model.train(was_training)
     return rows
+
+
+def probe_batch(cfg, train_seq_len: int, validation) -> torch.Tensor:
+    """The fixed held-out batch of the probes: `cfg.probe_sequences` sequences spread evenly over
+    the validation tokens (`validation`, a TokenArray), the same for every run on the same data.
+    Training saves it only when it records dynamics (`every` > 0); post hoc analysis of another run
+    rebuilds it from the run's config."""
+    from ..data import PackedSequences, evenly_spaced
+    from .config import probe_shape
+
+    n, length = probe_shape(cfg, train_seq_len)
+    seqs = PackedSequences(validation, length - 1, "data.validation (dynamics probe)")
+    return torch.from_numpy(seqs.gather(evenly_spaced(len(seqs), n)))

@@ -29,6 +29,7 @@ from ..data.sources import resolve_files
 from ..device import resolve_device
 from ..config_base import format_validation_error
 from ..errors import ConfigError, MetalmError
+from ..log import progress
 from ..meta import MetaConfig, MetaTask
 from ..meta.config import validate_meta
 from ..meta.sampler import EpisodeSampler
@@ -130,7 +131,7 @@ def evaluate_fewshot(checkpoint: str | Path, settings: FewshotSettings | None = 
     # the initial head, read on the same episode: a meta step whose inner loop does not move
     unadapted = MetaStep(cfg.model_copy(update={"inner_lr": 0.0}), model, task.head)
     samples = {k: [] for k in KEYS}
-    for i in range(episodes):
+    for i in progress(range(episodes), episodes, "few-shot", "episodes"):
         batch = task.episodes(i)
         after = task.meta_step(model, batch, outer_gradient=False)
         before = unadapted.run(model, batch, outer_gradient=False)

@@ -23,6 +23,8 @@ word-initial positions; nothing iterates over tokens in Python during training o
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -171,6 +173,8 @@ def train_epochs(
             total = total + loss.detach()
             count += 1
         losses.append(float(total) / max(1, count))
+        if progress and not sys.stderr.isatty():  # a log file gets one line per epoch instead of the bar
+            logger.info(f"ner: epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}")
         if on_epoch is not None:
             on_epoch(epoch)
     return losses
@@ -329,9 +333,6 @@ def run_ner(
         train_sents = train_sents[:max_train_sentences]
     sets: dict[str, list[Sentence]] = {lang: data.load(lang, "test") for lang in test_langs}
     dev_sents = data.load(train_lang, "dev") if select_best_on_dev else None
-    if progress:
-        for n in notes:
-            logger.info(f"ner: {n}")
 
     loaded = [(train_lang, train_split, train_sents)] + [(lang, "test", s) for lang, s in sets.items()]
     if dev_sents is not None:
@@ -367,6 +368,8 @@ def run_ner(
     split_total = sum(v["split_sentences"] for d in summary_data.values() for v in d.values())
     if split_total:
         notes.append(f"{split_total} sentence(s) longer than the context of {max_len} tokens were split into chunks")
+    for n in notes:  # stored in the result and said now, whatever the output format
+        logger.info(f"ner: {n}")
 
     def score(sents: list[Sentence], preds: list[torch.Tensor], enc: Encoded) -> dict[str, Any]:
         return score_ner(*_tags(sents, names, stitch(enc, preds)))
@@ -483,6 +486,20 @@ def result_name(result: dict[str, Any]) -> str:
     return f"ner-{cfg['train_lang']}{suffix}"
 
 
-def save_result(result: dict[str, Any], run_dir: str | Path) -> Path:
-    """Write the result as JSON into the run directory (atomically); returns the path."""
-    return RunDir(run_dir).write_eval(result_name(result), result)
+def _settings(result: dict[str, Any]) -> dict[str, Any]:
+    """What a result was computed with, besides the model and the device."""
+    return {k: v for k, v in result.get("config", {}).items() if k not in ("checkpoint", "device")}
+
+
+def save_result(result: dict[str, Any], run_dir: str | Path, keep_other_settings: bool = True) -> Path:
+    """Write the result as JSON into the run directory (atomically) as `result_name`; returns the path.
+    With `keep_other_settings`, a stored result of other settings is kept and this one is saved as
+    `<name>-<settings hash>` instead (the experiment runner, which records its settings, replaces)."""
+    run = RunDir(run_dir)
+    name = result_name(result)
+    stored = run.read_eval(name)
+    if keep_other_settings and isinstance(stored, dict) and _settings(stored) != _settings(result):
+        digest = hashlib.sha256(json.dumps(_settings(result), sort_keys=True).encode()).hexdigest()[:8]
+        logger.info(f"ner: {run.eval_path(name)} holds a result of other settings; kept, this one is {name}-{digest}")
+        name = f"{name}-{digest}"
+    return run.write_eval(name, result)

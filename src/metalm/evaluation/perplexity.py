@@ -1,6 +1,9 @@
 """Perplexity per held-out set: token-weighted next-token loss and exp(loss), one row per domain.
 
-Every token after the first of each set is predicted exactly once: the stream is cut into
+A set's documents are tokenized as in training (each followed by the end-of-document token) and
+the stream starts with that token too, so every token is predicted exactly once and a document's
+first token from the separator it follows in training - the convention of lm-evaluation-harness's
+rolling log-likelihood, whose BOS is that token (see `metalm.tokenizer`). The stream is cut into
 windows of seq_len + 1 tokens that overlap by one token, the last window possibly shorter.
 """
 
@@ -21,7 +24,8 @@ from ..data.pipeline import read_documents
 from ..data.sources import resolve_files
 from ..data.token_store import concat, tokenize_documents
 from ..device import resolve_device
-from ..errors import DataError, MetalmError
+from ..errors import MetalmError
+from ..log import progress
 from ..run_dir import RunDir
 from ..tokenizer import load_tokenizer
 from .settings import PerplexitySettings
@@ -33,11 +37,13 @@ def windows(tokens: np.ndarray, seq_len: int) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def stream_nll(model, tokens: np.ndarray, seq_len: int, batch_size: int, device: torch.device) -> tuple[float, int]:
-    """(sum of next-token NLL in nats, number of predicted tokens) over a token stream."""
+def stream_nll(model, tokens: np.ndarray, seq_len: int, batch_size: int, device: torch.device,
+               what: str = "perplexity") -> tuple[float, int]:
+    """(sum of next-token NLL in nats, number of predicted tokens) over a token stream (progress
+    shown as `what`)."""
     total, count = 0.0, 0
     wins = windows(tokens, seq_len)
-    for i in range(0, len(wins), batch_size):
+    for i in progress(range(0, len(wins), batch_size), -(-len(wins) // batch_size), what, "batches"):
         group = wins[i:i + batch_size]
         for length in sorted({len(w) for w in group}):  # full windows batched; the short tail alone
             batch = torch.from_numpy(np.stack([w for w in group if len(w) == length])).to(device)
@@ -73,10 +79,9 @@ def evaluate_perplexity(checkpoint: str | Path, data: list[str] | None = None,
     for spec in data:
         docs = read_documents(resolve_files(spec), data_cfg, "--data")
         arr = concat(tokenize_documents(docs, tokenizer), np.uint32)
-        tokens = arr.tokens[: max_tokens + 1] if max_tokens else arr.tokens
-        if len(tokens) < 2:
-            raise DataError(f"{spec}: fewer than two tokens to evaluate")
-        nll, count = stream_nll(model, tokens, seq_len, batch_size, dev)
+        tokens = np.concatenate([np.array([tokenizer.eos_token_id], np.uint32), arr.tokens])
+        tokens = tokens[: max_tokens + 1] if max_tokens else tokens  # read_documents refused an empty set
+        nll, count = stream_nll(model, tokens, seq_len, batch_size, dev, f"perplexity {spec}")
         loss = nll / count
         rows.append({"data": spec, "documents": arr.n_docs, "tokens": count, "loss": loss, "perplexity": math.exp(loss)})
     return {"checkpoint": str(model_dir), "seq_len": seq_len, "sets": rows}

@@ -596,15 +596,36 @@ _STYLE = (
 )
 
 
+def unfinished_runs(expected: dict[str, dict[int, Path]], evaluations: list[str]) -> list[str]:
+    """One line per run of an experiment that is missing, not finished (training, interrupted,
+    stopped) or without one of the `evaluations` results: what the report of an unfinished
+    experiment says first."""
+    lines = []
+    for arm, seeds in expected.items():
+        for seed, path in seeds.items():
+            run = RunDir(path)
+            status = run.read_status() if run.path.is_dir() else None
+            if status is None:
+                lines.append(f"{arm} seed {seed}: not started")
+            elif status.get("state") != "finished":
+                lines.append(f"{arm} seed {seed}: {status.get('state', 'unknown')} at step "
+                             f"{status.get('step', '?')} of {status.get('total_steps', '?')}")
+            elif missing := [e for e in evaluations if not run.eval_path(e).is_file()]:
+                lines.append(f"{arm} seed {seed}: trained; no result yet for {', '.join(missing)}")
+    return lines
+
+
 def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str, target: float | None,
-                 matched: dict[str, dict[int, Path]] | None = None) -> Path:
+                 matched: dict[str, dict[int, Path]] | None = None, unfinished: list[str] | None = None) -> Path:
     """The report of `runs` (arm → seed → run directory) against `baseline`; `matched`: arm → seed →
-    its matched baseline run (`experiment.matched`), against which equal FLOPs are paired."""
+    its matched baseline run (`experiment.matched`), against which equal FLOPs are paired;
+    `unfinished`: `unfinished_runs`' lines, said at the top (the numbers are then partial)."""
     out_dir = Path(out_dir)
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     metrics = read_metrics(runs)
     summary = summarise(runs, metrics, baseline, target, matched)
+    summary["unfinished"] = list(unfinished or [])
     for run, problems in summary["metrics_problems"].items():
         log.warning("%s: %s", run, "; ".join(problems))
     curves = {a: [val_curve(rows) for rows in seeds.values()] for a, seeds in metrics.items()}
@@ -638,10 +659,17 @@ def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str,
                           for a, e in summary["arms"].items())
     intro = (f"Arms: {arms_text}. Baseline: {baseline}. Only the next-token validation loss on the fixed held-out "
              "batches is compared (DESIGN 2.6).")
-    md = ["# metalm experiment report", "", intro, "", f"![Figure 1]({rel(headline[1])})", "",
+    warning = ("**Unfinished experiment**: these runs are missing or not done, so the numbers below are partial.")
+    md = ["# metalm experiment report", "",
+          *([warning, "", *[f"- {u}" for u in summary["unfinished"]], ""] if summary["unfinished"] else []),
+          intro, "", f"![Figure 1]({rel(headline[1])})", "",
           f"**Figure 1.** {headline[0]}", "", "## Verdict", "", *[f"- {v}" for v in summary["verdict"]], "",
           "## Results", ""]
-    body = ["<h1>metalm experiment report</h1>", f"<p>{html.escape(intro)}</p>",
+    body = ["<h1>metalm experiment report</h1>",
+            *(["<p><b>Unfinished experiment</b>: these runs are missing or not done, so the numbers below are "
+               "partial.</p><ul>", *[f"<li>{html.escape(u)}</li>" for u in summary["unfinished"]], "</ul>"]
+              if summary["unfinished"] else []),
+            f"<p>{html.escape(intro)}</p>",
             (f"<figure><img alt='Figure 1' src='data:image/png;base64,{_png(headline[1])}'>"
              f"<figcaption><b>Figure 1.</b> {html.escape(headline[0])}</figcaption></figure>"),
             "<h2>Verdict</h2><ul>", *[f"<li>{html.escape(v)}</li>" for v in summary["verdict"]], "</ul>",

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..data import cache_root
@@ -21,8 +23,9 @@ from ..dir_lock import hold_lock
 from ..errors import MetalmError
 from ..run_dir import REPORT_DIR, ExperimentDir, RunDir, read_requested, write_requested
 from ..trainer import train
+from ..training.signals import interrupt_on_signals
 from .matched import matched_run, matched_runs
-from .report import write_report
+from .report import unfinished_runs, write_report
 from .spec import Experiment, load_experiment
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,22 @@ class _Requested:
         write_requested(self.run, self.done)
 
 
+class _Phase:
+    """What the experiment is doing now (recorded in its status when it is interrupted)."""
+
+    now = "starting"
+
+
+@contextmanager
+def _timed(what: str):
+    """Log the start and the end (clock time, duration) of a phase; no phase is silent."""
+    _Phase.now = what
+    start = time.perf_counter()
+    log.info("  %s: started at %s", what, time.strftime("%H:%M:%S"))
+    yield
+    log.info("  %s: done at %s (%.0f s)", what, time.strftime("%H:%M:%S"), time.perf_counter() - start)
+
+
 def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
     """Run each evaluation the experiment asks for (`exp.settings`, validated when it was loaded) whose
     result is missing or was computed with other settings (the settings are recorded in full)."""
@@ -69,7 +88,8 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
             sets = [val if isinstance(val, str) else val[0]] if val is not None else []
         key = {**perplexity.model_dump(mode="json"), "inputs": content_digest(sets)}
         if sets and requested.needed("perplexity", key):
-            save_perplexity(evaluate_perplexity(run_dir, sets, perplexity), run_dir)
+            with _timed(f"perplexity of {arm} seed {seed}"):
+                save_perplexity(evaluate_perplexity(run_dir, sets, perplexity), run_dir)
             requested.record("perplexity", key)
     fewshot = exp.settings.get("fewshot")
     if fewshot is not None:  # without data: the run's own validation set, which a run cannot change
@@ -77,7 +97,8 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
 
         key = {**fewshot.model_dump(mode="json"), "inputs": content_digest(fewshot.data or [])}
         if requested.needed("fewshot", key):
-            save_fewshot(evaluate_fewshot(run_dir, fewshot, cache_dir=cfg.run.cache_dir), run_dir)
+            with _timed(f"few-shot of {arm} seed {seed}"):
+                save_fewshot(evaluate_fewshot(run_dir, fewshot, cache_dir=cfg.run.cache_dir), run_dir)
             requested.record("fewshot", key)
     ner = exp.settings.get("ner")
     if ner is not None:
@@ -88,9 +109,20 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
         data = resolve_ner_data(ner.data, cache_root(cfg.run.cache_dir))
         key = {**ner.model_dump(mode="json"), "inputs": content_digest([data])}
         if requested.needed(name, key):
-            result = run_ner(run_dir, data, settings=ner, progress=False)
-            save_result(result, run_dir)
+            with _timed(f"NER ({ner.mode}, {ner.train_lang}) of {arm} seed {seed}"):
+                save_result(run_ner(run_dir, data, settings=ner), run_dir, keep_other_settings=False)
             requested.record(name, key)
+
+
+def _evaluation_names(exp: Experiment) -> list[str]:
+    """The stored results (`RUN/eval/<name>.json`) each run of the experiment gets."""
+    names = [name for name in ("perplexity", "fewshot") if exp.settings.get(name) is not None]
+    ner = exp.settings.get("ner")
+    if ner is not None:
+        from ..evaluation.ner import result_name
+
+        names.append(result_name({"config": {"train_lang": ner.train_lang, "mode": ner.mode}}))
+    return names
 
 
 def check_inputs(exp: Experiment) -> None:
@@ -152,6 +184,18 @@ def _check_fewshot(settings, cfg, corpus) -> None:
 
 def run_experiment(path: str | Path, overrides: list[str] | None = None) -> Path:
     exp = load_experiment(path, overrides)
+    _Phase.now = "checking the inputs"
+    try:
+        with interrupt_on_signals():  # SIGTERM in any phase: status recorded, exit 130, a re-run continues
+            return _run(exp)
+    except KeyboardInterrupt:
+        if exp.root.is_dir():
+            ExperimentDir(exp.root).write_status({"state": "interrupted", "during": _Phase.now, "updated": time.time()})
+        log.info("experiment interrupted during %s; re-run the same command to continue", _Phase.now)
+        raise
+
+
+def _run(exp: Experiment) -> Path:
     check_inputs(exp)  # before the experiment directory exists: a refused experiment leaves nothing
     with hold_lock(exp.root, "experiment directory", "wait for it to end or choose another run.dir"):
         return _run_locked(exp)
@@ -165,10 +209,13 @@ def _run_locked(exp: Experiment) -> Path:
     total = len(exp.arms) * len(exp.seeds)
     for i, (seed, arm) in enumerate(((s, a) for s in exp.seeds for a in exp.arms), 1):
         log.info("[%d/%d] arm %s, seed %d: %s", i, total, arm, seed, exp.run_dir(arm, seed))
+        _Phase.now = f"training {arm} seed {seed}"
         train(exp.config(arm, seed))
         _evaluate(exp, arm, seed)
     if exp.matched_baselines:
+        _Phase.now = "training the matched baselines"
         _train_matched(exp)
+    _Phase.now = "writing the report"
     report = write_report(exp.root, {a: {s: exp.run_dir(a, s) for s in exp.seeds} for a in exp.arms},
                           exp.baseline, exp.target_loss, matched_runs(exp) if exp.matched_baselines else None)
     ExperimentDir(exp.root).write_status({"state": "finished", "report": str(report)})
@@ -214,10 +261,12 @@ def report_from_dirs(paths: list[str | Path], target_loss: float | None = None, 
     if len(paths) == 1 and ExperimentDir(paths[0]).is_experiment():
         exp = load_experiment(ExperimentDir(paths[0]).spec_path)
         exp.root = paths[0]
-        runs = {a: {s: exp.run_dir(a, s) for s in exp.seeds if exp.run_dir(a, s).is_dir()} for a in exp.arms}
+        expected = {a: {s: exp.run_dir(a, s) for s in exp.seeds} for a in exp.arms}
+        runs = {a: {s: d for s, d in seeds.items() if d.is_dir()} for a, seeds in expected.items()}
         matched = matched_runs(exp) if exp.matched_baselines and (baseline or exp.baseline) == exp.baseline else None
         return write_report(Path(out) if out is not None else exp.root, runs, baseline or exp.baseline,
-                            target_loss if target_loss is not None else exp.target_loss, matched)
+                            target_loss if target_loss is not None else exp.target_loss, matched,
+                            unfinished=unfinished_runs(expected, _evaluation_names(exp)))
     resolved = [p.resolve() for p in paths]
     for i, p in enumerate(paths):
         if resolved[i] in resolved[:i]:

@@ -48,14 +48,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import open_atomic
 from ..errors import DataError
 
 FORMAT_VERSION = 2
@@ -529,14 +528,8 @@ def _load(path: Path, variant: str) -> OccurrenceIndex | None:
 
 def _save(path: Path, index: OccurrenceIndex) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".occurrences-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **index.arrays())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open_atomic(path) as fh:
+        np.savez(fh, **index.arrays())
 
 
 def occurrence_index(tokens: np.ndarray, tokenizer, variant: str, min_count: int, max_count: int | None,
