@@ -12,7 +12,7 @@ from conftest import (assert_processes_match, assert_same_run, interrupt_and_res
                       train_one_and_two_processes, train_tiny)
 from metalm.config import load_config
 from metalm.meta.outer import FOMAML
-from metalm.meta.schedule import microbatch_is_meta
+from metalm.training.step_plan import StepPlanner
 from metalm.run_dir import read_jsonl
 from metalm.trainer import Trainer
 
@@ -105,10 +105,14 @@ def test_freeze_leaves_parameters_the_meta_loss_does_not_reach(tmp_path, corpus_
 
 def test_microbatch_share_converges_and_is_pure():
     cfg = load_config(None, ["meta.enabled=true", "meta.schedule=microbatch", "meta.hybrid=0.3"]).meta
-    draws = [m for step in range(2000) for m in microbatch_is_meta(step, 7, cfg, 4)]
+    four, two = StepPlanner(cfg, 7, 4), StepPlanner(cfg, 7, 2)
+    draws = [m for step in range(2000) for m in four.plan(step).micro_meta]
     assert abs(sum(draws) / len(draws) - 0.3) < 0.02
-    assert microbatch_is_meta(123, 7, cfg, 4) == microbatch_is_meta(123, 7, cfg, 4)
-    assert microbatch_is_meta(123, 7, cfg, 4)[:2] == microbatch_is_meta(123, 7, cfg, 2)  # micro m's draw is its own
+    assert four.plan(123) == StepPlanner(cfg, 7, 4).plan(123)
+    assert four.plan(123).micro_meta[:2] == two.plan(123).micro_meta  # micro m's draw is its own
+    kinds = {four.plan(s).kind for s in range(200)}
+    assert kinds == {"ar", "meta", "mixed"}  # the kind follows the one draw per micro-batch
+    assert all((p.kind == "meta") == all(p.micro_meta) for p in map(four.plan, range(200)))
 
 
 MICRO = {**META, "meta.schedule": "microbatch", "train.grad_accum": 2, "train.steps": 8, "meta.episodes_per_step": 2}

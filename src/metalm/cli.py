@@ -42,10 +42,12 @@ def _report(args: argparse.Namespace, result: dict, table: str, save) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .trainer import train
+    from .config import check_launch, load_config
 
     cfg = load_config(args.config, args.overrides)
+    check_launch(cfg)  # every rule is checked before the trainer reads data or writes anything
+    from .trainer import train
+
     train(cfg)
     return 0
 

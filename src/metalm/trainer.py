@@ -1,7 +1,7 @@
 """The training loop: one short loop for vanilla and meta-learned pretraining.
 
 Each optimizer step is a next-token (AR) step, a meta step, or both (chosen by
-`metalm.meta.schedule`); AdamW applies the shared LR schedule; the work is accounted. Everything
+`training/step_plan.py`, executed by `training/step.py`); AdamW applies the shared LR schedule; the work is accounted. Everything
 periodic — validation, metrics rows, learning dynamics, checkpoints, the status heartbeat, the
 progress display — is a component that decides its own timing (`training/`, `dynamics/recorder.py`),
 so `_loop` reads top to bottom. A run resumes exactly from its latest checkpoint.
@@ -16,12 +16,11 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .accounting import Work, ar_work
+from .accounting import Work
 from .checkpoint import save_pretrained_atomic
-from .config import Config
+from .config import Config, check_launch
 from .data import PackedSequences, TrainBatches, cache_root, evenly_spaced, prepare_corpus, validation_batches
 from .device import autocast_context, compile_enabled, defers_host_syncs, enable_tf32, fused_adamw, resolve_device
 from .distributed import Dist, init_distributed, shutdown
@@ -38,12 +37,13 @@ from .tokenizer import load_tokenizer, special_token_ids
 from .training.cadence import Cadence
 from .training.checkpointer import Checkpointer
 from .training.guard import NonFiniteGuard
-from .training.hybrid import HybridStep
 from .training.losses import next_token_loss
 from .training.progress import Progress
 from .training.rows import RowPolicy
 from .training.signals import interrupt_on_signals
 from .training.state import TrainState
+from .training.step import StepRunner
+from .training.step_plan import StepPlanner
 from .training.validation import Validator
 
 log = logging.getLogger("metalm.train")
@@ -71,14 +71,8 @@ class Trainer:
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         enable_tf32(self.device)
+        check_launch(cfg, self.dist.world_size)
         t = cfg.train
-        per_micro = t.batch_size // t.grad_accum
-        if per_micro % self.dist.world_size:
-            raise ConfigError(
-                f"train.batch_size {t.batch_size} / grad_accum {t.grad_accum} = {per_micro} sequences per "
-                f"micro-batch is not divisible by the {self.dist.world_size} processes"
-            )
-        self.per_rank = per_micro // self.dist.world_size
         self.state = TrainState()
         # Fused AdamW where it pays (CUDA); there, the non-finite check stays on the device too.
         self.fused = fused_adamw(self.device)
@@ -144,22 +138,21 @@ class Trainer:
 
             self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-        self.hybrid = None
-        if self.meta is not None:
-            self.hybrid = HybridStep(cfg, self.meta, self.model, self.trainable, self.dist, self.device, self.autocast,
-                                     self.batches, self.ar_step, self.ar_micro)
+        self.planner = StepPlanner(cfg.meta, cfg.run.seed, t.grad_accum)
+        self.runner = StepRunner(self.model, self.ddp, self.ar_loss, self.meta, self.trainable, self.batches,
+                                 self.dist, self.device, self.autocast, t.grad_accum, t.seq_len, self.fwd_flops)
         main = self.dist.is_main
         self.validator = Validator(self.model, val_batches, Cadence(t.eval_every, t.steps), self.dist, self.device,
                                    self.autocast)
         self.checkpointer = Checkpointer(self.run_dir, Cadence(t.save_every, t.steps), t.keep_checkpoints, self.model,
                                          self.optimizer, self.state, self.meta, self.device, main)
         peak = peak_tflops(cfg.run.peak_tflops, self.device) if main else None
-        self.rows = RowPolicy(Cadence(t.log_every, t.steps), self.kind_of if self.meta is not None else None,
+        self.rows = RowPolicy(Cadence(t.log_every, t.steps), self.planner.kind if self.planner.mixes_kinds else None,
                               peak * 1e12 * self.dist.world_size if peak is not None else None)
 
     def kind_of(self, step: int) -> str:
         """The kind of 0-based optimizer step `step` (a pure function of the seed and the step)."""
-        return self.hybrid.kind(step) if self.hybrid is not None else "ar"
+        return self.planner.kind(step)
 
     def probe_batch(self) -> torch.Tensor:
         """The fixed held-out batch of the learning-dynamics probes (DESIGN 2.7): sequences spread
@@ -214,44 +207,11 @@ class Trainer:
         self.rows.resume(self.state)
 
     # -- steps ----------------------------------------------------------------------------------
-    def rank_rows(self, batch: np.ndarray, micro: int) -> torch.Tensor:
-        per_micro = self.per_rank * self.dist.world_size
-        start = micro * per_micro + self.dist.rank * self.per_rank
-        rows = torch.from_numpy(batch[start:start + self.per_rank])
-        if self.device.type == "cuda":
-            return rows.pin_memory().to(self.device, non_blocking=True)
-        return rows.to(self.device)
-
-    def ar_micro(self, batch: np.ndarray, micro: int, scale: float, sync: bool | None) -> tuple[torch.Tensor, Work]:
-        """Next-token forward/backward of this rank's rows of micro-batch `micro`, gradients × `scale`.
-        `sync`: whether DDP all-reduces on this backward (None: bypass DDP, the caller averages)."""
-        net = self.model if sync is None or self.ddp is None else self.ddp
-        with self.ddp.no_sync() if self.ddp is not None and sync is False else contextlib.nullcontext():
-            with self.autocast():
-                loss = self.ar_loss(net, self.rank_rows(batch, micro))
-            (loss * scale).backward()
-        rows = batch.shape[0] // self.cfg.train.grad_accum
-        return loss, ar_work(rows * self.cfg.train.seq_len, self.fwd_flops)
-
-    def ar_step(self, batch: np.ndarray, scale: float = 1.0) -> tuple[torch.Tensor, Work]:
-        """Forward/backward of a step's global batch (this rank's slices), gradients × `scale` (the
-        next-token share of a weighted hybrid step); returns the mean loss (a tensor: read on the
-        host only when a row is logged) and the work."""
-        accum = self.cfg.train.grad_accum
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
-        work = Work()
-        for micro in range(accum):
-            loss, w = self.ar_micro(batch, micro, scale / accum, sync=micro == accum - 1)
-            total += loss.detach().double()
-            work += w
-        return self.dist.all_reduce_sum(total) / (accum * self.dist.world_size), work
-
     def train_step(self, step: int) -> tuple[str, dict, Work]:
         """Gradients of optimizer step `step`: the step kind, the row fields it measured, the work."""
-        if self.hybrid is not None:
-            return self.hybrid(step)
-        loss, work = self.ar_step(self.batches.batch(step))
-        return "ar", {"loss": loss}, work
+        plan = self.planner.plan(step)
+        fields, work = self.runner(step, plan)
+        return plan.kind, fields, work
 
     def optimizer_step(self, step: int) -> tuple[float, torch.Tensor]:
         """Clip, apply AdamW at the step's learning rate unless the gradient norm is non-finite
@@ -323,7 +283,7 @@ class Trainer:
         which need the GIL to free their finished work's tensors, can never be joined: a hang at
         exit (seen with torch 2.13 on CPU)."""
         if self.ddp is not None:
-            self.ddp = None
+            self.ddp = self.runner.ddp = None
             gc.collect()
 
     def announce(self) -> None:

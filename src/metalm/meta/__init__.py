@@ -10,15 +10,15 @@ Where things are:
 - `outer`: the outer-gradient rule of each algorithm (FOMAML, MAML, Reptile);
 - `meta_step`: one episode end to end (`run_episode`), a rank's meta step (`MetaStep`), `reduce_stats`;
 - `flops`: the work of an episode, from its shape;
-- `config`: the `meta` config section; `schedule`: which optimizer steps are meta steps.
+- `config`: the `meta` config section (which optimizer steps are meta steps: `metalm.training.step_plan`).
 
 The trainer-facing API is `MetaTask`, the three pieces a run holds (sampler, learned head, meta step):
 
     task = MetaTask(cfg.meta, corpus.train.tokens, corpus.train.doc_offsets, tokenizer, model,
                     seed=cfg.run.seed, cache_dir=cache)
     optimizer params += task.extra_named_parameters()        # the learned head, if any
-    meta_w, ar_w = task.step_weights(step)                   # per optimizer step
-    if meta_w:
+    meta_w, ar_w = plan.meta_weight, plan.ar_weight          # per optimizer step (training.step_plan)
+    if plan.meta_work:
         batch = task.episodes(step, rank, world_size)        # this rank's share of the global batch
         # layout: dense — episodes from the training rows the meta work consumes (global, [R, seq_len+1]):
         #   task.episodes(step, rank, world_size, rows=global_rows, micro=m)
@@ -41,7 +41,6 @@ from .episode import Episode
 from .heads import LearnedHead
 from .meta_step import MetaStep, reduce_stats
 from .sampler import EpisodeBatch, EpisodeSampler
-from .schedule import step_weights
 
 __all__ = ["MetaConfig", "MetaTask", "reduce_stats"]
 
@@ -59,7 +58,7 @@ class MetaTask:
                      if meta_cfg.task == "smlmt" and meta_cfg.resolved_head_init() == "learned" else None)
         self.runner = MetaStep(meta_cfg, model, self.head)
 
-    # -- episodes and schedule ------------------------------------------------------------------
+    # -- episodes ------------------------------------------------------------------
     def episode(self, step: int, index: int = 0, micro: int = 0, rows: np.ndarray | None = None) -> Episode:
         return self.sampler.episode(step, index, micro, rows)
 
@@ -69,9 +68,6 @@ class MetaTask:
         seed when > 0). `layout: dense`: `rows` are the global training rows the meta work consumes
         ([R, seq_len + 1]; R divisible by `episodes_per_step`); other layouts ignore them."""
         return self.sampler.episodes(step, rank, world_size, rows, micro)
-
-    def step_weights(self, step: int) -> tuple[float, float]:
-        return step_weights(step, self.seed, self.cfg)
 
     # -- the meta step --------------------------------------------------------------------------
     def meta_step(self, model: torch.nn.Module, batch: EpisodeBatch, loss_scale: float = 1.0,
