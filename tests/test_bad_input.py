@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_corpus, write_corpus
+from helpers import make_corpus, write_corpus
 from metalm.cli import main
 
 TINY = {"model": {"preset": "nano"}, "data": {"train": "corpus/train", "validation": "corpus/validation",

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 import metalm.trainer as trainer_mod
-from conftest import deterministic, poison_step, tiny_overrides, train_tiny
+from helpers import deterministic, poison_step, tiny_overrides, train_tiny
 from metalm.config import load_config
 from metalm.device import compile_enabled, defers_host_syncs, fused_adamw
 from metalm.errors import DivergedError

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from conftest import (assert_processes_match, assert_same_run, interrupt_and_resume, tiny_overrides,
+from helpers import (assert_processes_match, assert_same_run, interrupt_and_resume, tiny_overrides,
                       train_one_and_two_processes, train_tiny)
 from metalm.config import load_config
 from metalm.meta.outer import FOMAML

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import assert_same_run, interrupt_at, tiny_overrides, train_one_and_two_processes
+from helpers import assert_same_run, interrupt_at, tiny_overrides, train_one_and_two_processes
 from metalm.cli import main
 from metalm.run_dir import read_jsonl
 from metalm.trainer import Trainer

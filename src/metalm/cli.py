@@ -286,7 +286,7 @@ def _experiment_help(parser: argparse.ArgumentParser) -> None:
     evaluations = "\n".join(describe_fields(cls, f"evaluations.{name}.") for name, cls in SETTINGS.items())
     parser.epilog = ("experiment keys: arms (name → overrides), seeds (list), baseline (arm), target_loss (number or "
                      "null),\nevaluations (each true, a mapping of its settings, or for perplexity a list of held-out "
-                     "sets):\n" + evaluations + "\n\nshared " + parser.epilog)
+                     "sets):\n" + evaluations + "\n\nshared " + (parser.epilog or ""))
 
 
 def _settings_flags(name: str):

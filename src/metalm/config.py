@@ -19,7 +19,7 @@ from .config_base import Section, describe_fields, format_validation_error
 from .dynamics.config import DynamicsConfig, check_dynamics
 from .errors import ConfigError
 from .meta.config import MetaConfig
-from .model import PRESETS
+from .presets import PRESETS
 
 
 class RunConfig(Section):

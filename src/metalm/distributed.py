@@ -48,8 +48,8 @@ class Dist:
         rank must pass the same parameters, each with a gradient."""
         if not self.enabled:
             return
-        grads = [p.grad for p in params]
-        if any(g is None for g in grads):
+        grads = [p.grad for p in params if p.grad is not None]
+        if len(grads) != len(params):
             raise ValueError("average_gradients: every parameter needs a gradient (zeros where unused)")
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)

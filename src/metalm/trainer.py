@@ -35,6 +35,7 @@ from .run_log import RunLog, check_loggers
 from .schedule import lr_at
 from .tokenizer import load_tokenizer, special_token_ids
 from .training.cadence import Cadence
+from .training import faults
 from .training.checkpointer import Checkpointer
 from .training.guard import NonFiniteGuard
 from .training.losses import next_token_loss
@@ -118,7 +119,7 @@ class Trainer:
             cfg.model.preset, len(self.tokenizer), hf_config=cfg.model.hf_config,
             special_token_ids=special_token_ids(self.tokenizer),
             attn_implementation=cfg.model.attn_implementation, **cfg.model.overrides(),
-        ).to(self.device)
+        ).to(self.device)  # type: ignore[arg-type]  # transformers types .to() for dtypes only
         ctx = getattr(self.model.config, "max_position_embeddings", None)
         if cfg.model.context_length() is None and ctx is not None and t.seq_len > ctx:  # known only now
             raise ConfigError(f"train.seq_len {t.seq_len} exceeds the model's context {ctx}")
@@ -166,7 +167,7 @@ class Trainer:
         index into the cache first, the others then read it."""
         if not self.cfg.meta.enabled:
             return None
-        from .meta import MetaTask
+        from .meta.task import MetaTask
 
         def build():
             return MetaTask(self.cfg.meta, self.corpus.train.tokens, self.corpus.train.doc_offsets, self.tokenizer,
@@ -209,8 +210,12 @@ class Trainer:
     # -- steps ----------------------------------------------------------------------------------
     def train_step(self, step: int) -> tuple[str, dict, Work]:
         """Gradients of optimizer step `step`: the step kind, the row fields it measured, the work."""
+        if faults.before_step is not None:
+            faults.before_step(step)
         plan = self.planner.plan(step)
         fields, work = self.runner(step, plan)
+        if faults.after_gradients is not None:
+            faults.after_gradients(step, self.model)
         return plan.kind, fields, work
 
     def optimizer_step(self, step: int) -> tuple[float, torch.Tensor]:
@@ -225,9 +230,6 @@ class Trainer:
         self.guard.step(self.optimizer, step, grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
         return lr, grad_norm
-
-    def evaluate(self) -> float:
-        return self.validator.evaluate()
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..accounting import Work, ar_work
-from ..meta import reduce_stats
+from ..meta.meta_step import reduce_stats
 from .step_plan import StepPlan
 
 
@@ -23,7 +23,7 @@ class StepRunner:
     """Assembles the `.grad` of one optimizer step from its plan; returns (row fields, work)."""
 
     def __init__(self, model: torch.nn.Module, ddp, ar_loss: Callable, meta, trainable: list, batches, dist,
-                 device: torch.device, autocast: Callable, grad_accum: int, seq_len: int, fwd_flops: float):
+                 device: torch.device, autocast: Callable, grad_accum: int, seq_len: int, fwd_flops: int):
         """`meta`: the run's `MetaTask` (None for vanilla); `trainable`: (name, parameter) pairs in the
         order gradients are zeroed and averaged in."""
         self.model, self.ddp, self.ar_loss, self.meta = model, ddp, ar_loss, meta
@@ -49,7 +49,7 @@ class StepRunner:
         work = Work()
         dense = plan.meta_work and self.meta.cfg.layout == "dense"
         batch = self.batches.batch(step) if plan.ar_weight or dense else None
-        if plan.ar_weight:
+        if batch is not None and plan.ar_weight:
             fields["loss"], work = self.next_token(batch, plan.ar_weight)
         if plan.meta_work:
             rows = batch if dense else None
@@ -64,6 +64,7 @@ class StepRunner:
     # -- per-micro-batch plans ------------------------------------------------------------------
     def _per_micro(self, step: int, plan: StepPlan) -> tuple[dict, Work]:
         """Each micro-batch is meta or next-token work; gradients summed (each scaled 1/accum)."""
+        assert plan.micro_meta is not None
         batch = self.batches.batch(step)
         per_micro = batch.shape[0] // self.accum
         fields: dict = {}
