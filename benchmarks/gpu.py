@@ -4,11 +4,11 @@ bf16, with and without `run.compile`. Run through `bash benchmarks/gpu.sh` (see 
 For each (compile, preset) a Trainer is built from the same config a run would use (demo data,
 BPE vocabulary 8192, token-SMLMT meta-learning in the dense layout: the meta step's episodes are
 read from the very rows the AR step trains on, so both steps consume the same tokens), and
-  - the AR step = `Trainer.ar_step` + `Trainer.optimizer_step` (the compiled loss when compile is
+  - the AR step = `Trainer.step(step, kind="ar")` (the compiled loss when compile is
     on, fused AdamW, the device-side non-finite check),
-  - the meta step = `meta.runner.run(model, episodes, as_tensors=True)` under the trainer's autocast,
-    as the training loop runs it (statistics left on the device), on the dense episodes of the same
-    batch + `optimizer_step` (always eager: meta paths are not compiled),
+  - the meta step = `Trainer.step(step, kind="meta")`, as the training loop runs a meta step
+    (statistics left on the device), on the dense episodes of the same batch (always eager: meta
+    paths are not compiled),
 are timed over blocks of steps between two device synchronisations (the loop itself syncs only at
 logged rows). MFU = accounted FLOPs (DESIGN 2.5) / seconds / peak (`metalm.peak_flops`). One extra
 step of each kind runs under `torch.cuda.set_sync_debug_mode("warn")`: the host syncs it still
@@ -121,9 +121,8 @@ def measure(preset: str, compiled: bool, args, peak: float | None) -> dict:
 
     run_dir = Path(tempfile.mkdtemp(prefix=f"gpu-bench-{preset}-"))
     cfg = load_config(None, overrides(preset, compiled, args.device, args.quick, run_dir, args.data))
-    trainer = Trainer(cfg)
-    trainer.prepare()
-    device, model, meta = trainer.device, trainer.model, trainer.meta
+    trainer = Trainer.build(cfg)
+    device, model = trainer.device, trainer.model
     model.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -131,19 +130,15 @@ def measure(preset: str, compiled: bool, args, peak: float | None) -> dict:
 
     def ar_step():
         nonlocal step
-        _, work = trainer.ar_step(trainer.batches.batch(step))
-        trainer.optimizer_step(step)
+        work = trainer.step(step, kind="ar").work
         step += 1
         return work
 
     def meta_step():
         nonlocal step
-        episodes = meta.episodes(step, rows=trainer.batches.batch(step))
-        with trainer.autocast():  # as the training loop runs it: statistics left on the device
-            stats = meta.runner.run(model, episodes, as_tensors=True)
-        trainer.optimizer_step(step)
+        work = trainer.step(step, kind="meta").work  # as the loop runs it: statistics left on the device
         step += 1
-        return stats["work"]
+        return work
 
     def timed(fn, n: int) -> tuple[float, object]:
         sync(device)
@@ -162,7 +157,7 @@ def measure(preset: str, compiled: bool, args, peak: float | None) -> dict:
         meta_step()
     meta_s, meta_work = timed(meta_step, args.meta_steps)
     meta_syncs = host_syncs(device, meta_step)
-    trainer.guard.check()  # the deferred non-finite check, as at a logged row
+    trainer.check_finite()  # the deferred non-finite check, as at a logged row
 
     def kind(seconds: float, work) -> dict:
         out = {"seconds_per_step": seconds, "tokens_per_step": work.tokens, "tokens_per_s": work.tokens / seconds,

@@ -182,7 +182,7 @@ def test_device_choices():
 def test_cpu_trainer_keeps_the_default_adamw(tmp_path, corpus_dir):
     trainer = Trainer(load_config(None, tiny_overrides(corpus_dir, tmp_path / "run")))
     assert not trainer.fused and not trainer.deferred and not trainer.compiled
-    trainer.prepare()
+    trainer = Trainer.build(trainer.cfg)
     assert not trainer.optimizer.param_groups[0]["fused"] and not hasattr(trainer.optimizer, "found_inf")
 
 

@@ -14,6 +14,7 @@ import errno
 import gc
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -44,12 +45,12 @@ from .training.rows import RowPolicy
 from .training.signals import interrupt_on_signals
 from .training.state import TrainState
 from .training.step import StepRunner
-from .training.step_plan import StepPlanner
+from .training.step_plan import StepPlan, StepPlanner
 from .training.validation import Validator
 
 log = logging.getLogger("metalm.train")
 
-__all__ = ["Trainer", "train", "decay_groups"]
+__all__ = ["StepResult", "Trainer", "train", "decay_groups"]
 
 
 def decay_groups(params: list[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict]:
@@ -59,8 +60,49 @@ def decay_groups(params: list[tuple[str, torch.nn.Parameter]], weight_decay: flo
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+@dataclass(frozen=True)
+class StepResult:
+    """One optimizer step: its kind, the row fields it measured (tensors until read), its work, the
+    learning rate it used and the gradient norm before clipping."""
+
+    kind: str
+    fields: dict
+    work: Work
+    lr: float
+    grad_norm: torch.Tensor
+
+
 class Trainer:
-    """Owns a run: data, model, optimizer, training state, run directory; `run()` trains to the end."""
+    """Owns a run: data, model, optimizer, training state, run directory; `run()` trains to the end.
+
+    The API used outside this module (`bench`, the benchmarks, the tests):
+
+        Trainer(cfg).run()                   # a whole run (resumes), as `metalm train`
+        trainer = Trainer.build(cfg)         # data, model, optimizer; nothing is written
+        result = trainer.step(step)          # one optimizer step (kind="ar"/"meta" forces its work)
+        trainer.kind_of(step); trainer.state; trainer.check_finite()
+        trainer.model / optimizer / trainable / meta / device / batches / corpus / probe / autocast()
+
+    Faults are injected through `metalm.training.faults`. Everything else is internal.
+    """
+
+    @classmethod
+    def build(cls, cfg: Config) -> Trainer:
+        trainer = cls(cfg)
+        trainer._prepare()
+        return trainer
+
+    def step(self, step: int, kind: str | None = None) -> StepResult:
+        """Optimizer step `step` (0-based) as the run takes it, or, with `kind` "ar" or "meta", as a
+        pure next-token or meta step whatever the schedule (benchmarks); `state` is not advanced."""
+        plan = self.planner.plan(step) if kind is None else self.planner.forced(kind)
+        result_kind, fields, work = self._gradients(step, plan)
+        lr, grad_norm = self._apply(step)
+        return StepResult(result_kind, fields, work, lr, grad_norm)
+
+    def check_finite(self) -> None:
+        """The deferred non-finite check (CUDA with fused AdamW), as the loop runs it at a logged row."""
+        self.guard.check()
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -100,7 +142,7 @@ class Trainer:
                 f"{' …' if len(diffs) > 3 else ''}); resume it with its own config or choose another run.dir"
             )
 
-    def prepare(self) -> None:
+    def _prepare(self) -> None:
         """Data, model, optimizer and the loop's components (nothing is written yet)."""
         cfg, t = self.cfg, self.cfg.train
         tokenizer = load_tokenizer(self.run_dir.tokenizer_dir) if self.run_dir.has_tokenizer() else None
@@ -208,17 +250,16 @@ class Trainer:
         self.rows.resume(self.state)
 
     # -- steps ----------------------------------------------------------------------------------
-    def train_step(self, step: int) -> tuple[str, dict, Work]:
+    def _gradients(self, step: int, plan: StepPlan) -> tuple[str, dict, Work]:
         """Gradients of optimizer step `step`: the step kind, the row fields it measured, the work."""
         if faults.before_step is not None:
             faults.before_step(step)
-        plan = self.planner.plan(step)
         fields, work = self.runner(step, plan)
         if faults.after_gradients is not None:
             faults.after_gradients(step, self.model)
         return plan.kind, fields, work
 
-    def optimizer_step(self, step: int) -> tuple[float, torch.Tensor]:
+    def _apply(self, step: int) -> tuple[float, torch.Tensor]:
         """Clip, apply AdamW at the step's learning rate unless the gradient norm is non-finite
         (`train.on_nonfinite`: stop or skip; decided on the device on CUDA, see `training/guard.py`),
         clear the gradients; returns (lr, grad norm)."""
@@ -245,7 +286,7 @@ class Trainer:
                     log.warning("%s", problem)
             return self.run_dir.path
         check_loggers(cfg)
-        self.prepare()
+        self._prepare()
         self.create_run_dir()
         runlog = RunLog(self.run_dir, cfg, enabled=self.dist.is_main)
         try:
@@ -312,8 +353,8 @@ class Trainer:
         self.model.train()
         while state.step < t.steps:
             started = time.perf_counter()
-            kind, fields, work = self.train_step(state.step)
-            lr, grad_norm = self.optimizer_step(state.step)
+            kind, fields, work = self._gradients(state.step, self.planner.plan(state.step))
+            lr, grad_norm = self._apply(state.step)
             after = state.step + 1
             evaluate = self.validator.due(after)
             log_row = self.rows.due(after, kind, evaluate)

@@ -121,5 +121,15 @@ class StepPlanner:
                         average=meta_work or self.per_micro or replay,
                         row={"control": self.control} if controlled else {})
 
+    def forced(self, kind: str) -> StepPlan:
+        """A pure next-token ("ar") or pure meta ("meta") step, whatever the schedule (benchmarks)."""
+        if kind == "ar":
+            return StepPlan(kind="ar", micro_meta=None, meta_weight=0.0, ar_weight=1.0, meta_work=False, zero="none",
+                            average=False)
+        if kind != "meta" or not self.enabled or self.control != "none":
+            raise ValueError(f"a forced step is 'ar', or 'meta' in a meta arm that is not a control; got {kind!r}")
+        return StepPlan(kind="meta", micro_meta=None, meta_weight=1.0, ar_weight=0.0, meta_work=True,
+                        zero="all" if self.untouched_momentum else "none", average=True)
+
     def kind(self, step: int) -> Kind:
         return self.plan(step).kind
