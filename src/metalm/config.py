@@ -175,7 +175,7 @@ class Config(Section):
         a `model.hf_config` architecture is checked once it is read, `meta.config.validate_meta`)."""
         m, t = self.meta, self.train
         if m.layout == "dense":
-            per_micro = m.schedule == "microbatch"
+            per_micro = m.per_micro_batch()
             rows = t.batch_size // t.grad_accum if per_micro else t.batch_size
             if rows % m.episodes_per_step:
                 where = "micro-batch (train.batch_size / train.grad_accum" if per_micro else "step (train.batch_size"

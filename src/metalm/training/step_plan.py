@@ -65,7 +65,7 @@ class StepPlanner:
         self.n_micro = int(grad_accum)
         self.enabled = bool(meta_cfg.enabled)
         self.schedule = meta_cfg.schedule
-        self.per_micro = self.enabled and self.schedule == "microbatch"
+        self.per_micro = self.enabled and meta_cfg.per_micro_batch()
         self.hybrid = float(meta_cfg.hybrid)
         self.weight = float(meta_cfg.weight)
         self.control = meta_cfg.control if self.enabled else "none"
