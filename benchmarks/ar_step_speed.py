@@ -3,7 +3,7 @@
 "before" is the code at a git commit (default 0b48477, the commit before issue 11's GPU-ready step),
 checked out as a worktree (default /tmp/metalm-before) and imported through PYTHONPATH; "after" is
 the working tree. Each side runs in its own long-lived worker process that builds the same Trainer
-(same config, seed and data) and times `train_step` + `optimizer_step` — exactly what the training
+(same config, seed and data) and times `Trainer.step` (gradients + AdamW) — exactly what the training
 loop runs per step: forward, backward, clipping, the non-finite check and the AdamW update — one
 step at a time. The workers take turns in blocks of `--steps` steps (A B, B A, A B, … so neither
 side always goes first), so a noisy, shared machine slows both alike; medians of all measured steps
@@ -42,16 +42,24 @@ def worker(config: str, overrides: list[str], warmup: int) -> None:
     from metalm.trainer import Trainer
 
     cfg = load_config(config, ["run.progress=false", *overrides])
-    trainer = Trainer(cfg)
-    trainer.prepare()
+    if hasattr(Trainer, "build"):
+        trainer = Trainer.build(cfg)
+        take = trainer.step
+    else:  # a tree from before the Trainer API (the "before" side of a comparison)
+        trainer = Trainer(cfg)
+        trainer.prepare()
+
+        def take(step):
+            trainer.train_step(step)
+            trainer.optimizer_step(step)
+
     trainer.model.train()
     step = 0
 
     def one() -> float:
         nonlocal step
         start = time.perf_counter()
-        trainer.train_step(step)
-        trainer.optimizer_step(step)
+        take(step)
         step += 1
         return time.perf_counter() - start
 
@@ -130,7 +138,7 @@ def main() -> None:
             w.close()
     before, after = (statistics.median(w.times) for w in workers)
     result = {
-        "benchmark": "next-token training step (train_step + optimizer_step), before vs after, interleaved",
+        "benchmark": "next-token training step (Trainer.step: gradients + AdamW), before vs after, interleaved",
         "date": datetime.date.today().isoformat(),
         "machine": machine(),  # torch threads: each side's "threads"
         "before": {"commit": args.before, **workers[0].info, "ms_per_step_median": 1000 * before,

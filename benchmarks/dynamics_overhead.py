@@ -30,13 +30,11 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     cfg = load_config(args.config, ["run.progress=false", *args.overrides])
-    trainer = Trainer(cfg)
-    trainer.prepare()
+    trainer = Trainer.build(cfg)
     step_times, probe_times = [], []
     for i in range(args.repeats + 1):
         start = time.perf_counter()
-        trainer.train_step(i)
-        trainer.optimizer_step(i)
+        trainer.step(i)
         step_times.append(time.perf_counter() - start)
         start = time.perf_counter()
         rows = dynamics_rows(trainer.model, trainer.probe, i, cfg.dynamics.groups)

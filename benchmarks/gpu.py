@@ -4,12 +4,12 @@ bf16, with and without `run.compile`. Run through `bash benchmarks/gpu.sh` (see 
 For each (compile, preset) a Trainer is built from the same config a run would use (demo data,
 BPE vocabulary 8192, token-SMLMT meta-learning in the dense layout: the meta step's episodes are
 read from the very rows the AR step trains on, so both steps consume the same tokens), and its own
-steps — `Trainer.train_step` + `Trainer.optimizer_step` of optimizer steps the schedule makes
-next-token ("ar") or meta steps, exactly as the training loop runs them:
-  - the AR step: the compiled loss when compile is on, fused AdamW, the device-side non-finite check;
-  - the meta step: episodes, `MetaStep.run` under the trainer's autocast, `reduce_stats` (the global
-    statistics and work), the gradients' finishing, the same optimizer step (always eager: meta
-    paths are not compiled);
+steps, exactly as the training loop runs them:
+  - the AR step = `Trainer.step(step, kind="ar")`: the compiled loss when compile is on, fused AdamW,
+    the device-side non-finite check;
+  - the meta step = `Trainer.step(step, kind="meta")`: episodes, `MetaStep.run` under the trainer's
+    autocast, `reduce_stats` (the global statistics and work, left on the device), the gradients'
+    finishing, the same optimizer step (always eager: meta paths are not compiled);
 are timed over blocks of steps between two device synchronisations (the loop itself syncs only at
 logged rows). MFU = accounted FLOPs (DESIGN 2.5) / seconds / peak (`metalm.peak_flops`). One extra
 step of each kind runs under `torch.cuda.set_sync_debug_mode("warn")`: the host syncs it still
@@ -134,8 +134,7 @@ def measure(preset: str, compiled: bool, args, peak: float | None) -> dict:
 
     run_dir = Path(tempfile.mkdtemp(prefix=f"gpu-bench-{preset}-"))
     cfg = load_config(None, overrides(preset, compiled, args.device, args.quick, run_dir, args.data))
-    trainer = Trainer(cfg)
-    trainer.prepare()
+    trainer = Trainer.build(cfg)
     device, model = trainer.device, trainer.model
     model.train()
     if device.type == "cuda":
@@ -145,10 +144,7 @@ def measure(preset: str, compiled: bool, args, peak: float | None) -> dict:
     def run_step(kind: str):
         """The next optimizer step of `kind` ("ar" or "meta"), as the training loop takes it."""
         nonlocal step
-        while trainer.kind_of(step) != kind:
-            step += 1
-        _, _, work = trainer.train_step(step)
-        trainer.optimizer_step(step)
+        work = trainer.step(step, kind=kind).work
         step += 1
         return work
 
@@ -175,7 +171,7 @@ def measure(preset: str, compiled: bool, args, peak: float | None) -> dict:
         meta_step()
     meta_s, meta_work = timed(meta_step, args.meta_steps)
     meta_syncs = host_syncs(device, meta_step)
-    trainer.guard.check()  # the deferred non-finite check, as at a logged row
+    trainer.check_finite()  # the deferred non-finite check, as at a logged row
 
     def kind(seconds: float, work) -> dict:
         out = {"seconds_per_step": seconds, "tokens_per_step": work.tokens, "tokens_per_s": work.tokens / seconds,

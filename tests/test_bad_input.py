@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_corpus, write_corpus
+from helpers import make_corpus, write_corpus
 from metalm.cli import main
 
 TINY = {"model": {"preset": "nano"}, "data": {"train": "corpus/train", "validation": "corpus/validation",
@@ -108,6 +108,12 @@ def duplicate_keys(text: str, name: str = "dup.yaml"):
     return setup
 
 
+def two_processes(cwd: Path, monkeypatch) -> None:
+    config(cwd, monkeypatch)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it: the launch's process count is known at load
+
+
+DENSE = ["meta.enabled=true", "meta.smlmt_variant=token", "meta.layout=dense"]
 NER_DEMO = {"data": "demo", "train_lang": "en", "epochs": 1}
 
 ROWS = [
@@ -116,6 +122,18 @@ ROWS = [
     ("unknown key", ["train", "cfg.yaml", "train.stpes=3"], config, "unknown config key 'train.stpes'"),
     ("bad value", ["train", "cfg.yaml", "train.lr=-1"], config, "train.lr"),
     ("lr 3e-4 is a number", ["config", "cfg.yaml", "train.lr=3e-4", "train.steps=0"], config, "train.steps"),
+    ("dense episodes do not divide the rows", ["train", "cfg.yaml", *DENSE, "meta.episodes_per_step=3"], config,
+     "meta.episodes_per_step: 3 does not divide the 4 rows of a meta step"),
+    ("dense episodes do not divide a micro-batch", ["train", "cfg.yaml", *DENSE, "meta.schedule=microbatch",
+                                                    "train.grad_accum=2", "meta.episodes_per_step=4"], config,
+     "meta.episodes_per_step: 4 does not divide the 2 rows of a meta micro-batch"),
+    ("inner layers beyond the preset's", ["train", "cfg.yaml", "meta.enabled=true", "meta.inner_n_layers=3",
+                                          "meta.inner_params=head+last_n_layers"], config,
+     "meta.inner_n_layers: 3 exceeds the model's 2 layers"),
+    ("fewer episodes than processes", ["train", "cfg.yaml", "meta.enabled=true"], two_processes,
+     "meta.episodes_per_step: 1 is fewer than the 2 processes"),
+    ("micro-batch not divisible by the processes", ["train", "cfg.yaml", "train.batch_size=3"], two_processes,
+     "3 sequences per micro-batch is not divisible by the 2 processes"),
     ("empty corpus", ["train", "cfg.yaml", "data.train=empty.txt"], empty_corpus, "no documents"),
     ("missing data path", ["train", "cfg.yaml", "data.train=nowhere"], config, "data file not found: nowhere"),
     ("hf: without a name", ["train", "cfg.yaml", "data.train=hf:"], config, "hf:NAME[:CONFIG][@SPLIT]"),
@@ -201,3 +219,21 @@ def test_bad_input_is_one_line_status_2_and_leaves_nothing(argv, setup, expected
     assert "Traceback" not in out + err
     assert _listing(cwd) == before
     assert not list((tmp_path / "cache").rglob("*.partial"))  # nothing left to resume from bad input
+
+
+def test_refused_dense_config_tokenizes_nothing(tmp_path, monkeypatch):
+    """The done-when of complete validation at load, through the command line: a dense-layout config
+    whose episodes do not divide the rows exits 2 with one line, before any tokenization or write."""
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    config(tmp_path, monkeypatch)
+    cache = tmp_path / "cache"
+    proc = subprocess.run([sys.executable, "-m", "metalm", "train", "cfg.yaml", *DENSE, "meta.episodes_per_step=3"],
+                          cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "METALM_CACHE": str(cache)},
+                          timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "meta.episodes_per_step: 3 does not divide" in proc.stderr
+    assert not (tmp_path / "runs").exists() and not (cache / "tokens").exists()

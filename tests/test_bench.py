@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import tiny_overrides
+from helpers import tiny_overrides
 from metalm.cli import main
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import data_cfg
+from helpers import data_cfg
 from metalm.data import PackedSequences, TrainBatches, prepare_corpus, validation_batches
 from metalm.data.sources import iter_documents, resolve_files
 from metalm.data.token_store import TokenArray

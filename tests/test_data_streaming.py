@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import data_cfg, make_corpus, tiny_overrides, write_corpus
+from helpers import data_cfg, make_corpus, tiny_overrides, write_corpus
 from metalm.config import DataConfig
 from metalm.data import PackedSequences, TrainBatches, encode, prepare_corpus, tokenization
 from metalm.errors import ConfigError, DataError

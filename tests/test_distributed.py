@@ -6,7 +6,7 @@ import datetime
 
 import torch.distributed as dist
 
-from conftest import tiny_overrides
+from helpers import tiny_overrides
 from metalm.config import load_config
 from metalm.distributed import shutdown
 from metalm.trainer import Trainer

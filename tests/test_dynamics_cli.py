@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import tiny_overrides
+from helpers import tiny_overrides
 from metalm.cli import main
 from metalm.dynamics.phases import PHASE_TEXT, section_entries
 from metalm.run_dir import read_jsonl

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import make_corpus
+from helpers import make_corpus
 from metalm.cli import main
 from metalm.dynamics.phases import phase_text
 from metalm.experiment.compare import cost_to_target, loss_at, mean_ci, speedups, val_curve

@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from conftest import make_corpus
+from helpers import make_corpus
 from metalm.cli import main
 
 

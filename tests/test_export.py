@@ -9,7 +9,7 @@ import json
 import pytest
 from huggingface_hub import HfApi, ModelCard
 
-from conftest import make_corpus, train_tiny
+from helpers import make_corpus, train_tiny
 from metalm.cli import main
 
 

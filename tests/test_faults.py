@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import (assert_same_run, deterministic, interrupt_at, make_corpus, poison_step, tiny_overrides,
+from helpers import (assert_same_run, deterministic, interrupt_at, make_corpus, poison_step, tiny_overrides,
                       train_tiny)
 from metalm import checkpoint as ckpt
 from metalm.checkpoint import resolve_model_dir

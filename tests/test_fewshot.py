@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import make_corpus, tiny_overrides
+from helpers import make_corpus, tiny_overrides
 from metalm.cli import main
 from metalm.errors import MetalmError
 from metalm.evaluation.fewshot import evaluate_fewshot

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 import metalm.trainer as trainer_mod
-from conftest import assert_same_run, deterministic, poison_step, tiny_overrides, train_tiny
+from helpers import assert_same_run, deterministic, poison_step, tiny_overrides, train_tiny
 from metalm.config import load_config
 from metalm.device import compile_enabled, defers_host_syncs, fused_adamw
 from metalm.errors import DivergedError
@@ -185,7 +185,7 @@ def test_device_choices():
 def test_cpu_trainer_keeps_the_default_adamw(tmp_path, corpus_dir):
     trainer = Trainer(load_config(None, tiny_overrides(corpus_dir, tmp_path / "run")))
     assert not trainer.fused and not trainer.deferred and not trainer.compiled
-    trainer.prepare()
+    trainer = Trainer.build(trainer.cfg)
     assert not trainer.optimizer.param_groups[0]["fused"] and not hasattr(trainer.optimizer, "found_inf")
 
 
@@ -201,7 +201,7 @@ def test_gpu_benchmark_without_cuda_fails_in_one_clear_line():
 
 
 def test_gpu_benchmark_quick_cpu_path(tmp_path, corpus_dir):
-    """The real step path (train_step + optimizer_step of AR and meta steps) on the CPU; a failing
+    """The real step path (`Trainer.step` of AR and meta steps) on the CPU; a failing
     configuration (an unknown preset) is recorded with its reason and the next one still runs."""
     out = tmp_path / "gpu.json"
     proc = subprocess.run(["bash", str(GPU_SH), "--device", "cpu", "--quick", "--data", str(corpus_dir), "--out",
@@ -226,14 +226,13 @@ def flavoured_run(cfg, monkeypatch, fused: bool, deferred: bool = False, stop_at
         patch.setattr(trainer_mod, "fused_adamw", lambda device: fused)
         patch.setattr(trainer_mod, "defers_host_syncs", lambda device: deferred)
         if stop_at is not None:
-            original = Trainer.train_step
+            from metalm.training import faults
 
-            def dying(self, step):
+            def dying(step):
                 if step == stop_at:
                     raise KeyboardInterrupt
-                return original(self, step)
 
-            patch.setattr(Trainer, "train_step", dying)
+            patch.setattr(faults, "before_step", dying)
         trainer = Trainer(cfg)
         try:
             trainer.run()
@@ -290,9 +289,9 @@ def test_gpu_benchmark_counts_only_sync_reports():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warnings.warn("Synchronization debug mode is a prototype feature and does not yet detect all "
-                      "synchronizing operations")
-        warnings.warn("called a synchronizing CUDA operation (Triggered internally at CUDAFunctions.cpp:1)")
-        warnings.warn("some unrelated deprecation", DeprecationWarning)
+                      "synchronizing operations", stacklevel=1)
+        warnings.warn("called a synchronizing CUDA operation (Triggered internally at CUDAFunctions.cpp:1)", stacklevel=1)
+        warnings.warn("some unrelated deprecation", DeprecationWarning, stacklevel=1)
     (report,) = sync_reports(caught)
     assert report.endswith(": called a synchronizing CUDA operation (Triggered internally at CUDAFunctions.cpp:1)")
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import make_corpus, make_docs, train_tiny
+from helpers import make_corpus, make_docs, train_tiny
 from metalm.cli import main
 
 lm_eval = pytest.importorskip("lm_eval", reason='lm-evaluation-harness not installed (pip install -e ".[lm-eval]")')

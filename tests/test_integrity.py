@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import data_cfg, make_corpus
+from helpers import data_cfg, make_corpus
 from metalm.cli import main
 from metalm.data import prepare_corpus
 
@@ -112,7 +112,7 @@ def held_by_another_process(directory: Path):
 
 
 def test_a_second_trainer_in_a_run_directory_is_refused_naming_the_holder(tmp_path, capsys):
-    from conftest import train_tiny
+    from helpers import train_tiny
 
     corpus, run = make_corpus(tmp_path / "corpus"), tmp_path / "run"
     with held_by_another_process(run) as pid:
@@ -144,14 +144,14 @@ def test_a_second_experiment_in_its_directory_is_refused_naming_the_holder(tmp_p
 
 
 def test_resuming_on_changed_data_is_refused_naming_the_source(tmp_path, monkeypatch, capsys):
-    from conftest import interrupt_at, train_tiny
-    from metalm.trainer import Trainer
+    from helpers import interrupt_at, train_tiny
+
+    from metalm.training import faults
 
     corpus, run = make_corpus(tmp_path / "corpus"), tmp_path / "run"
-    original = Trainer.train_step
     interrupt_at(monkeypatch, 6)
     assert train_tiny(corpus, run) == 130
-    monkeypatch.setattr(Trainer, "train_step", original)
+    monkeypatch.setattr(faults, "before_step", None)
     source = corpus / "train" / "train-00.txt"
     source.write_text(source.read_text().replace("river", "ocean"))
     capsys.readouterr()
@@ -165,7 +165,7 @@ def test_resuming_on_changed_data_is_refused_naming_the_source(tmp_path, monkeyp
 def test_a_checkpoint_on_other_data_is_refused(tmp_path, monkeypatch):
     """Each checkpoint records the data's key: a checkpoint of other data is not loaded (even where
     data.json lost its record)."""
-    from conftest import interrupt_at, tiny_overrides, train_tiny
+    from helpers import interrupt_at, tiny_overrides, train_tiny
     from metalm.config import load_config
     from metalm.errors import ConfigError
     from metalm.trainer import Trainer
@@ -190,7 +190,7 @@ def test_a_checkpoint_on_other_data_is_refused(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    from conftest import train_tiny
+    from helpers import train_tiny
 
     root = tmp_path_factory.mktemp("finished")
     corpus = make_corpus(root / "corpus")
@@ -312,7 +312,7 @@ def test_the_content_digest_covers_every_file_of_a_directory(tmp_path):
 
 
 def test_report_of_run_directories_names_each_arm_by_its_distinguishing_path(tmp_path, monkeypatch, capsys):
-    from conftest import train_tiny
+    from helpers import train_tiny
 
     monkeypatch.chdir(tmp_path)
     corpus = make_corpus(tmp_path / "corpus")

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_docs, tokenized
+from helpers import make_docs, tokenized
 from torch.func import functional_call
 
 from metalm.errors import ConfigError

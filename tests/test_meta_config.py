@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from metalm.errors import ConfigError
 from metalm.meta.config import MetaConfig, VocabStats, validate_meta
-from metalm.meta.schedule import is_meta_step, step_weights
+from metalm.training.step_plan import StepPlanner
 from metalm.model import llama_config
 
 
@@ -101,6 +101,15 @@ def test_validate_meta_against_the_data():
     with pytest.raises(ConfigError, match="meta.task=lm"):
         validate_meta(enabled(task="lm"), nano, VocabStats("documents", 0))
     validate_meta(enabled(task="lm", n_way=50), nano, VocabStats("documents", 1))  # n_way unused by LM tasks
+
+
+def step_weights(step: int, seed: int, meta_cfg) -> tuple[float, float]:
+    plan = StepPlanner(meta_cfg, seed, 1).plan(step)
+    return plan.meta_weight, plan.ar_weight
+
+
+def is_meta_step(step: int, seed: int, meta_cfg) -> bool:
+    return StepPlanner(meta_cfg, seed, 1).plan(step).kind != "ar"
 
 
 def test_interleave_is_exact_and_even():

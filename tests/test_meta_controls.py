@@ -8,11 +8,12 @@ import copy
 import pytest
 import torch
 
-from conftest import (assert_processes_match, assert_same_run, interrupt_and_resume, tiny_overrides,
+from helpers import (assert_processes_match, assert_same_run, interrupt_and_resume, tiny_overrides,
                       train_one_and_two_processes, train_tiny)
 from metalm.config import load_config
 from metalm.meta.outer import FOMAML
-from metalm.meta.schedule import microbatch_is_meta
+from metalm.training import faults
+from metalm.training.step_plan import StepPlanner
 from metalm.run_dir import read_jsonl
 from metalm.trainer import Trainer
 
@@ -25,12 +26,10 @@ def trainer_at_first_meta_step(tmp_path, corpus, **extra) -> tuple[Trainer, int]
     """A prepared trainer that has taken the next-token steps before its first meta step (so AdamW
     has momentum to replay), and that step's index."""
     cfg = load_config(None, tiny_overrides(corpus, tmp_path / "run", **{**META, **extra}))
-    trainer = Trainer(cfg)
-    trainer.prepare()
+    trainer = Trainer.build(cfg)
     step = 0
     while trainer.kind_of(step) == "ar" or step == 0:
-        trainer.train_step(step)
-        trainer.optimizer_step(step)
+        trainer.step(step)
         step += 1
     return trainer, step
 
@@ -45,8 +44,8 @@ def test_skip_control_leaves_weights_and_optimizer_state_unchanged(tmp_path, cor
     trainer, step = trainer_at_first_meta_step(tmp_path, corpus_dir, **{"meta.control": "skip"})
     assert trainer.kind_of(step) == "control"
     before, state = snapshot(trainer)
-    kind, fields, work = trainer.train_step(step)
-    trainer.optimizer_step(step)
+    r = trainer.step(step)
+    kind, fields, work = r.kind, r.fields, r.work
     assert kind == "control" and fields == {"control": "skip"} and work.tokens == work.flops == 0
     after, state_after = snapshot(trainer)
     assert all(torch.equal(before[n], after[n]) for n in before)
@@ -60,8 +59,8 @@ def test_momentum_control_applies_adamws_zero_gradient_update(tmp_path, corpus_d
     before, _ = snapshot(trainer)
     states = {n: {k: v.clone() for k, v in trainer.optimizer.state[p].items()} for n, p in trainer.trainable}
     decay = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
-    kind, fields, work = trainer.train_step(step)
-    lr, _ = trainer.optimizer_step(step)
+    r = trainer.step(step)
+    kind, fields, work, lr = r.kind, r.fields, r.work, r.lr
     assert kind == "control" and fields == {"control": "momentum"} and work.flops == 0
     t = trainer.cfg.train
     moved = 0
@@ -81,15 +80,17 @@ def test_momentum_control_applies_adamws_zero_gradient_update(tmp_path, corpus_d
     assert moved == len(trainer.trainable) - 2 and not states["meta_head.bias"]
 
 
-def test_freeze_leaves_parameters_the_meta_loss_does_not_reach(tmp_path, corpus_dir):
+def test_freeze_leaves_parameters_the_meta_loss_does_not_reach(tmp_path, corpus_dir, monkeypatch):
     trainer, step = trainer_at_first_meta_step(tmp_path, corpus_dir, **{"meta.untouched": "freeze"})
     assert trainer.kind_of(step) == "meta"
     lm_head = dict(trainer.model.named_parameters())["lm_head.weight"]
     before, _ = snapshot(trainer)
     head_state = {k: v.clone() for k, v in trainer.optimizer.state[lm_head].items()}
-    kind, fields, work = trainer.train_step(step)
-    assert lm_head.grad is None and kind == "meta" and "meta_loss" in fields and work.flops > 0
-    trainer.optimizer_step(step)
+    grads: list = []
+    monkeypatch.setattr(faults, "after_gradients", lambda step, model: grads.append(lm_head.grad))
+    r = trainer.step(step)
+    monkeypatch.setattr(faults, "after_gradients", None)
+    assert grads == [None] and r.kind == "meta" and "meta_loss" in r.fields and r.work.flops > 0
     assert torch.equal(lm_head.detach(), before["lm_head.weight"])
     assert all(torch.equal(head_state[k], trainer.optimizer.state[lm_head][k]) for k in head_state)
     reached = [n for n, p in trainer.trainable if not torch.equal(p.detach(), before[n])]
@@ -98,17 +99,20 @@ def test_freeze_leaves_parameters_the_meta_loss_does_not_reach(tmp_path, corpus_
     trainer, step = trainer_at_first_meta_step(tmp_path / "m", corpus_dir, **{"meta.untouched": "momentum"})
     head = dict(trainer.model.named_parameters())["lm_head.weight"]
     before = head.detach().clone()
-    trainer.train_step(step)
-    trainer.optimizer_step(step)
+    trainer.step(step)
     assert not torch.equal(head.detach(), before)
 
 
 def test_microbatch_share_converges_and_is_pure():
     cfg = load_config(None, ["meta.enabled=true", "meta.schedule=microbatch", "meta.hybrid=0.3"]).meta
-    draws = [m for step in range(2000) for m in microbatch_is_meta(step, 7, cfg, 4)]
+    four, two = StepPlanner(cfg, 7, 4), StepPlanner(cfg, 7, 2)
+    draws = [m for step in range(2000) for m in four.plan(step).micro_meta]
     assert abs(sum(draws) / len(draws) - 0.3) < 0.02
-    assert microbatch_is_meta(123, 7, cfg, 4) == microbatch_is_meta(123, 7, cfg, 4)
-    assert microbatch_is_meta(123, 7, cfg, 4)[:2] == microbatch_is_meta(123, 7, cfg, 2)  # micro m's draw is its own
+    assert four.plan(123) == StepPlanner(cfg, 7, 4).plan(123)
+    assert four.plan(123).micro_meta[:2] == two.plan(123).micro_meta  # micro m's draw is its own
+    kinds = {four.plan(s).kind for s in range(200)}
+    assert kinds == {"ar", "meta", "mixed"}  # the kind follows the one draw per micro-batch
+    assert all((p.kind == "meta") == all(p.micro_meta) for p in map(four.plan, range(200)))
 
 
 MICRO = {**META, "meta.schedule": "microbatch", "train.grad_accum": 2, "train.steps": 8, "meta.episodes_per_step": 2}
@@ -151,15 +155,12 @@ def test_token_accounting_counts_each_training_row_once(tmp_path, corpus_dir):
 def lockstep(tmp_path, corpus, arm: dict, control: dict, steps: int = 8) -> set[str]:
     """Train the meta arm and its control side by side; after every optimizer step both hold
     bit-identical weights and optimizer state. Returns the step kinds the arm went through."""
-    runs = [Trainer(load_config(None, tiny_overrides(corpus, tmp_path / name, **{**META, **extra})))
+    runs = [Trainer.build(load_config(None, tiny_overrides(corpus, tmp_path / name, **{**META, **extra})))
             for name, extra in (("arm", arm), ("control", control))]
-    for trainer in runs:
-        trainer.prepare()
     kinds = set()
     for step in range(steps):
         for trainer in runs:
-            kind, _, _ = trainer.train_step(step)
-            trainer.optimizer_step(step)
+            trainer.step(step)
         kinds.add(runs[0].kind_of(step))
         (a, a_state), (c, c_state) = (snapshot(t) for t in runs)
         assert a.keys() == c.keys()
@@ -198,7 +199,7 @@ def test_skip_control_is_the_meta_arm_without_a_meta_gradient(tmp_path, corpus_d
     assert lockstep(tmp_path, corpus_dir, arm, {**arm, "meta.control": "skip"}) == {"ar", "meta", "mixed"}
 
 
-def test_reached_parameters_are_what_a_meta_step_writes(tmp_path, corpus_dir):
+def test_reached_parameters_are_what_a_meta_step_writes(tmp_path, corpus_dir, monkeypatch):
     """`MetaTask.reached_parameters` (what a momentum control zero-fills) against the `.grad`s a real
     meta step leaves, for several algorithms and inner loops."""
     for name, extra in (("fomaml", {}), ("reptile", {"meta.algorithm": "reptile"}),
@@ -206,8 +207,10 @@ def test_reached_parameters_are_what_a_meta_step_writes(tmp_path, corpus_dir):
                                           "meta.inner_lr": 0.01}),
                         ("lm", {"meta.task": "lm", "meta.smlmt_variant": "sentence", "meta.head_init": "null"})):
         trainer, step = trainer_at_first_meta_step(tmp_path / name, corpus_dir, **extra)
-        trainer.train_step(step)
-        wrote = {n for n, p in trainer.trainable if p.grad is not None}
+        wrote: set[str] = set()
+        monkeypatch.setattr(faults, "after_gradients",
+                            lambda step, model, t=trainer: wrote.update(n for n, p in t.trainable if p.grad is not None))
+        trainer.step(step)
         reached = {id(p) for p in trainer.meta.reached_parameters(trainer.model)}
         assert {n for n, p in trainer.trainable if id(p) in reached} == wrote, name
         assert ("lm_head.weight" in wrote) == (name == "lm"), name

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_meta_algorithms import assert_grads_close, grads, new_model
-from conftest import make_docs, tokenized
+from helpers import make_docs, tokenized
 from torch.func import functional_call
 
 from metalm.errors import ConfigError, DataError

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import LONG, decoded, make_docs, tokenized
+from helpers import LONG, decoded, make_docs, tokenized
 
 from metalm.meta import MetaConfig, MetaTask
 from metalm.meta import occurrences as occ_mod
@@ -112,7 +112,7 @@ def check_common(ep, cfg):
     assert torch.bincount(ep.query_labels, minlength=n).tolist() == [q] * n
     spans = sorted(torch.cat([ep.support_origin, ep.query_origin]).tolist())
     assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:]))  # no corpus token shared by two items
-    for ids, target in ((ep.support_ids, ep.support_target), (ep.query_ids, ep.query_target)):
+    for _ids, target in ((ep.support_ids, ep.support_target), (ep.query_ids, ep.query_target)):
         assert (target >= w // 2).float().mean() > 0.9  # left context of at least half a window
         assert len(set(target.tolist())) > 2  # a different position in different rows
 

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA, decoded, tokenized
+from helpers import SHARED_DATA, decoded, tokenized
 
 from metalm.meta import MetaConfig, MetaTask
 from metalm.meta.occurrences import build_index

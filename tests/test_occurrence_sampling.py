@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import decoded, make_docs
+from helpers import decoded, make_docs
 
 from metalm.meta import MetaConfig
 from metalm.meta import occurrences as occ_mod

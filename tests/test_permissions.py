@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_corpus, tiny_overrides
+from helpers import make_corpus, tiny_overrides
 
 
 def _metalm(args: list[str], mask: int, cwd: Path) -> None:

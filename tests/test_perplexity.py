@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import make_corpus, tiny_overrides, write_corpus
+from helpers import make_corpus, tiny_overrides, write_corpus
 from metalm.cli import main
 from metalm.evaluation.perplexity import evaluate_perplexity, windows
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
-from conftest import make_corpus, train_tiny
+from helpers import make_corpus, train_tiny
 from metalm.dynamics.posthoc import load_probe_batch
 
 

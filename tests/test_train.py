@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import assert_same_run, interrupt_at, tiny_overrides, train_one_and_two_processes
+from helpers import assert_same_run, interrupt_at, tiny_overrides, train_one_and_two_processes
 from metalm.cli import main
 from metalm.run_dir import read_jsonl
-from metalm.trainer import Trainer
+from metalm.training import faults
 
 def train(tmp_path, corpus, run, *extra, config_text="{}"):
     cfg = tmp_path / "cfg.yaml"
@@ -59,13 +59,12 @@ def test_kill_and_resume_is_exact(tmp_path, corpus_dir, monkeypatch):
     dyn = ("dynamics.every=2", "dynamics.groups=[activations, attention]")
     assert train(tmp_path, corpus_dir, full, *dyn) == 0
 
-    original = Trainer.train_step
     interrupt_at(monkeypatch, 6)  # after the step-4 checkpoint and two more logged steps
     assert train(tmp_path, corpus_dir, resumed, *dyn) == 130
     assert json.loads((resumed / "status.json").read_text())["state"] == "interrupted"
     assert not (resumed / "final").exists()
     assert max(r["step"] for r in read_jsonl(resumed / "metrics.jsonl")) == 6
-    monkeypatch.setattr(Trainer, "train_step", original)
+    monkeypatch.setattr(faults, "before_step", None)
     assert train(tmp_path, corpus_dir, resumed, *dyn) == 0
 
     assert_same_run(full, resumed)  # bit-identical on CPU

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import (assert_processes_match, assert_same_run, interrupt_and_resume, train_one_and_two_processes,
+from helpers import (assert_processes_match, assert_same_run, interrupt_and_resume, train_one_and_two_processes,
                       train_tiny)
 from metalm.run_dir import read_jsonl
 

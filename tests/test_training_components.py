@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from conftest import deterministic, interrupt_and_resume, tiny_overrides, train_tiny
+from helpers import deterministic, interrupt_and_resume, tiny_overrides, train_tiny
 from metalm.accounting import Work
 from metalm.run_dir import RunDir, read_jsonl
 from metalm.training.cadence import Cadence

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_overrides
+from helpers import tiny_overrides
 from metalm.watch import make_server
 
 CHROMIUM = shutil.which("chromium")

@@ -13,7 +13,7 @@ import pytest
 
 from metalm.errors import MetalmError
 from metalm.watch.discover import discover_runs
-from metalm.watch.heatmap import heatmap_matrix
+from metalm.dynamics.heatmap import heatmap_matrix
 from metalm.watch.phases import component_phase_table, phase_table
 from metalm.watch.run_state import Cursor, DynamicsSelection, RunState
 from metalm.watch.store import MetricsStore

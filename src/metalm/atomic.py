@@ -18,9 +18,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 
 def umask() -> int:
@@ -73,13 +74,21 @@ def write_jsonl_atomic(path: str | Path, rows: list[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def _sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB pieces (`hashlib.file_digest` needs Python 3.11)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for piece in iter(lambda: f.read(1 << 20), b""):
+            h.update(piece)
+    return h.hexdigest()
+
+
 def file_digests(directory: str | Path) -> dict[str, dict[str, Any]]:
     """{relative path: {"bytes": size, "sha256": hex digest}} of every file under `directory`."""
     directory = Path(directory)
     digests = {}
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        with path.open("rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        digest = _sha256(path)
         digests[path.relative_to(directory).as_posix()] = {"bytes": path.stat().st_size, "sha256": digest}
     return digests
 
@@ -96,9 +105,8 @@ def digest_mismatch(directory: str | Path, expected: dict[str, dict[str, Any]]) 
         if size != want.get("bytes"):
             return f"{name} has {size} bytes, {want.get('bytes')} were written"
     for name, want in expected.items():
-        with (directory / name).open("rb") as f:
-            if hashlib.file_digest(f, "sha256").hexdigest() != want.get("sha256"):
-                return f"{name} does not match its checksum"
+        if _sha256(directory / name) != want.get("sha256"):
+            return f"{name} does not match its checksum"
     return None
 
 

@@ -55,8 +55,7 @@ def _time(fn, optimizer, device, warmup: int, repeats: int) -> tuple[list[float]
 def bench(cfg: Config, warmup: int = 2, repeats: int = 5) -> dict:
     if not cfg.meta.enabled:
         cfg = cfg.model_copy(update={"meta": cfg.meta.model_copy(update={"enabled": True})})
-    trainer = Trainer(cfg)
-    trainer.prepare()
+    trainer = Trainer.build(cfg)
     model, meta, device = trainer.model, trainer.meta, trainer.device
     model.train()
     episodes = [meta.episodes(step) for step in range(warmup + repeats)]

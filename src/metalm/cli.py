@@ -57,10 +57,12 @@ def _saved_or_warn(save, where):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .trainer import train
+    from .config import check_launch, load_config
 
     cfg = load_config(args.config, args.overrides)
+    check_launch(cfg)  # every rule is checked before the trainer reads data or writes anything
+    from .trainer import train
+
     train(cfg)
     return 0
 
@@ -339,7 +341,7 @@ def _experiment_help(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("experiment keys: arms (name → overrides), seeds (list), baseline (arm), target_loss (number or "
                      "null),\nmatched_baselines (true: per arm and seed, a baseline run <baseline>@<arm>/seed-N whose "
                      "final FLOPs equal the arm's),\nevaluations (each true, a mapping of its settings, or for perplexity a list of held-out "
-                     "sets):\n" + evaluations + "\n\nshared " + parser.epilog)
+                     "sets):\n" + evaluations + "\n\nshared " + (parser.epilog or ""))
 
 
 def _settings_flags(name: str):

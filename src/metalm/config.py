@@ -7,6 +7,7 @@ out-of-range values and incompatible options raise `ConfigError` naming the key.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Hashable
 from pathlib import Path
@@ -19,7 +20,7 @@ from .config_base import Section, describe_fields, format_validation_error
 from .dynamics.config import DynamicsConfig, check_dynamics
 from .errors import ConfigError
 from .meta.config import MetaConfig
-from .model import PRESETS
+from .presets import PRESETS
 
 
 class RunConfig(Section):
@@ -170,10 +171,55 @@ class Config(Section):
             check_dynamics(self.dynamics, self.train.seq_len, ctx)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+        if self.meta.enabled:
+            self._meta_against_train_and_model(ctx)
         return self
+
+    def _meta_against_train_and_model(self, ctx: int | None) -> None:
+        """The meta section against the training rows and a preset's architecture (known at load;
+        a `model.hf_config` architecture is checked once it is read, `meta.config.validate_meta`)."""
+        m, t = self.meta, self.train
+        if m.layout == "dense":
+            per_micro = m.per_micro_batch()
+            rows = t.batch_size // t.grad_accum if per_micro else t.batch_size
+            if rows % m.episodes_per_step:
+                where = "micro-batch (train.batch_size / train.grad_accum" if per_micro else "step (train.batch_size"
+                raise ValueError(f"meta.episodes_per_step: {m.episodes_per_step} does not divide the {rows} rows of "
+                                 f"a meta {where}); layout=dense splits them into equal episodes: choose a divisor "
+                                 f"of {rows}")
+        if self.model.hf_config is not None:
+            return
+        layers = self.model.num_hidden_layers or PRESETS[self.model.preset].num_hidden_layers
+        if m.inner_params == "head+last_n_layers" and m.inner_n_layers > layers:
+            raise ValueError(f"meta.inner_n_layers: {m.inner_n_layers} exceeds the model's {layers} layers")
+        if ctx is not None and m.layout == "window" and m.window_len > ctx:
+            raise ValueError(f"meta.window_len: {m.window_len} exceeds the model's context {ctx}")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def launch_world_size() -> int:
+    """The number of processes of this launch (torchrun sets WORLD_SIZE; 1 otherwise)."""
+    raw = os.environ.get("WORLD_SIZE", "1")
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        raise ConfigError(f"WORLD_SIZE={raw!r} in the environment is not a process count") from None
+
+
+def check_launch(cfg: Config, world_size: int | None = None) -> None:
+    """The rules that need the number of processes (None: this launch's, `launch_world_size`),
+    checked before anything is read or written; raises ConfigError."""
+    world = launch_world_size() if world_size is None else world_size
+    t, m = cfg.train, cfg.meta
+    per_micro = t.batch_size // t.grad_accum
+    if per_micro % world:
+        raise ConfigError(f"train.batch_size {t.batch_size} / grad_accum {t.grad_accum} = {per_micro} sequences per "
+                          f"micro-batch is not divisible by the {world} processes")
+    if m.enabled and m.episodes_per_step < world:
+        raise ConfigError(f"meta.episodes_per_step: {m.episodes_per_step} is fewer than the {world} processes; "
+                          "every process needs at least one episode per meta step")
 
 
 def default_config() -> Config:

@@ -49,8 +49,8 @@ class Dist:
         rank must pass the same parameters, each with a gradient."""
         if not self.enabled:
             return
-        grads = [p.grad for p in params]
-        if any(g is None for g in grads):
+        grads = [p.grad for p in params if p.grad is not None]
+        if len(grads) != len(params):
             raise ValueError("average_gradients: every parameter needs a gradient (zeros where unused)")
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
@@ -85,8 +85,9 @@ def data_parallel_loss(model: torch.nn.Module, loss_fn, device: torch.device):
     # torch ≥ 2.13 names it forward_sync_buffers (broadcast_buffers deprecated); both sync at start-up
     key = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters \
         else "broadcast_buffers"
+    options: dict = {key: False}
     return DistributedDataParallel(_LossModule(model, loss_fn), device_ids=[device.index] if device.type == "cuda"
-                                   else None, **{key: False})
+                                   else None, **options)
 
 
 def init_distributed(device_type: str, timeout_s: float = 7200) -> Dist:

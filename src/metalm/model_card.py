@@ -36,7 +36,7 @@ def _sources(run: RunDir) -> tuple[list[str], list[str]]:
 
 def _final_val_loss(run: RunDir) -> tuple[int, float] | None:
     rows = [r for r in run.read_metrics() if isinstance(r.get("val_loss"), (int, float))]
-    return (rows[-1].get("step"), float(rows[-1]["val_loss"])) if rows else None
+    return (int(rows[-1].get("step", 0)), float(rows[-1]["val_loss"])) if rows else None
 
 
 def _mean(value: Any) -> float | None:

@@ -14,7 +14,7 @@ import math
 import os
 import time
 import uuid
-from typing import Any
+from typing import IO, Any
 
 from .atomic import write_text_atomic
 from .errors import ConfigError
@@ -62,7 +62,7 @@ class RunLog:
         self.total_steps = cfg.train.steps
         self.status_written = 0.0
         self.status_extra: dict[str, Any] = {}  # fields every later status carries (e.g. metrics_gaps)
-        self.file = None
+        self.file: IO[str] | None = None
         if not enabled:
             return
         if cfg.run.tensorboard:
@@ -141,7 +141,7 @@ def heatmap_image(rows: list[dict], group: str, value_key: str):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .watch.heatmap import heatmap_matrix
+    from .dynamics.heatmap import heatmap_matrix
 
     layers, steps, matrix = heatmap_matrix(rows, group, value_key)
     if not steps:

@@ -1,7 +1,7 @@
 """The training loop: one short loop for vanilla and meta-learned pretraining.
 
 Each optimizer step is a next-token (AR) step, a meta step, or both (chosen by
-`metalm.meta.schedule`); AdamW applies the shared LR schedule; the work is accounted. Everything
+`training/step_plan.py`, executed by `training/step.py`); AdamW applies the shared LR schedule; the work is accounted. Everything
 periodic — validation, metrics rows, learning dynamics, checkpoints, the status heartbeat, the
 progress display — is a component that decides its own timing (`training/`, `dynamics/recorder.py`),
 so `_loop` reads top to bottom. A run resumes exactly from its latest checkpoint.
@@ -14,14 +14,14 @@ import errno
 import gc
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .accounting import Work, ar_work
+from .accounting import Work
 from .checkpoint import save_pretrained_atomic
-from .config import Config
+from .config import Config, check_launch
 from .data import PackedSequences, TrainBatches, cache_root, prepare_corpus, validation_batches
 from .data.pipeline import data_changes
 from .device import autocast_context, compile_enabled, defers_host_syncs, enable_tf32, fused_adamw, resolve_device
@@ -39,19 +39,21 @@ from .run_log import RunLog, check_loggers
 from .schedule import lr_at
 from .tokenizer import load_tokenizer, special_token_ids
 from .training.cadence import Cadence
+from .training import faults
 from .training.checkpointer import Checkpointer
 from .training.guard import NonFiniteGuard
-from .training.hybrid import HybridStep
 from .training.losses import next_token_loss
 from .training.progress import Progress
 from .training.rows import RowPolicy
 from .training.signals import interrupt_on_signals
 from .training.state import TrainState
+from .training.step import StepRunner
+from .training.step_plan import StepPlan, StepPlanner
 from .training.validation import Validator
 
 log = logging.getLogger("metalm.train")
 
-__all__ = ["Trainer", "train", "decay_groups"]
+__all__ = ["StepResult", "Trainer", "train", "decay_groups"]
 
 
 def decay_groups(params: list[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict]:
@@ -61,8 +63,49 @@ def decay_groups(params: list[tuple[str, torch.nn.Parameter]], weight_decay: flo
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+@dataclass(frozen=True)
+class StepResult:
+    """One optimizer step: its kind, the row fields it measured (tensors until read), its work, the
+    learning rate it used and the gradient norm before clipping."""
+
+    kind: str
+    fields: dict
+    work: Work
+    lr: float
+    grad_norm: torch.Tensor
+
+
 class Trainer:
-    """Owns a run: data, model, optimizer, training state, run directory; `run()` trains to the end."""
+    """Owns a run: data, model, optimizer, training state, run directory; `run()` trains to the end.
+
+    The API used outside this module (`bench`, the benchmarks, the tests):
+
+        Trainer(cfg).run()                   # a whole run (resumes), as `metalm train`
+        trainer = Trainer.build(cfg)         # data, model, optimizer; nothing is written
+        result = trainer.step(step)          # one optimizer step (kind="ar"/"meta" forces its work)
+        trainer.kind_of(step); trainer.state; trainer.check_finite()
+        trainer.model / optimizer / trainable / meta / device / batches / corpus / probe / autocast()
+
+    Faults are injected through `metalm.training.faults`. Everything else is internal.
+    """
+
+    @classmethod
+    def build(cls, cfg: Config) -> Trainer:
+        trainer = cls(cfg)
+        trainer._prepare()
+        return trainer
+
+    def step(self, step: int, kind: str | None = None) -> StepResult:
+        """Optimizer step `step` (0-based) as the run takes it, or, with `kind` "ar" or "meta", as a
+        pure next-token or meta step whatever the schedule (benchmarks); `state` is not advanced."""
+        plan = self.planner.plan(step) if kind is None else self.planner.forced(kind)
+        result_kind, fields, work = self._gradients(step, plan)
+        lr, grad_norm = self._apply(step)
+        return StepResult(result_kind, fields, work, lr, grad_norm)
+
+    def check_finite(self) -> None:
+        """The deferred non-finite check (CUDA with fused AdamW), as the loop runs it at a logged row."""
+        self.guard.check()
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -74,14 +117,8 @@ class Trainer:
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         enable_tf32(self.device)
+        check_launch(cfg, self.dist.world_size)
         t = cfg.train
-        per_micro = t.batch_size // t.grad_accum
-        if per_micro % self.dist.world_size:
-            raise ConfigError(
-                f"train.batch_size {t.batch_size} / grad_accum {t.grad_accum} = {per_micro} sequences per "
-                f"micro-batch is not divisible by the {self.dist.world_size} processes"
-            )
-        self.per_rank = per_micro // self.dist.world_size
         self.state = TrainState()
         # Fused AdamW where it pays (CUDA); there, the non-finite check stays on the device too.
         self.fused = fused_adamw(self.device)
@@ -114,12 +151,12 @@ class Trainer:
         checkpoint records it too): other data is refused like a changed config, naming what changed."""
         saved = self.run_dir.read_data_info()
         key = (saved or {}).get("key") or Path((saved or {}).get("cache", "")).name
-        if key and key != self.corpus.info["key"]:
+        if saved and key and key != self.corpus.info["key"]:
             raise ConfigError(f"run directory {self.run_dir.path} was trained on other data "
                               f"({data_changes(saved, self.corpus.info)}); resume it on the data it started on or "
                               "choose another run.dir")
 
-    def prepare(self) -> None:
+    def _prepare(self) -> None:
         """Data, model, optimizer and the loop's components (nothing is written yet)."""
         cfg, t = self.cfg, self.cfg.train
         tokenizer = load_tokenizer(self.run_dir.tokenizer_dir) if self.run_dir.has_tokenizer() else None
@@ -139,7 +176,7 @@ class Trainer:
             cfg.model.preset, len(self.tokenizer), hf_config=cfg.model.hf_config,
             special_token_ids=special_token_ids(self.tokenizer),
             attn_implementation=cfg.model.attn_implementation, **cfg.model.overrides(),
-        ).to(self.device)
+        ).to(self.device)  # type: ignore[arg-type]  # transformers types .to() for dtypes only
         ctx = getattr(self.model.config, "max_position_embeddings", None)
         if cfg.model.context_length() is None and ctx is not None and t.seq_len > ctx:  # known only now
             raise ConfigError(f"train.seq_len {t.seq_len} exceeds the model's context {ctx}")
@@ -157,10 +194,9 @@ class Trainer:
         if self.dist.enabled:  # DDP over the (compiled) loss: the loss compiles over the bare model
             self.ddp = data_parallel_loss(self.model, self.ar_loss, self.device)
 
-        self.hybrid = None
-        if self.meta is not None:
-            self.hybrid = HybridStep(cfg, self.meta, self.model, self.trainable, self.dist, self.device, self.autocast,
-                                     self.batches, self.ar_step, self.ar_micro)
+        self.planner = StepPlanner(cfg.meta, cfg.run.seed, t.grad_accum)
+        self.runner = StepRunner(self.model, self.ddp, self.ar_loss, self.meta, self.trainable, self.batches,
+                                 self.dist, self.device, self.autocast, t.grad_accum, t.seq_len, self.fwd_flops)
         main = self.dist.is_main
         self.validator = Validator(self.model, val_batches, Cadence(t.eval_every, t.steps), self.dist, self.device,
                                    self.autocast)
@@ -168,19 +204,19 @@ class Trainer:
                                          self.optimizer, self.state, self.meta, self.device, main,
                                          data_key=self.corpus.info["key"])
         peak = peak_tflops(cfg.run.peak_tflops, self.device) if main else None
-        self.rows = RowPolicy(Cadence(t.log_every, t.steps), self.kind_of if self.meta is not None else None,
+        self.rows = RowPolicy(Cadence(t.log_every, t.steps), self.planner.kind if self.planner.mixes_kinds else None,
                               peak * 1e12 * self.dist.world_size if peak is not None else None)
 
     def kind_of(self, step: int) -> str:
         """The kind of 0-based optimizer step `step` (a pure function of the seed and the step)."""
-        return self.hybrid.kind(step) if self.hybrid is not None else "ar"
+        return self.planner.kind(step)
 
     def build_meta_task(self):
         """The meta-learning task of a meta run (None for vanilla); rank 0 builds the occurrence
         index into the cache first, the others then read it."""
         if not self.cfg.meta.enabled:
             return None
-        from .meta import MetaTask
+        from .meta.task import MetaTask
 
         def build():
             return MetaTask(self.cfg.meta, self.corpus.train.tokens, self.corpus.train.doc_offsets, self.tokenizer,
@@ -221,47 +257,16 @@ class Trainer:
         self.rows.resume(self.state)
 
     # -- steps ----------------------------------------------------------------------------------
-    def rank_rows(self, batch: np.ndarray, micro: int) -> torch.Tensor:
-        per_micro = self.per_rank * self.dist.world_size
-        start = micro * per_micro + self.dist.rank * self.per_rank
-        rows = torch.from_numpy(batch[start:start + self.per_rank])
-        if self.device.type == "cuda":
-            return rows.pin_memory().to(self.device, non_blocking=True)
-        return rows.to(self.device)
-
-    def ar_micro(self, batch: np.ndarray, micro: int, scale: float, sync: bool | None) -> tuple[torch.Tensor, Work]:
-        """Next-token forward/backward of this rank's rows of micro-batch `micro`, gradients × `scale`.
-        `sync`: whether DDP all-reduces on this backward (None: bypass DDP, the caller averages)."""
-        bypass = sync is None or self.ddp is None
-        with self.ddp.no_sync() if self.ddp is not None and sync is False else contextlib.nullcontext():
-            with self.autocast():
-                ids = self.rank_rows(batch, micro)
-                loss = self.ar_loss(self.model, ids) if bypass else self.ddp(ids)
-            (loss * scale).backward()
-        rows = batch.shape[0] // self.cfg.train.grad_accum
-        return loss, ar_work(rows * self.cfg.train.seq_len, self.fwd_flops)
-
-    def ar_step(self, batch: np.ndarray, scale: float = 1.0) -> tuple[torch.Tensor, Work]:
-        """Forward/backward of a step's global batch (this rank's slices), gradients × `scale` (the
-        next-token share of a weighted hybrid step); returns the mean loss (a tensor: read on the
-        host only when a row is logged) and the work."""
-        accum = self.cfg.train.grad_accum
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
-        work = Work()
-        for micro in range(accum):
-            loss, w = self.ar_micro(batch, micro, scale / accum, sync=micro == accum - 1)
-            total += loss.detach().double()
-            work += w
-        return self.dist.all_reduce_sum(total) / (accum * self.dist.world_size), work
-
-    def train_step(self, step: int) -> tuple[str, dict, Work]:
+    def _gradients(self, step: int, plan: StepPlan) -> tuple[str, dict, Work]:
         """Gradients of optimizer step `step`: the step kind, the row fields it measured, the work."""
-        if self.hybrid is not None:
-            return self.hybrid(step)
-        loss, work = self.ar_step(self.batches.batch(step))
-        return "ar", {"loss": loss}, work
+        if faults.before_step is not None:
+            faults.before_step(step)
+        fields, work = self.runner(step, plan)
+        if faults.after_gradients is not None:
+            faults.after_gradients(step, self.model)
+        return plan.kind, fields, work
 
-    def optimizer_step(self, step: int) -> tuple[float, torch.Tensor]:
+    def _apply(self, step: int) -> tuple[float, torch.Tensor]:
         """Clip, apply AdamW at the step's learning rate unless the gradient norm is non-finite
         (`train.on_nonfinite`: stop or skip; decided on the device on CUDA, see `training/guard.py`),
         clear the gradients; returns (lr, grad norm)."""
@@ -273,9 +278,6 @@ class Trainer:
         self.guard.step(self.optimizer, step, grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
         return lr, grad_norm
-
-    def evaluate(self) -> float:
-        return self.validator.evaluate()
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> Path:
@@ -291,7 +293,7 @@ class Trainer:
                     log.warning("%s", problem)
             return self.run_dir.path
         check_loggers(cfg)
-        self.prepare()
+        self._prepare()
         # One trainer per run directory (rank 0 holds the lock for every rank), taken once the data and
         # model are known to be good, before anything is written into the run directory.
         lock = hold_lock(self.run_dir.path, "run directory", "wait for it to end or choose another run.dir") \
@@ -343,7 +345,7 @@ class Trainer:
         which need the GIL to free their finished work's tensors, can never be joined: a hang at
         exit (seen with torch 2.13 on CPU)."""
         if self.ddp is not None:
-            self.ddp = None
+            self.ddp = self.runner.ddp = None
             gc.collect()
 
     def announce(self) -> None:
@@ -370,8 +372,8 @@ class Trainer:
         self.model.train()
         while state.step < t.steps:
             started = time.perf_counter()
-            kind, fields, work = self.train_step(state.step)
-            lr, grad_norm = self.optimizer_step(state.step)
+            kind, fields, work = self._gradients(state.step, self.planner.plan(state.step))
+            lr, grad_norm = self._apply(state.step)
             after = state.step + 1
             evaluate = self.validator.due(after)
             log_row = self.rows.due(after, kind, evaluate)

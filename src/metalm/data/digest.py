@@ -26,5 +26,8 @@ def sampled_digest(path: Path, size: int, blocks: int = SAMPLE_BLOCKS, block_byt
 
 
 def full_digest(path: Path) -> str:
+    h = hashlib.sha256()  # hashlib.file_digest needs Python 3.11; the project supports 3.10
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -199,7 +199,7 @@ class StoreBuilder:
                 self._commit(prog)
             if self.phases[0].split is None:
                 self._hold_out_small(prog)
-            for s, w in self.writers.items():
+            for w in self.writers.values():
                 w.sync()
             self._publish(info, prog)
         finally:

@@ -143,7 +143,7 @@ def dynamics_rows(
                 if "activations" in groups:
                     rows += _rank_rows(step, "activations", activations)
             if "weights" in groups:
-                rows += _rank_rows(step, "weights", [(l, c, p.detach()) for l, c, p in weight_matrices(model)])
+                rows += _rank_rows(step, "weights", [(layer, c, p.detach()) for layer, c, p in weight_matrices(model)])
             if "gradients" in groups:
                 rows += _rank_rows(step, "gradients", gradients)
             if "attention" in groups:

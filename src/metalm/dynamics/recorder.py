@@ -11,11 +11,12 @@ from .probe import dynamics_rows
 
 
 class DynamicsRecorder:
-    def __init__(self, run: RunDir, model: torch.nn.Module, probe: torch.Tensor, cfg, last_step: int,
+    def __init__(self, run: RunDir, model: torch.nn.Module, probe: torch.Tensor | None, cfg, last_step: int,
                  is_main: bool, mirror=None):
-        """`mirror(rows)`: also send the rows elsewhere (TensorBoard)."""
+        """`probe`: the probe batch (None when `cfg.every` is 0: nothing is recorded);
+        `mirror(rows)`: also send the rows elsewhere (TensorBoard)."""
         self.run, self.model, self.probe, self.cfg = run, model, probe, cfg
-        self.enabled = cfg.every > 0 and is_main
+        self.enabled = cfg.every > 0 and is_main and probe is not None
         self.cadence = Cadence(cfg.every, last_step)
         self.mirror = mirror
 
@@ -23,7 +24,7 @@ class DynamicsRecorder:
         return self.enabled and (step == 0 or self.cadence.due(step))
 
     def maybe_record(self, step: int) -> None:
-        if not self.due(step):
+        if not self.due(step) or self.probe is None:
             return
         rows = dynamics_rows(self.model, self.probe, step, self.cfg.groups)
         self.run.append_dynamics(rows)

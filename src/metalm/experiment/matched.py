@@ -60,7 +60,9 @@ def matched_run(exp: Experiment, arm: str, seed: int) -> tuple[Path, int, Config
     if not arm_rows:
         raise MetalmError(f"arm {arm!r} seed {seed}: no metrics to match a baseline run to")
     base_cfg = exp.config(exp.baseline, seed)
-    steps = matched_steps(final_flops(arm_rows), flops_per_step(base_rows))
+    arm_flops = final_flops(arm_rows)
+    assert arm_flops is not None  # arm_rows is not empty
+    steps = matched_steps(arm_flops, flops_per_step(base_rows))
     if steps == base_cfg.train.steps:
         return exp.run_dir(exp.baseline, seed), steps, None
     tree = copy.deepcopy(exp.tree(exp.baseline))

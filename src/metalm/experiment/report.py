@@ -291,7 +291,7 @@ def query_acc_plot(metrics: dict[str, dict[int, list[dict]]], tasks: dict[str, d
     ax = fig.subplots()
     palette = ("tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
     for color, (arm, task) in zip(palette * 4, tasks.items()):
-        for i, (seed, rows) in enumerate(sorted(metrics[arm].items())):
+        for i, (_seed, rows) in enumerate(sorted(metrics[arm].items())):
             steps, acc = query_curve(rows)
             ax.plot(steps, acc, color=color, alpha=0.8, linewidth=1, label=f"{arm}" if i == 0 else None)
         if task.get("chance") is not None:

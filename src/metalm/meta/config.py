@@ -1,8 +1,11 @@
 """The `meta` configuration section (DESIGN 2.3–2.4) and its checks against the model and data.
 
 Field-level bounds and combinations that are wrong whatever the model are rejected by pydantic at
-load time (`MetaConfig`); checks that need the model architecture or the candidate vocabulary
-(`validate_meta`) raise `ConfigError` once the model is built and the occurrence index exists.
+load time (`MetaConfig`, one rule function per concern); the rules against the training rows and a
+preset's architecture are checked at load too (`metalm.config.Config`), those against the process
+count before anything is read (`metalm.config.check_launch`). What only the data or a
+`model.hf_config` architecture can tell (`validate_meta`) raises `ConfigError` once the model is
+built and the occurrence index exists.
 """
 
 from __future__ import annotations
@@ -107,53 +110,18 @@ class MetaConfig(Section):
         "(momentum), or nothing (skip); none: the real meta arm")
 
     @model_validator(mode="after")
-    def _combinations(self) -> "MetaConfig":
-        self._check_new_keys()
-        if self.task == "lm":
-            if self.pool is not None:
-                raise ValueError(f"pool={self.pool!r} applies to SMLMT episodes only; LM tasks have no pooled "
-                                 "read-out (remove meta.pool or set meta.task=smlmt)")
-            if self.head_init is not None:
-                raise ValueError(f"head_init={self.head_init!r} applies to SMLMT only; LM tasks adapt the "
-                                 "model's own LM head (remove meta.head_init)")
-        else:
-            if self.smlmt_variant == "sentence" and self.head_init == "learned":
-                raise ValueError("head_init='learned' needs classes with a fixed identity (a vocabulary-indexed "
-                                 "head): use smlmt_variant=token, or head_init zero/proto for the sentence variant")
-            if self.smlmt_variant == "token" and self.pool == "last":
-                raise ValueError("pool='last' does not apply to smlmt_variant=token: each masked position is "
-                                 "classified at its own hidden state (remove meta.pool)")
-            if (self.algorithm == "reptile" and self.inner_params == "head"
-                    and self.resolved_head_init() in ("zero", "proto")):
-                raise ValueError(f"algorithm=reptile with inner_params=head and head_init="
-                                 f"{self.resolved_head_init()!r} updates nothing: the adapted head is not a "
-                                 "model parameter; use head_init=learned (token variant) or adapt layers "
-                                 "(inner_params head+last_n_layers / all)")
-        if self.band_max_count is not None:
-            need = max(self.band_min_count, self.k_shot + self.q_query)
-            if self.band_max_count < need:
-                raise ValueError(f"band_max_count {self.band_max_count} is below the minimum count {need} "
-                                 "(max(band_min_count, k_shot + q_query)): the band is empty")
+    def _combinations(self) -> MetaConfig:
+        """Combinations that mean nothing whatever the model, checked per concern (the keys stay one
+        flat `meta` section): the episode task, the episode head, the algorithm, the SMLMT band, the
+        schedule."""
+        for check in (_task_rules, _head_rules, _algorithm_rules, _band_rules, _schedule_rules):
+            check(self)
         return self
 
-    def _check_new_keys(self) -> None:
-        """Layout, head, sentence-identity and control keys: combinations that mean nothing."""
-        if self.layout == "dense" and (self.task != "smlmt" or self.smlmt_variant != "token"):
-            raise ValueError("layout='dense' labels token occurrences inside training rows: it needs task=smlmt "
-                             "and smlmt_variant=token (remove meta.layout or set meta.smlmt_variant=token)")
-        if self.head_layers > 1 and self.resolved_head_init() != "learned":
-            raise ValueError(f"head_layers={self.head_layers} shapes the persistent learned head: it needs "
-                             "head_init=learned (smlmt_variant=token); zero and proto heads are linear")
-        if self.head_hidden is not None and self.head_layers == 1:
-            raise ValueError("head_hidden applies to an MLP learned head only: set meta.head_layers > 1 or remove "
-                             "meta.head_hidden")
-        if self.casefold and (self.task != "smlmt" or self.smlmt_variant != "sentence"):
-            raise ValueError("casefold merges case variants of sentence-variant class words: it needs task=smlmt "
-                             "and smlmt_variant=sentence (token classes are token ids)")
-        if not self.enabled and (self.control != "none" or self.untouched != "freeze"):
-            key = "control" if self.control != "none" else "untouched"
-            raise ValueError(f"{key}={getattr(self, key)!r} changes what meta steps do, but meta.enabled is false: "
-                             "there are no meta steps (set meta.enabled=true, or remove meta." + key + ")")
+    def per_micro_batch(self) -> bool:
+        """Whether the schedule decides per micro-batch (`microbatch`): a unit of meta work is then
+        one micro-batch's rows, not the whole step's."""
+        return self.schedule == "microbatch"
 
     def resolved_head_hidden(self) -> int:
         """Hidden width of the MLP learned head (head_layers > 1)."""
@@ -176,6 +144,65 @@ class MetaConfig(Section):
 
     def min_count(self) -> int:
         return max(self.band_min_count, self.k_shot + self.q_query)
+
+
+# -- the cross-field rules of `MetaConfig`, one function per concern (each raises ValueError) ---------
+def _task_rules(c: MetaConfig) -> None:
+    """Episode task, SMLMT variant, layout, read-out position and casefolding."""
+    if c.layout == "dense" and (c.task != "smlmt" or c.smlmt_variant != "token"):
+        raise ValueError("layout='dense' labels token occurrences inside training rows: it needs task=smlmt "
+                         "and smlmt_variant=token (remove meta.layout or set meta.smlmt_variant=token)")
+    if c.casefold and (c.task != "smlmt" or c.smlmt_variant != "sentence"):
+        raise ValueError("casefold merges case variants of sentence-variant class words: it needs task=smlmt "
+                         "and smlmt_variant=sentence (token classes are token ids)")
+    if c.task == "lm":
+        if c.pool is not None:
+            raise ValueError(f"pool={c.pool!r} applies to SMLMT episodes only; LM tasks have no pooled "
+                             "read-out (remove meta.pool or set meta.task=smlmt)")
+        if c.head_init is not None:
+            raise ValueError(f"head_init={c.head_init!r} applies to SMLMT only; LM tasks adapt the "
+                             "model's own LM head (remove meta.head_init)")
+        return
+    if c.smlmt_variant == "sentence" and c.head_init == "learned":
+        raise ValueError("head_init='learned' needs classes with a fixed identity (a vocabulary-indexed "
+                         "head): use smlmt_variant=token, or head_init zero/proto for the sentence variant")
+    if c.smlmt_variant == "token" and c.pool == "last":
+        raise ValueError("pool='last' does not apply to smlmt_variant=token: each masked position is "
+                         "classified at its own hidden state (remove meta.pool)")
+
+
+def _head_rules(c: MetaConfig) -> None:
+    """The persistent learned head's shape."""
+    if c.head_layers > 1 and c.resolved_head_init() != "learned":
+        raise ValueError(f"head_layers={c.head_layers} shapes the persistent learned head: it needs "
+                         "head_init=learned (smlmt_variant=token); zero and proto heads are linear")
+    if c.head_hidden is not None and c.head_layers == 1:
+        raise ValueError("head_hidden applies to an MLP learned head only: set meta.head_layers > 1 or remove "
+                         "meta.head_hidden")
+
+
+def _algorithm_rules(c: MetaConfig) -> None:
+    """The inner/outer algorithm against what the inner loop adapts."""
+    if (c.task == "smlmt" and c.algorithm == "reptile" and c.inner_params == "head"
+            and c.resolved_head_init() in ("zero", "proto")):
+        raise ValueError(f"algorithm=reptile with inner_params=head and head_init={c.resolved_head_init()!r} "
+                         "updates nothing: the adapted head is not a model parameter; use head_init=learned "
+                         "(token variant) or adapt layers (inner_params head+last_n_layers / all)")
+
+
+def _band_rules(c: MetaConfig) -> None:
+    """The SMLMT frequency band."""
+    if c.band_max_count is not None and c.band_max_count < c.min_count():
+        raise ValueError(f"band_max_count {c.band_max_count} is below the minimum count {c.min_count()} "
+                         "(max(band_min_count, k_shot + q_query)): the band is empty")
+
+
+def _schedule_rules(c: MetaConfig) -> None:
+    """What meta steps do (control arms, untouched parameters) needs meta steps."""
+    if not c.enabled and (c.control != "none" or c.untouched != "freeze"):
+        key = "control" if c.control != "none" else "untouched"
+        raise ValueError(f"{key}={getattr(c, key)!r} changes what meta steps do, but meta.enabled is false: "
+                         "there are no meta steps (set meta.enabled=true, or remove meta." + key + ")")
 
 
 @dataclass(frozen=True)

@@ -114,11 +114,9 @@ class EpisodeSampler:
             raise ConfigError("meta.layout=dense: episodes are built from the training rows; pass rows (the "
                               "step's or micro-batch's global batch)")
         n = len(rows)
-        if n % total:
-            raise ConfigError(f"meta.episodes_per_step: {total} does not divide the {n} rows of a meta "
-                              f"{'micro-batch' if self.cfg.schedule == 'microbatch' else 'step'} "
-                              "(layout=dense splits them into equal episodes); choose a divisor of "
-                              "train.batch_size (/ train.grad_accum under schedule=microbatch)")
+        if n % total:  # refused at load (`metalm.launch`); a guard for direct callers
+            raise ConfigError(f"meta.episodes_per_step: {total} does not divide the {n} rows of this meta work "
+                              "(layout=dense splits them into equal episodes)")
         group = n // total
         episodes = [self.episode(step, i, micro, rows[i * group:(i + 1) * group]) for i in indices]
         return EpisodeBatch(episodes, indices, total, world_size)

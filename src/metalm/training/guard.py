@@ -86,7 +86,7 @@ class NonFiniteGuard:
             torch.where(stop_now, float(step), c[STOP_STEP]),
             torch.where(stop_now, grad_norm.detach().double(), c[STOP_NORM]),
         ]))
-        optimizer.found_inf = (bad | now_stopped).float()
+        optimizer.found_inf = (bad | now_stopped).float()  # type: ignore[attr-defined]  # fused AdamW reads it
         optimizer.step()
 
     def check(self) -> None:

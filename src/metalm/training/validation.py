@@ -21,9 +21,6 @@ class Validator:
     def due(self, step: int) -> bool:
         return self.cadence.due(step)
 
-    def maybe_evaluate(self, step: int) -> float | None:
-        return self.evaluate() if self.due(step) else None
-
     @torch.no_grad()
     def evaluate(self) -> float:
         """Mean next-token loss over the validation batches (token-weighted; batches split over ranks)."""

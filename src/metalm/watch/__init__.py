@@ -7,7 +7,7 @@ dynamics rows into the layer x step matrices that the page (and a TensorBoard lo
 """
 
 from metalm.watch.downsample import minmax_downsample
-from metalm.watch.heatmap import heatmap_matrix
+from metalm.dynamics.heatmap import heatmap_matrix
 from metalm.watch.server import make_server, serve
 
 __all__ = ["heatmap_matrix", "make_server", "minmax_downsample", "serve"]

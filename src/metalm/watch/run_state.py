@@ -19,7 +19,7 @@ import numpy as np
 
 from metalm.run_dir import RunDir
 from metalm.watch.downsample import even_columns
-from metalm.watch.heatmap import ATTENTION_GROUP, heatmap_matrix, members
+from metalm.dynamics.heatmap import ATTENTION_GROUP, heatmap_matrix, members
 from metalm.watch.phases import component_phase_table, phase_table
 from metalm.watch.store import DynamicsStore, MetricsStore
 from metalm.watch.tail import FileSnapshot, JsonlTail, parse_json, parse_yaml

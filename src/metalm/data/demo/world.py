@@ -234,7 +234,7 @@ def _relate_people(rng: random.Random, people: list[Entity], world: dict[str, li
 
 
 def _mark_held_out(rng: random.Random, world: dict[str, list[Entity]]) -> None:
-    for kind, items in world.items():
+    for items in world.values():
         for e in rng.sample(items, max(1, round(HELD_OUT_SHARE * len(items)))):
             e.split = "validation"
 

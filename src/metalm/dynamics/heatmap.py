@@ -1,4 +1,4 @@
-"""Layer x step matrices from learning-dynamics rows (`RunDir.read_dynamics`).
+"""Layer x step matrices from learning-dynamics rows (`RunDir.read_dynamics`), for the live view and the loggers.
 
 One pure function shared by the live page's API and any other consumer (e.g. a TensorBoard logger
 that writes the same heatmaps as images), so both show exactly the same numbers.
