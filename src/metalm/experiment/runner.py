@@ -277,7 +277,7 @@ def report_from_dirs(paths: list[str | Path], target_loss: float | None = None, 
     runs = {name: {int(RunDir(p).config_section("run").get("seed", 0)): p} for name, p in zip(names, paths)}
     if baseline is not None and baseline not in runs:
         raise MetalmError(f"--baseline {baseline}: no such arm (arms: {', '.join(names)})")
-    target = Path(out) if out is not None else Path(os.path.commonpath(resolved)) / REPORT_DIR
+    target = Path(out) if out is not None else Path(os.path.commonpath([r.parent for r in resolved])) / REPORT_DIR
     inside = next((p for p, r in zip(paths, resolved) if target.resolve().is_relative_to(r)), None)
     if inside is not None:
         raise MetalmError(f"{'--out ' + str(out) if out is not None else 'the default report directory ' + str(target)}"
