@@ -61,9 +61,10 @@ def quiet_library_progress() -> None:
         hf_logging.disable_progress_bar()
 
 
-def progress(items, total: int, what: str, unit: str = "it", lines: int = 10):
-    """Iterate `items` (`total` of them) showing progress on stderr: a tqdm bar on a terminal, else
-    about `lines` log lines `what: i/total units (elapsed s)` — a long evaluation is never silent."""
+def progress(items, total: int, what: str, unit: str = "it", every_s: float = 15.0):
+    """Iterate `items` (`total` of them) showing progress on stderr: a tqdm bar on a terminal, else a
+    log line `what: i/total units (elapsed s)` every `every_s` seconds (and a last one at the end if
+    any was written) — a long evaluation is never silent, a short one does not fill the log."""
     import time
 
     if sys.stderr.isatty():
@@ -71,8 +72,11 @@ def progress(items, total: int, what: str, unit: str = "it", lines: int = 10):
 
         yield from tqdm(items, total=total, desc=what, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True)
         return
-    start, every = time.perf_counter(), max(1, -(-total // lines))
+    start = last = time.perf_counter()
+    logged = False
     for i, item in enumerate(items, 1):
         yield item
-        if i % every == 0 or i == total:
-            logger.info(f"{what}: {i}/{total} {unit} ({time.perf_counter() - start:.0f} s)")
+        now = time.perf_counter()
+        if now - last >= every_s or (i == total and logged):
+            logger.info(f"{what}: {i}/{total} {unit} ({now - start:.0f} s)")
+            last, logged = now, True

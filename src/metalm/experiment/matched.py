@@ -67,6 +67,8 @@ def matched_run(exp: Experiment, arm: str, seed: int) -> tuple[Path, int, Config
         return exp.run_dir(exp.baseline, seed), steps, None
     tree = copy.deepcopy(exp.tree(exp.baseline))
     tree["train"] = matched_train(base_cfg.train.model_dump(mode="json"), steps)
+    # only its validation curve is compared: no dynamics probes (the report reads the arms' phases)
+    tree["dynamics"] = {**(tree.get("dynamics") or {}), "every": 0}
     name = matched_name(exp.baseline, arm)
     return exp.run_dir(name, seed), steps, exp.config(exp.baseline, seed, tree=tree, name=name)
 
