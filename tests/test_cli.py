@@ -63,7 +63,10 @@ def test_config_prints_the_resolved_yaml(capsys):
 def test_config_of_an_experiment_prints_each_arm(capsys):
     assert main(["config", str(CONFIGS / "quickstart.yaml")]) == 0
     resolved = yaml.safe_load(capsys.readouterr().out)
-    assert set(resolved) == {"vanilla", "meta"} and resolved["meta"]["meta"]["enabled"] is True
+    assert set(resolved) == {"vanilla", "meta", "meta-momentum", "meta-skip"}
+    assert resolved["meta"]["meta"]["enabled"] is True and resolved["meta"]["meta"]["control"] == "none"
+    assert resolved["meta-momentum"]["meta"]["control"] == "momentum"
+    assert resolved["meta-skip"]["meta"]["control"] == "skip"
 
 
 def test_config_errors_exit_2(tmp_path, capsys):
