@@ -68,7 +68,7 @@ def test_matched_baseline_step_count_from_flops():
     assert matched_steps(10.0, 1000.0) == 1  # at least one step
     train = {"steps": 200, "warmup_steps": 20, "lr": 3e-4, "schedule": "linear"}
     assert matched_train(train, 123) == {**train, "steps": 123, "warmup_steps": 12}  # 10% of 123 = 12.3
-    assert matched_name("vanilla", "paper") == "vanilla@paper"
+    assert matched_name("vanilla", 123) == "vanilla@123-steps"
 
 
 def test_meta_task_gate_from_rows():

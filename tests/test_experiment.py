@@ -248,7 +248,7 @@ def test_four_arm_microbatch_experiment_with_matched_baselines(tmp_path):
             assert m["arm_final_flops"] == arm_flops and m["steps"] == steps
             assert abs(m["final_flops"] - arm_flops) <= per_step / 2
             if steps != 8:
-                assert m["run"] == str(exp / f"vanilla@{arm}" / f"seed-{s}")
+                assert m["run"] == str(exp / f"vanilla@{steps}-steps" / f"seed-{s}")
                 train = yaml.safe_load((Path(m["run"]) / "config.yaml").read_text())["train"]
                 assert train["steps"] == steps and train["warmup_steps"] == round(2 * steps / 8)
                 assert read_jsonl(Path(m["run"]) / "metrics.jsonl")[-1]["flops"] == m["final_flops"]

@@ -339,7 +339,7 @@ def _experiment_help(parser: argparse.ArgumentParser) -> None:
     _config_help(parser)
     evaluations = "\n".join(describe_fields(cls, f"evaluations.{name}.") for name, cls in SETTINGS.items())
     parser.epilog = ("experiment keys: arms (name → overrides), seeds (list), baseline (arm), target_loss (number or "
-                     "null),\nmatched_baselines (true: per arm and seed, a baseline run <baseline>@<arm>/seed-N whose "
+                     "null),\nmatched_baselines (true: per arm and seed, a baseline run <baseline>@<steps>-steps/seed-N whose "
                      "final FLOPs equal the arm's),\nevaluations (each true, a mapping of its settings, or for perplexity a list of held-out "
                      "sets):\n" + evaluations + "\n\nshared " + (parser.epilog or ""))
 

@@ -6,8 +6,10 @@ its final FLOPs equal the arm's final FLOPs, within one baseline step. A baselin
 the same work (one next-token optimizer step over `batch_size × seq_len` tokens), so the step count
 is the arm's final FLOPs over the baseline's FLOPs per step, read from the finished runs' metrics:
 exact, whatever the arm's schedule drew. The run is an ordinary run directory
-`<experiment>/<baseline>@<arm>/seed-<seed>/`, resumed and reused like any other; when the step count
-equals the baseline's own, the baseline run itself is the match and nothing more is trained.
+`<experiment>/<baseline>@<steps>-steps/seed-<seed>/`, resumed and reused like any other, and shared
+by every arm whose match has that step count (a meta arm's controls execute the same FLOPs, so they
+share one); when the step count equals the baseline's own, the baseline run itself is the match and
+nothing more is trained.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from ..run_dir import RunDir
 from .spec import Experiment
 
 
-def matched_name(baseline: str, arm: str) -> str:
-    """The experiment-directory name of `arm`'s matched baseline runs."""
-    return f"{baseline}@{arm}"
+def matched_name(baseline: str, steps: int) -> str:
+    """The experiment-directory name of the baseline's matched runs of `steps` steps."""
+    return f"{baseline}@{steps}-steps"
 
 
 def final_flops(rows: list[dict]) -> float | None:
@@ -69,7 +71,7 @@ def matched_run(exp: Experiment, arm: str, seed: int) -> tuple[Path, int, Config
     tree["train"] = matched_train(base_cfg.train.model_dump(mode="json"), steps)
     # only its validation curve is compared: no dynamics probes (the report reads the arms' phases)
     tree["dynamics"] = {**(tree.get("dynamics") or {}), "every": 0}
-    name = matched_name(exp.baseline, arm)
+    name = matched_name(exp.baseline, steps)
     return exp.run_dir(name, seed), steps, exp.config(exp.baseline, seed, tree=tree, name=name)
 
 
