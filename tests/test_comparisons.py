@@ -211,3 +211,17 @@ def test_report_states_the_realised_episode(tmp_path):
     text = ("Realised episodes (mean over 2 meta rows): 32.0-way, 1.0-shot (support items per class: median 1.0, "
             "min 0.0), 7.0 query items; configured 32-way, up to 4 support and 1 query positions per row.")
     assert any(text in v for v in summary["verdict"]) and text in (tmp_path / "report.md").read_text()
+
+
+def test_lm_task_arm_has_no_chance_level_and_is_never_learned_by_accuracy():
+    """LM tasks have no N-way classes: their query accuracy is next-token accuracy, so the read-out
+    gives no 1/N chance and never credits meta-learning on accuracy (the shipped quickstart-lm)."""
+    from metalm.experiment.verdict import _meta_task_line
+
+    rows = {s: [{"step": k, "query_acc": 0.45 + 0.01 * s, "support_loss_before": 6.0, "support_loss_after": 3.0}
+                for k in range(8, 17)] for s in (0, 1, 2)}
+    task = meta_task(rows, 0, 16, settings={"task": "lm", "n_way": 5, "k_shot": 4, "q_query": 4})
+    assert task["chance"] is None and task["learned"] is False and task["configured"]["task"] == "lm"
+    line = _meta_task_line("meta-lm", task)
+    assert "LM tasks" in line and "no N-way chance level" in line and "5-way" not in line
+    assert "lowers the support loss by 3.0000" in line

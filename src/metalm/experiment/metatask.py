@@ -48,7 +48,7 @@ def meta_task(rows_by_seed: Mapping[int, list[dict]], n_way: int, total_steps: i
     learned = bool(chance is not None and acc.get("ci") and acc["ci"][0] > chance)
     return {"n_way": n_way, "chance": chance, "window": f"last {LAST_SHARE:.0%} of training", "over": over,
             "rows": sum(len(r) for r in last.values()), "query_acc": acc, "inner_loop_gain": gain,
-            "learned": learned, "configured": {k: (settings or {}).get(k) for k in ("layout", "n_way", "k_shot", "q_query")},
+            "learned": learned, "configured": {k: (settings or {}).get(k) for k in ("task", "layout", "n_way", "k_shot", "q_query")},
             "realised_episode": realised_episode(rows_by_seed)}
 
 

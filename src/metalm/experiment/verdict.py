@@ -108,7 +108,14 @@ def _meta_task_line(arm: str, task: dict) -> str:
         return f"Meta task of {arm}: no query accuracy was logged in the {task['window']}."
     over = f"over {acc['n']} seeds" if task["over"] == "seeds" else f"over {acc['n']} rows of one seed"
     if task["chance"] is None:
-        return f"Meta task of {arm}: query accuracy {acc['mean']:.4f} ({over}); its N is unknown, so no chance level."
+        line = f"Meta task of {arm}: query accuracy {acc['mean']:.4f} ({over}); its N is unknown, so no chance level."
+        if (task.get("configured") or {}).get("task") == "lm":
+            line = (f"Meta task of {arm} (LM tasks): query next-token accuracy after adaptation {acc['mean']:.4f} "
+                    f"({over}); an LM task has no N-way chance level, so it is not judged learned by accuracy and no "
+                    "effect is credited to meta-learning.")
+        if gain["n"]:
+            line += f" The inner loop lowers the support loss by {gain['mean']:.4f} nats ({_interval(gain)})."
+        return line
     state = ("learned: query accuracy above chance by its interval" if task["learned"]
              else "not learned: query accuracy not above chance by its interval")
     line = (f"Meta task of {arm} ({task['n_way']}-way, chance {task['chance']:.4f}): query accuracy after adaptation "
