@@ -220,7 +220,7 @@ def test_lm_task_arm_has_no_chance_level_and_is_never_learned_by_accuracy():
 
     rows = {s: [{"step": k, "query_acc": 0.45 + 0.01 * s, "support_loss_before": 6.0, "support_loss_after": 3.0}
                 for k in range(8, 17)] for s in (0, 1, 2)}
-    task = meta_task(rows, 0, 16, settings={"task": "lm", "n_way": 5, "k_shot": 4, "q_query": 4})
+    task = meta_task(rows, 5, 16, settings={"task": "lm", "n_way": 5, "k_shot": 4, "q_query": 4})
     assert task["chance"] is None and task["learned"] is False and task["configured"]["task"] == "lm"
     line = _meta_task_line("meta-lm", task)
     assert "LM tasks" in line and "no N-way chance level" in line and "5-way" not in line

@@ -25,14 +25,15 @@ def _last_rows(rows: list[dict], total_steps: int | None) -> list[dict]:
 
 def meta_task(rows_by_seed: Mapping[int, list[dict]], n_way: int, total_steps: int | None = None,
               level: float = 0.95, settings: Mapping | None = None) -> dict:
-    """`chance` = 1/`n_way`; `query_acc`: the mean query accuracy over the rows of the last quarter
+    """`chance` = 1/`n_way` (None for LM tasks, `settings` task "lm": their query accuracy is
+    next-token accuracy, with no N-way chance level, so they are never "learned"); `query_acc`: the mean query accuracy over the rows of the last quarter
     of training, with a Student-t interval over seeds (each seed's mean) — over the rows themselves
     when only one seed has such rows (`over` says which); `inner_loop_gain`: support loss before −
     after adaptation over the same rows, likewise; `learned`: the interval's lower bound is above
     chance (never with no interval); `configured`: the episode the arm's `meta` `settings` ask for,
     next to `realised_episode`, the one its rows record."""
     last = {s: r for s, rows in rows_by_seed.items() if (r := _last_rows(rows, total_steps))}
-    chance = 1.0 / n_way if n_way else None
+    chance = 1.0 / n_way if n_way and (settings or {}).get("task") != "lm" else None
     gains = {s: [x["support_loss_before"] - x["support_loss_after"] for x in r
                  if x.get("support_loss_before") is not None and x.get("support_loss_after") is not None]
              for s, r in last.items()}

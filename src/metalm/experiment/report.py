@@ -134,10 +134,7 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
                                            (_train(arm_config[baseline]), _train(arm_config[arm]))))
         entry["evaluations"] = _evaluations(seeds)
         summary["arms"][arm] = entry
-    # LM tasks (DESIGN 2.3) have no N-way classes: their query accuracy is next-token accuracy, with no
-    # 1/N chance level, so n_way 0 (chance unknown, never "learned" by accuracy)
-    summary["meta_task"] = {arm: meta_task(metrics[arm], 0 if _meta_settings(arm_config[arm]).get("task") == "lm"
-                                           else int(_meta_settings(arm_config[arm]).get("n_way") or 0),
+    summary["meta_task"] = {arm: meta_task(metrics[arm], int(_meta_settings(arm_config[arm]).get("n_way") or 0),
                                            (_train(arm_config[arm]) or {}).get("steps"),
                                            settings=_meta_settings(arm_config[arm]))
                             for arm in runs if is_meta_arm(arm_config[arm])}
