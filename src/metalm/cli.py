@@ -29,6 +29,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import interrupts
 from .errors import MetalmError
 from .log import logger, quiet_library_progress, setup_logging
 
@@ -478,10 +479,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    interrupts.defer()  # start-up imports torch: Ctrl-C is recorded until the command begins
     try:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-        parser = build_parser()  # imports torch: Ctrl-C may well come here, during start-up
-        args = parser.parse_args(argv)
+        try:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+        finally:
+            interrupts.resume()  # raises KeyboardInterrupt here if Ctrl-C came during start-up
         setup_logging(getattr(args, "verbosity", 0))  # -q/-v before or after the command
         if not sys.stderr.isatty():
             quiet_library_progress()
@@ -496,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metalm: error: {one_line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        interrupts.handled()
         print("metalm: interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
 
