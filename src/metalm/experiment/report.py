@@ -344,6 +344,7 @@ def tables(summary: dict) -> list[Table]:
                  "LR fraction there); the meta task's query accuracy over the last quarter of training." + regime_text),
                 ["arm", "role", "seeds", "final (mean)", "95% CI", "final per seed", "regime", "at equal tokens",
                  "at equal FLOPs", "meta query acc (last quarter)"], rows))
+    out += _sweep_tables(summary.get("sweeps"))
     if target is not None:
         rows = [[arm, str(s), *(["missed"] * len(MEASURES) if c is None else [_amount(m, c[m]) for m in MEASURES])]
                 for arm, e in arms.items() for s, c in e["cost_to_target"].items()]
@@ -406,6 +407,28 @@ def tables(summary: dict) -> list[Table]:
     out += _evaluation_tables(arms)
     out += phase_tables(summary)
     return out
+
+
+def _sweep_tables(sweeps: dict | None) -> list[Table]:
+    """The sweep: setting × swept arm, the final validation loss per sweep seed, the chosen setting
+    marked, and which arms ran with it."""
+    if not sweeps:
+        return []
+    rows = []
+    for arm, entry in sweeps["arms"].items():
+        for row in entry["settings"]:
+            per_seed = ", ".join(f"{s}: {_loss(v)}" if v is not None else f"{s}: {row['state'][s]}"
+                                 for s, v in row["final_val_loss"].items())
+            chosen = row["setting"] == entry["chosen"]
+            rows.append([arm, row["name"], per_seed, _loss(row["mean"]),
+                         ("chosen: " + ", ".join(entry.get("taken_by") or [arm])) if chosen else ""])
+    overlap = sweeps.get("selected_on_arm_seeds") or []
+    caveat = (f" The sweep seeds {', '.join(map(str, overlap))} are also arms' seeds: on them a swept arm's final loss "
+              "was selected (slightly optimistic against arms that were not swept, e.g. controls)." if overlap else "")
+    return [((f"Sweep (tuned against tuned, DESIGN 2.6): each swept arm at every setting of the grid on seeds "
+              f"{', '.join(map(str, sweeps['seeds']))}; the chosen setting has the lowest mean final validation loss "
+              "(a diverged or unfinished setting is never chosen) and is run by the arm and its controls." + caveat),
+             ["arm", "setting", "final validation loss per seed", "mean", "chosen (run by)"], rows)]
 
 
 def _speedup_rows(arm: str, speedup: dict) -> list[list[str]]:
@@ -616,16 +639,20 @@ def unfinished_runs(expected: dict[str, dict[int, Path]], evaluations: list[str]
 
 
 def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str, target: float | None,
-                 matched: dict[str, dict[int, Path]] | None = None, unfinished: list[str] | None = None) -> Path:
+                 matched: dict[str, dict[int, Path]] | None = None, unfinished: list[str] | None = None,
+                 sweeps: dict | None = None) -> Path:
     """The report of `runs` (arm → seed → run directory) against `baseline`; `matched`: arm → seed →
     its matched baseline run (`experiment.matched`), against which equal FLOPs are paired;
-    `unfinished`: `unfinished_runs`' lines, said at the top (the numbers are then partial)."""
+    `unfinished`: `unfinished_runs`' lines, said at the top (the numbers are then partial); `sweeps`:
+    the experiment's sweep (`runner._sweep_summary`), tabled and kept in summary.json."""
     out_dir = Path(out_dir)
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     metrics = read_metrics(runs)
     summary = summarise(runs, metrics, baseline, target, matched)
     summary["unfinished"] = list(unfinished or [])
+    if sweeps is not None:
+        summary["sweeps"] = sweeps
     for run, problems in summary["metrics_problems"].items():
         log.warning("%s: %s", run, "; ".join(problems))
     curves = {a: [val_curve(rows) for rows in seeds.values()] for a, seeds in metrics.items()}

@@ -1,5 +1,7 @@
 """`metalm experiment`: train every arm × seed, evaluate each finished run once, write the report.
 
+With a `sweep:` section (`experiment.sweep`), the sweep's runs are trained first and each swept arm
+(and its controls) then runs at its chosen setting.
 With `matched_baselines: true`, every arm × seed also gets its matched baseline run
 (`experiment.matched`), trained after the arms (its step count is read from their finished runs).
 Re-running resumes unfinished runs (exactly, from their checkpoints) and reuses finished runs and
@@ -20,13 +22,14 @@ from ..data import cache_root
 from ..data.pipeline import resolve_specs
 from ..data.sources import content_digest
 from ..dir_lock import hold_lock
-from ..errors import MetalmError
+from ..errors import DivergedError, MetalmError
 from ..run_dir import REPORT_DIR, ExperimentDir, RunDir, read_requested, write_requested
 from ..trainer import train
 from ..training.signals import interrupt_on_signals
 from .matched import matched_run, matched_runs
 from .report import unfinished_runs, write_report
 from .spec import Experiment, load_experiment
+from .sweep import run_state, setting_name, sweep_run_dir, sweep_table
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +207,10 @@ def _run(exp: Experiment) -> Path:
 def _run_locked(exp: Experiment) -> Path:
     """Train, evaluate and report, one experiment process at a time in its directory."""
     spec = {**exp.shared, "arms": exp.arms, "seeds": exp.seeds, "baseline": exp.baseline,
-            "target_loss": exp.target_loss, "matched_baselines": exp.matched_baselines, "evaluations": exp.evaluations}
+            "target_loss": exp.target_loss, "matched_baselines": exp.matched_baselines, "evaluations": exp.evaluations,
+            **({"sweep": exp.sweep.spec()} if exp.sweep is not None else {})}
     ExperimentDir(exp.root).write_spec(spec)
+    sweeps = _run_sweep(exp) if exp.sweep is not None else None
     total = len(exp.arms) * len(exp.seeds)
     for i, (seed, arm) in enumerate(((s, a) for s in exp.seeds for a in exp.arms), 1):
         log.info("[%d/%d] arm %s, seed %d: %s", i, total, arm, seed, exp.run_dir(arm, seed))
@@ -217,10 +222,53 @@ def _run_locked(exp: Experiment) -> Path:
         _train_matched(exp)
     _Phase.now = "writing the report"
     report = write_report(exp.root, {a: {s: exp.run_dir(a, s) for s in exp.seeds} for a in exp.arms},
-                          exp.baseline, exp.target_loss, matched_runs(exp) if exp.matched_baselines else None)
+                          exp.baseline, exp.target_loss, matched_runs(exp) if exp.matched_baselines else None,
+                          sweeps=_sweep_summary(exp, sweeps))
     ExperimentDir(exp.root).write_status({"state": "finished", "report": str(report)})
     print(f"report: {report} (also report.html, summary.json)")
     return report
+
+
+def _run_sweep(exp: Experiment) -> dict:
+    """Train (or resume, or reuse) every sweep run, then set each swept arm's chosen setting
+    (`exp.chosen`); a diverged sweep run is recorded as such and never chosen, not retried."""
+    sweep = exp.sweep
+    assert sweep is not None
+    settings = sweep.settings()
+    total = len(sweep.seeds) * len(sweep.arms) * len(settings)
+    runs = ((seed, arm, setting) for seed in sweep.seeds for arm in sweep.arms for setting in settings)
+    for i, (seed, arm, setting) in enumerate(runs, 1):
+        path = sweep_run_dir(exp.root, arm, setting, seed)
+        log.info("[sweep %d/%d] arm %s at %s, seed %d: %s", i, total, arm, setting_name(setting), seed, path)
+        if run_state(RunDir(path)) == "diverged":
+            log.info("  diverged before; not retried (never chosen)")
+            continue
+        _Phase.now = f"sweeping {arm} at {setting_name(setting)} seed {seed}"
+        try:
+            train(exp.sweep_config(arm, setting, seed))
+        except DivergedError as exc:
+            log.warning("  %s at %s, seed %d diverged (never chosen): %s", arm, setting_name(setting), seed, exc)
+    table = sweep_table(sweep, exp.root)
+    for arm, entry in table.items():
+        if entry["chosen"] is None:
+            raise MetalmError(f"sweep: no setting of arm {arm!r} finished without diverging on every sweep seed; "
+                              "change sweep.grid (e.g. lower learning rates) and re-run")
+        exp.chosen[arm] = entry["chosen"]
+        takers = [a for a, source in exp.sweep_source.items() if source == arm and a != arm]
+        log.info("sweep: %s runs at %s%s", arm, entry["chosen_name"],
+                 f" (so do its controls {', '.join(takers)})" if takers else "")
+    return table
+
+
+def _sweep_summary(exp: Experiment, table: dict | None) -> dict | None:
+    """summary.json's `sweeps`: the table, which arms took each choice, the sweep seeds, and which of
+    them the arms' own seeds reuse (on those seeds a swept arm's setting was selected)."""
+    if exp.sweep is None or table is None:
+        return None
+    return {"seeds": exp.sweep.seeds, "grid": exp.sweep.grid,
+            "selected_on_arm_seeds": [s for s in exp.sweep.seeds if s in exp.seeds],
+            "arms": {arm: {**entry, "taken_by": [a for a, src in exp.sweep_source.items() if src == arm]}
+                     for arm, entry in table.items()}}
 
 
 def _train_matched(exp: Experiment) -> None:
@@ -261,12 +309,17 @@ def report_from_dirs(paths: list[str | Path], target_loss: float | None = None, 
     if len(paths) == 1 and ExperimentDir(paths[0]).is_experiment():
         exp = load_experiment(ExperimentDir(paths[0]).spec_path)
         exp.root = paths[0]
+        sweeps = None
+        if exp.sweep is not None:
+            sweeps = sweep_table(exp.sweep, exp.root)
+            exp.chosen = {arm: e["chosen"] for arm, e in sweeps.items() if e["chosen"] is not None}
         expected = {a: {s: exp.run_dir(a, s) for s in exp.seeds} for a in exp.arms}
         runs = {a: {s: d for s, d in seeds.items() if d.is_dir()} for a, seeds in expected.items()}
         matched = matched_runs(exp) if exp.matched_baselines and (baseline or exp.baseline) == exp.baseline else None
         return write_report(Path(out) if out is not None else exp.root, runs, baseline or exp.baseline,
                             target_loss if target_loss is not None else exp.target_loss, matched,
-                            unfinished=unfinished_runs(expected, _evaluation_names(exp)))
+                            unfinished=unfinished_runs(expected, _evaluation_names(exp)),
+                            sweeps=_sweep_summary(exp, sweeps))
     resolved = [p.resolve() for p in paths]
     for i, p in enumerate(paths):
         if resolved[i] in resolved[:i]:

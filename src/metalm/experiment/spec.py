@@ -11,6 +11,9 @@
     baseline: vanilla          # the arm whose final validation loss is the default target
     target_loss: null          # or a number
     matched_baselines: false   # true: per arm and seed, a baseline run that ends at the arm's FLOPs
+    sweep:                     # optional: tune arms first (experiment.sweep)
+      arms: [vanilla, meta]
+      grid: {train.lr: [1.0e-3, 3.0e-4]}
     evaluations:
       perplexity: true         # the run's validation set (or a list of paths, or its settings)
       fewshot: {episodes: 50}
@@ -37,7 +40,8 @@ from typing import Any
 from ..config import Config, from_dict, load_tree
 from ..errors import ConfigError
 from ..evaluation.settings import EvaluationSettings, experiment_settings
-from ..run_dir import EXPERIMENT_FILES
+from ..run_dir import EXPERIMENT_FILES, flatten
+from .sweep import SWEEP_DIR, Sweep, check_keys, nested, parse_sweep, setting_name, sweep_run_dir
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -58,24 +62,46 @@ class Experiment:
     evaluations: dict[str, Any] = field(default_factory=dict)  # as written in the file
     settings: dict[str, EvaluationSettings] = field(default_factory=dict)  # validated, of those to run
     matched_baselines: bool = False
+    sweep: Sweep | None = None
+    sweep_source: dict[str, str] = field(default_factory=dict)  # arm -> the swept arm whose choice it takes
+    chosen: dict[str, dict] = field(default_factory=dict)  # swept arm -> its chosen setting, once known
 
     def run_dir(self, arm: str, seed: int) -> Path:
         return self.root / arm / f"seed-{seed}"
 
     def tree(self, arm: str) -> dict:
-        """The settings of `arm`: the shared settings overridden by the arm's."""
-        return _merge(self.shared, self.arms[arm])
+        """The settings of `arm`: the shared settings overridden by the arm's, then by the chosen
+        setting of the sweep it takes its settings from (its own, or its meta arm's for a control)."""
+        tree = _merge(self.shared, self.arms[arm])
+        source = self.sweep_source.get(arm)
+        if source is not None and source in self.chosen:
+            tree = _merge(tree, nested(self.chosen[source]))
+        return tree
 
-    def config(self, arm: str, seed: int, tree: dict | None = None, name: str | None = None) -> Config:
-        """The config of `arm` × `seed` (or of `tree`, run as `name`: a matched baseline)."""
+    def config(self, arm: str, seed: int, tree: dict | None = None, name: str | None = None,
+               run_dir: Path | None = None) -> Config:
+        """The config of `arm` × `seed` (or of `tree`, run as `name` in `run_dir`: a matched baseline or
+        a sweep run)."""
         name = name or arm
         tree = copy.deepcopy(tree) if tree is not None else self.tree(arm)
         tree.setdefault("run", {})
-        tree["run"] = {**tree["run"], "seed": seed, "dir": str(self.run_dir(name, seed)), "name": f"{name}-seed{seed}"}
+        where = run_dir if run_dir is not None else self.run_dir(name, seed)
+        tree["run"] = {**tree["run"], "seed": seed, "dir": str(where), "name": f"{name}-seed{seed}"}
         try:
             return from_dict(tree)
         except ConfigError as exc:
             raise ConfigError(f"arm {name!r}: {exc}") from None
+
+    def sweep_config(self, arm: str, setting: dict, seed: int) -> Config:
+        """The config of one sweep run: `arm` at `setting`, without dynamics probes (only its final
+        validation loss is read), in `<experiment>/sweep/<arm>/<setting>/seed-<seed>/`."""
+        tree = _merge(_merge(self.shared, self.arms[arm]), nested(setting))
+        tree["dynamics"] = {**(tree.get("dynamics") or {}), "every": 0}
+        try:
+            return self.config(arm, seed, tree=tree, name=f"{arm}[{setting_name(setting)}]",
+                               run_dir=sweep_run_dir(self.root, arm, setting, seed))
+        except ConfigError as exc:
+            raise ConfigError(f"sweep.grid: {setting_name(setting)}: {exc}") from None
 
 
 _ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -85,8 +111,8 @@ def check_arm_name(name: str) -> None:
     """An arm's name is its directory's name: one safe path component (no `..`, `/`, hidden or empty
     name) that is not one of the experiment's own files — refused before anything runs. `@` is never
     allowed: it names matched baselines' directories (`<baseline>@<arm>`)."""
-    if not _ARM_NAME.fullmatch(name) or name.lower() in EXPERIMENT_FILES:
-        why = f"it names the experiment's own {name}" if name.lower() in EXPERIMENT_FILES else \
+    if not _ARM_NAME.fullmatch(name) or name.lower() in (*EXPERIMENT_FILES, SWEEP_DIR):
+        why = f"it names the experiment's own {name}" if name.lower() in (*EXPERIMENT_FILES, SWEEP_DIR) else \
             "use letters, digits, '_', '-', '.', '+', starting with a letter or digit"
         raise ConfigError(f"arms: {name!r} cannot name an arm's directory ({why})")
 
@@ -118,10 +144,42 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     if not isinstance(matched, bool):
         raise ConfigError("matched_baselines: true or false")
     evaluations = tree.pop("evaluations", None) or {}
+    sweep = tree.pop("sweep", None)
     settings = experiment_settings(evaluations)
     root = Path((tree.get("run") or {}).get("dir", "runs/experiment"))
     exp = Experiment(root, tree, arms, seeds, baseline, None if target is None else float(target), evaluations, settings,
                      matched)
     for arm in arms:  # validate every arm's config now, before anything runs
         exp.config(arm, seeds[0])
+    if sweep is not None:
+        _load_sweep(exp, sweep)
     return exp
+
+
+def _load_sweep(exp: Experiment, section: Any) -> None:
+    """Parse and check the `sweep:` section against the arms (every setting validated now), and find
+    which swept arm each control arm takes its setting from (the one it differs from only in
+    `meta.control`)."""
+    from .compare import _match, control_kind
+
+    sweep = parse_sweep(section, list(exp.arms), exp.seeds)
+    configs = {arm: exp.config(arm, exp.seeds[0]).model_dump(mode="json") for arm in exp.arms}
+    for arm in sweep.arms:
+        if control_kind(configs[arm]) != "none":
+            raise ConfigError(f"sweep.arms: {arm!r} is a control arm; it takes the chosen setting of its meta arm "
+                              "(list that arm instead)")
+        check_keys(sweep, flatten(configs[arm]))
+        if not configs[arm]["meta"]["enabled"]:
+            meta_keys = [k for k in sweep.grid if k.startswith("meta.")]
+            if meta_keys:
+                raise ConfigError(f"sweep.grid.{meta_keys[0]}: arm {arm!r} has meta-learning disabled, so it "
+                                  "would change nothing")
+        for setting in sweep.settings():
+            exp.sweep_config(arm, setting, sweep.seeds[0])
+    exp.sweep = sweep
+    exp.sweep_source = {arm: arm for arm in sweep.arms}
+    for arm, config in configs.items():
+        if control_kind(config) != "none":
+            source, _ = _match(arm, configs, sweep.arms)
+            if source is not None:
+                exp.sweep_source[arm] = source
