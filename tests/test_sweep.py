@@ -179,3 +179,11 @@ def test_an_arm_cannot_be_named_like_the_sweep_folder(tmp_path):
     path.write_text(yaml.safe_dump({"arms": {"sweep": {}}, "baseline": "sweep"}))
     with pytest.raises(ConfigError, match="'sweep' cannot name an arm's directory"):
         load_experiment(path)
+
+
+def test_the_live_view_finds_the_sweep_runs(swept):
+    from metalm.watch.discover import discover_runs
+
+    root, _, _ = swept
+    found = {p.relative_to(root / "exp").as_posix() for p in discover_runs(root / "exp")}
+    assert {"sweep/meta/train.lr=0.01/seed-0", "sweep/vanilla/train.lr=0.0003/seed-0", "meta-momentum/seed-1"} <= found

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from metalm.run_dir import is_run_dir
 
-MAX_DEPTH = 3
+MAX_DEPTH = 4  # <experiment>/sweep/<arm>/<setting>/seed-<s>
 
 
 def _runs_below(root: Path, depth: int) -> list[Path]:
