@@ -125,6 +125,9 @@ def test_an_experiment_sweeps_first_then_runs_each_arm_and_its_control_at_the_ch
         assert RunDir(exp / "meta-momentum" / f"seed-{seed}").read_config()["train"]["lr"] == meta_lr
     report = (exp / "report.md").read_text()
     assert "Sweep (tuned against tuned" in report and "chosen: meta, meta-momentum" in report
+    tuning = [v for v in summary["verdict"] if v.startswith("Tuned against tuned")]
+    assert len(tuning) == 1 and f"meta ran at train.lr={json.dumps(meta_lr)} (and so did meta-momentum" in tuning[0]
+    assert not any("not tuned against tuned" in v for v in summary["verdict"])  # every arm was tuned
 
 
 def test_an_interrupted_sweep_resumes_to_the_same_choice_and_numbers(swept):
@@ -187,3 +190,15 @@ def test_the_live_view_finds_the_sweep_runs(swept):
     root, _, _ = swept
     found = {p.relative_to(root / "exp").as_posix() for p in discover_runs(root / "exp")}
     assert {"sweep/meta/train.lr=0.01/seed-0", "sweep/vanilla/train.lr=0.0003/seed-0", "meta-momentum/seed-1"} <= found
+
+
+def test_the_verdict_names_arms_that_ran_untuned_beside_tuned_ones():
+    from metalm.experiment.verdict import _tuning_lines
+
+    summary = {"arms": {"vanilla": {}, "meta": {}, "meta-skip": {}},
+               "sweeps": {"seeds": [0], "arms": {"vanilla": {"chosen_name": "train.lr=0.001", "taken_by": ["vanilla"]}}}}
+    lines = _tuning_lines(summary)
+    assert lines[0].endswith("vanilla ran at train.lr=0.001.")
+    assert lines[1] == ("meta, meta-skip ran at their configured settings, not swept: comparisons with them are not "
+                        "tuned against tuned.")
+    assert _tuning_lines({"arms": {"vanilla": {}}}) == []

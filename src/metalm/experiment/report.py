@@ -94,7 +94,8 @@ def _meta_settings(config: dict | None) -> dict:
 
 
 def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, list[dict]]], baseline: str,
-              target: float | None, matched: dict[str, dict[int, Path]] | None = None) -> dict:
+              target: float | None, matched: dict[str, dict[int, Path]] | None = None,
+              sweeps: dict | None = None) -> dict:
     configs = {a: {s: RunDir(d).read_config() for s, d in seeds.items()} for a, seeds in runs.items()}
     arm_config = {a: next((c for c in cs.values() if c), None) for a, cs in configs.items()}
     curves = {a: {s: val_curve(rows) for s, rows in by_seed.items()} for a, by_seed in metrics.items()}
@@ -145,6 +146,8 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
     summary["controls"] = {"unpaired": pairs["unpaired"], "meta_without_control": pairs["meta_without_control"]}
     summary["metrics_problems"] = {f"{a} seed {s}": problems for a, seeds in runs.items() for s, d in seeds.items()
                                    if (problems := RunDir(d).metrics_problems(metrics[a][s]))}
+    if sweeps is not None:
+        summary["sweeps"] = sweeps
     summary["verdict"] = verdict(summary)
     summary["versions"] = _versions()
     summary["configs"] = configs
@@ -649,10 +652,8 @@ def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str,
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     metrics = read_metrics(runs)
-    summary = summarise(runs, metrics, baseline, target, matched)
+    summary = summarise(runs, metrics, baseline, target, matched, sweeps)
     summary["unfinished"] = list(unfinished or [])
-    if sweeps is not None:
-        summary["sweeps"] = sweeps
     for run, problems in summary["metrics_problems"].items():
         log.warning("%s: %s", run, "; ".join(problems))
     curves = {a: [val_curve(rows) for rows in seeds.values()] for a, seeds in metrics.items()}

@@ -158,6 +158,28 @@ def _regime_line(summary: dict) -> str | None:
                    "not yet learning; nothing beyond that is concluded from them.")
 
 
+def _tuning_lines(summary: dict) -> list[str]:
+    """Which setting each swept arm (and the controls that share its schedule) ran at, and which arms
+    ran untuned beside tuned ones (DESIGN 2.6: tuned against tuned); nothing without a sweep."""
+    sweeps = summary.get("sweeps")
+    if not sweeps:
+        return []
+    seeds = ", ".join(map(str, sweeps["seeds"]))
+    parts, tuned = [], set()
+    for arm, entry in sweeps["arms"].items():
+        takers = [a for a in entry.get("taken_by") or [arm] if a != arm]
+        tuned.update([arm, *takers])
+        also = f" (and so did {', '.join(takers)}, sharing its schedule)" if takers else ""
+        parts.append(f"{arm} ran at {entry['chosen_name'] or 'no chosen setting yet'}{also}")
+    lines = [f"Tuned against tuned: each swept arm runs at its setting with the lowest mean final validation loss on "
+             f"sweep seed(s) {seeds}: " + "; ".join(parts) + "."]
+    untuned = [a for a in summary["arms"] if a not in tuned]
+    if untuned:
+        lines.append(f"{', '.join(untuned)} ran at {'its' if len(untuned) == 1 else 'their'} configured settings, not "
+                     "swept: comparisons with them are not tuned against tuned.")
+    return lines
+
+
 def verdict(summary: dict) -> list[str]:
     """Plain-language findings: the regime, each arm's headline against the baseline (its speed-up to
     the target, or — when it has none — its paired difference at equal FLOPs; only "not yet
@@ -178,7 +200,7 @@ def verdict(summary: dict) -> list[str]:
             headlines.append(headline)
             details += more
     regime_line = _regime_line(summary)
-    lines = ([regime_line] if regime_line else []) + headlines
+    lines = ([regime_line] if regime_line else []) + _tuning_lines(summary) + headlines
     lines += [_attribution_line(att, summary) for att in summary.get("attributions", [])]
     lines += [_meta_task_line(arm, task) for arm, task in summary.get("meta_task", {}).items()]
     controls = summary.get("controls", {})
