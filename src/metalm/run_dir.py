@@ -435,7 +435,7 @@ EXPERIMENT_FILES = frozenset({EXPERIMENT_SPEC, STATUS, "summary.json", "report.m
 
 class ExperimentDir:
     """An experiment directory: `experiment.yaml`, `status.json`, the report files, and one run
-    directory per arm and seed (`<arm>/seed-<seed>/`)."""
+    directory per arm and seed (their paths: `Experiment.run_dir`)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -446,9 +446,6 @@ class ExperimentDir:
 
     def is_experiment(self) -> bool:
         return self.spec_path.is_file()
-
-    def run(self, arm: str, seed: int) -> RunDir:
-        return RunDir(self.path / arm / f"seed-{seed}")
 
     def write_spec(self, tree: dict) -> None:
         write_text_atomic(self.spec_path, yaml.safe_dump(tree, sort_keys=False))
