@@ -206,7 +206,7 @@ def test_eval_resolves_the_newest_intact_checkpoint(corpus, tmp_path, monkeypatc
     run = interrupted_run(corpus, tmp_path / "run", monkeypatch)
     truncate(run / "checkpoints" / "step-00000006" / "model.safetensors")
     with caplog.at_level(logging.WARNING, logger="metalm"):
-        assert resolve_model_dir(run)[0] == run / "checkpoints" / "step-00000004"
+        assert resolve_model_dir(run).model_dir == run / "checkpoints" / "step-00000004"
     assert "does not match" in caplog.text or "bytes" in caplog.text
     with pytest.raises(CheckpointError, match="step-00000006 is damaged"):
         resolve_model_dir(run / "checkpoints" / "step-00000006")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,23 +102,33 @@ def prune(run: RunDir, keep: int) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def resolve_model_dir(path: str | Path, verify: bool = True) -> tuple[Path, Path, Path | None]:
-    """(model dir, tokenizer dir, run dir or None) for a run directory (its `final/` export, or
-    its latest intact checkpoint while it trains) or a save_pretrained checkpoint directory.
-    `verify=False` skips the checksums, for a caller that only needs the run directory."""
+@dataclass(frozen=True)
+class ModelLocation:
+    """Where a model to evaluate lies: its save_pretrained directory, its tokenizer, and the run it
+    belongs to (None for a checkpoint outside a run directory)."""
+
+    model_dir: Path
+    tokenizer_dir: Path
+    run: RunDir | None
+
+
+def resolve_model_dir(path: str | Path, verify: bool = True) -> ModelLocation:
+    """The model of a run directory (its `final/` export, or its latest intact checkpoint while it
+    trains) or of a save_pretrained checkpoint directory. `verify=False` skips the checksums, for a
+    caller that only needs the run directory."""
     path = Path(path)
     if not path.exists():
         raise MetalmError(f"no such run or checkpoint: {path}")
     if is_run_dir(path):
         run = RunDir(path)
         if run.has_final():
-            return run.final_dir, run.final_dir, path
+            return ModelLocation(run.final_dir, run.final_dir, run)
         latest = run.latest_checkpoint(verify=verify)
         if latest is None:
             if run.checkpoints():
                 raise CheckpointError(f"run {path} has no final model and every checkpoint is damaged")
             raise MetalmError(f"run {path} has no final model and no checkpoint yet")
-        return latest[1], run.tokenizer_dir, path
+        return ModelLocation(latest[1], run.tokenizer_dir, run)
     if is_model_dir(path):
         problem = checkpoint_problem(path) if verify else None
         if problem is not None:
@@ -129,5 +140,5 @@ def resolve_model_dir(path: str | Path, verify: bool = True) -> tuple[Path, Path
             tok_dir = parent / TOKENIZER
         if tok_dir is None:
             raise MetalmError(f"{path}: no tokenizer next to the checkpoint (nor in its run directory)")
-        return path, tok_dir, run_dir
+        return ModelLocation(path, tok_dir, RunDir(run_dir) if run_dir is not None else None)
     raise MetalmError(f"{path} is neither a metalm run directory nor a save_pretrained checkpoint")

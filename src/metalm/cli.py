@@ -40,9 +40,9 @@ def _report(args: argparse.Namespace, result: dict, table: str, save) -> None:
     from .checkpoint import resolve_model_dir
 
     print(json.dumps(result, indent=1) if args.json else table, flush=True)
-    run_dir = resolve_model_dir(args.checkpoint, verify=False)[2]  # the run only: loading verified it
-    if run_dir is not None:
-        saved = _saved_or_warn(lambda: save(result, run_dir), run_dir)
+    run = resolve_model_dir(args.checkpoint, verify=False).run  # the run only: loading verified it
+    if run is not None:
+        saved = _saved_or_warn(lambda: save(result, run.path), run.path)
         if saved is not None:
             logger.info(f"saved {saved}")
 

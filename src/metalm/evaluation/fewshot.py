@@ -43,15 +43,15 @@ log = logging.getLogger(__name__)
 KEYS = ("support_acc_before", "support_acc_after", "query_acc_before", "query_acc_after")
 
 
-def _held_out_tokens(run_dir: Path | None, data: list[str] | None, tokenizer) -> token_store.TokenArray:
+def _held_out_tokens(run: RunDir | None, data: list[str] | None, tokenizer) -> token_store.TokenArray:
     if data:
         return held_out_tokens(data, tokenizer)
-    info = RunDir(run_dir).read_data_info() if run_dir else None
+    info = run.read_data_info() if run is not None else None
     if info is None:
         raise MetalmError("few-shot evaluation needs held-out text: pass --data (or a run directory)")
     loaded = token_store.load(Path(info["cache"]))
     if loaded is None:
-        raise MetalmError(f"{run_dir}: its token cache is gone or damaged; pass --data with the held-out text")
+        raise MetalmError(f"{run.path}: its token cache is gone or damaged; pass --data with the held-out text")
     return loaded[0]["validation"]
 
 
@@ -102,21 +102,21 @@ def evaluate_fewshot(checkpoint: str | Path, settings: FewshotSettings | None = 
     episodes, data, variant, seed = s.episodes, s.data, s.variant, s.seed
     n_way, k_shot, q_query, inner_steps, inner_lr = s.n_way, s.k_shot, s.q_query, s.inner_steps, s.inner_lr
     cfg = episode_config(s)  # bad settings fail before the model loads
-    model_dir, tok_dir, run_dir = resolve_model_dir(checkpoint)
-    tokenizer = load_tokenizer(tok_dir)
+    where = resolve_model_dir(checkpoint)
+    model_dir, run = where.model_dir, where.run
+    tokenizer = load_tokenizer(where.tokenizer_dir)
     dev = resolve_device(s.device)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(dev)
     model.train()  # no dropout in metalm models; train mode keeps autograd paths identical to training
-    held_out = _held_out_tokens(run_dir, data, tokenizer)
+    held_out = _held_out_tokens(run, data, tokenizer)
     try:
         task = MetaTask(cfg, held_out.tokens, held_out.doc_offsets, tokenizer, model, seed=seed,
                         cache_dir=cache_root(cache_dir) / "meta")
     except ConfigError as exc:
         raise ConfigError(_renamed(exc, "fewshot.")) from None
     learned_from = None  # where the learned head came from (head_init learned)
-    if task.head is not None and run_dir is not None:  # a meta run's learned head, if it kept one
-        run = RunDir(run_dir)
-        if Path(checkpoint) == run_dir and model_dir != run.final_dir:
+    if task.head is not None and run is not None:  # a meta run's learned head, if it kept one
+        if Path(checkpoint) == run.path and model_dir != run.final_dir:
             latest_dir = model_dir  # resolve_model_dir chose (and verified) the latest checkpoint
         else:
             latest = run.latest_checkpoint()

@@ -79,10 +79,11 @@ def evaluate_harness(checkpoint: str | Path, settings: HarnessSettings) -> dict[
         raise MetalmError('lm-evaluation-harness is not installed: pip install "metalm[lm-eval]"') from None
     from ..tokenizer import load_tokenizer
 
-    model_dir, tok_dir, run_dir = resolve_model_dir(checkpoint)
+    where = resolve_model_dir(checkpoint)
+    model_dir, tok_dir = where.model_dir, where.tokenizer_dir
     max_length = settings.max_length
-    if max_length is None and run_dir is not None:
-        max_length = RunDir(run_dir).config_section("train").get("seq_len")
+    if max_length is None and where.run is not None:
+        max_length = where.run.config_section("train").get("seq_len")
     names = [t for t in settings.tasks if t != TEXT_TASK]
     texts = []
     if TEXT_TASK in settings.tasks:

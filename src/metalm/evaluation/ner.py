@@ -60,7 +60,8 @@ __all__ = ["run_ner", "format_ner_table", "save_result", "TokenClassifier", "DEF
 
 def load_checkpoint(checkpoint: str | Path) -> tuple[nn.Module, Any, int]:
     """(causal LM in float32, tokenizer, context length) of a `save_pretrained` directory."""
-    path, tok_dir, _ = resolve_model_dir(checkpoint)
+    where = resolve_model_dir(checkpoint)
+    path, tok_dir = where.model_dir, where.tokenizer_dir
     try:
         lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     except (OSError, ValueError) as exc:
@@ -451,7 +452,7 @@ def run_ner(
     return {
         "task": "ner",
         "config": {
-            "checkpoint": str(resolve_model_dir(checkpoint)[0]),
+            "checkpoint": str(resolve_model_dir(checkpoint).model_dir),
             "data": str(data_dir),
             "train_lang": train_lang,
             "train_split": train_split,

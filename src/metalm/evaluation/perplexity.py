@@ -26,7 +26,6 @@ from ..data.token_store import concat, tokenize_documents
 from ..device import resolve_device
 from ..errors import MetalmError
 from ..log import progress
-from ..run_dir import RunDir
 from ..tokenizer import load_tokenizer
 from .settings import PerplexitySettings
 
@@ -64,14 +63,15 @@ def evaluate_perplexity(checkpoint: str | Path, data: list[str] | None = None,
     if not s.data:
         raise MetalmError("perplexity: no held-out set to evaluate (pass --data)")
     data, seq_len, batch_size, max_tokens = s.data, s.seq_len, s.batch_size, s.max_tokens
-    model_dir, tok_dir, run_dir = resolve_model_dir(checkpoint)
+    where = resolve_model_dir(checkpoint)
+    model_dir = where.model_dir
     dev = resolve_device(s.device)
-    tokenizer = load_tokenizer(tok_dir)
+    tokenizer = load_tokenizer(where.tokenizer_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).to(dev).eval()
     if seq_len is None:
         seq_len = model.config.max_position_embeddings
-        if run_dir is not None:
-            seq_len = int(RunDir(run_dir).config_section("train").get("seq_len", seq_len))
+        if where.run is not None:
+            seq_len = int(where.run.config_section("train").get("seq_len", seq_len))
     if seq_len < 1 or seq_len > model.config.max_position_embeddings:
         raise MetalmError(f"--seq-len {seq_len} is outside 1…{model.config.max_position_embeddings} (the model's context)")
     data_cfg = DataConfig(text_field=s.text_field, txt_documents="blank_line")
@@ -97,7 +97,5 @@ def format_perplexity_table(result: dict) -> str:
 
 def save_perplexity(result: dict, checkpoint: str | Path) -> Path | None:
     """Save into RUN/eval/perplexity.json when the checkpoint belongs to a run."""
-    _, _, run_dir = resolve_model_dir(checkpoint, verify=False)  # the run only: loading verified it
-    if run_dir is None:
-        return None
-    return RunDir(run_dir).write_eval("perplexity", result)
+    run = resolve_model_dir(checkpoint, verify=False).run  # the run only: loading verified it
+    return None if run is None else run.write_eval("perplexity", result)
