@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from metalm.atomic import file_digests, publish_dir, write_json_atomic, write_text_atomic
+from metalm.atomic import publish_dir, write_json_atomic, write_text_atomic
+from metalm.checksums import CHECKSUMS, checkpoint_problem, file_digests
+from metalm.config_diff import config_differences, differing_keys, flatten
 from metalm.errors import ConfigError
-from metalm.run_dir import (CHECKSUMS, RunDir, append_jsonl, checkpoint_problem, config_differences, differing_keys,
-                            flatten, is_run_dir, read_jsonl, show_ranges, step_ranges)
+from metalm.run_dir import RunDir, append_jsonl, is_run_dir, read_jsonl
+from metalm.step_ranges import show_ranges, step_ranges
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "metalm"
 

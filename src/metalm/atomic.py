@@ -12,7 +12,6 @@ readable as the user's other files.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -72,42 +71,6 @@ def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 1) -> Non
 
 def write_jsonl_atomic(path: str | Path, rows: list[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB pieces (`hashlib.file_digest` needs Python 3.11)."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for piece in iter(lambda: f.read(1 << 20), b""):
-            h.update(piece)
-    return h.hexdigest()
-
-
-def file_digests(directory: str | Path) -> dict[str, dict[str, Any]]:
-    """{relative path: {"bytes": size, "sha256": hex digest}} of every file under `directory`."""
-    directory = Path(directory)
-    digests = {}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest = _sha256(path)
-        digests[path.relative_to(directory).as_posix()] = {"bytes": path.stat().st_size, "sha256": digest}
-    return digests
-
-
-def digest_mismatch(directory: str | Path, expected: dict[str, dict[str, Any]]) -> str | None:
-    """What differs between the files under `directory` and `expected` (`file_digests`' form) — a
-    missing file, a size, a checksum — or None when every listed file is intact."""
-    directory = Path(directory)
-    for name, want in expected.items():
-        path = directory / name
-        if not path.is_file():
-            return f"{name} is missing"
-        size = path.stat().st_size
-        if size != want.get("bytes"):
-            return f"{name} has {size} bytes, {want.get('bytes')} were written"
-    for name, want in expected.items():
-        if _sha256(directory / name) != want.get("sha256"):
-            return f"{name} does not match its checksum"
-    return None
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

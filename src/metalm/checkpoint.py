@@ -22,9 +22,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .atomic import file_digests, publish_dir, write_json_atomic
+from .atomic import publish_dir, write_json_atomic
+from .checksums import CHECKSUMS, checkpoint_problem, file_digests
 from .errors import CheckpointError, MetalmError, StorageError
-from .run_dir import CHECKSUMS, EXTRA, STATE, TOKENIZER, RunDir, checkpoint_problem, is_model_dir, is_run_dir
+from .run_dir import EXTRA, STATE, TOKENIZER, RunDir, is_model_dir, is_run_dir
 from .tokenizer import save_tokenizer
 
 

@@ -26,16 +26,17 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .atomic import (digest_mismatch, publish_dir, write_bytes_atomic, write_json_atomic, write_jsonl_atomic,
-                     write_text_atomic)
+from .atomic import publish_dir, write_bytes_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from .checksums import checkpoint_problem
 from .dir_lock import LOCK
 from .errors import ConfigError
+from .step_ranges import show_ranges
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,8 @@ TENSORBOARD = "tensorboard"
 STATE = "state.pt"  # inside a checkpoint: optimizer, counters, RNG
 EXTRA = "extra.safetensors"  # inside a checkpoint: trained tensors outside the model (meta head)
 HF_CONFIG = "config.json"  # inside a save_pretrained directory
-CHECKSUMS = "checksums.json"  # inside a checkpoint: size and sha256 of every other file
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
-
-# Config keys that change how a run is executed or displayed, not what it computes: a run may be
-# resumed with different values (`run.dir` too: a moved run directory resumes).
-EXECUTION_KEYS = frozenset({"run.dir", "run.progress", "run.threads", "run.cache_dir", "run.tensorboard", "run.wandb",
-                            "run.device", "run.peak_tflops", "run.dist_timeout_s", "data.num_proc"})
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -105,65 +100,6 @@ def read_json(path: str | Path) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a.b": value} for a nested mapping (an empty mapping is a value of its own)."""
-    if isinstance(tree, Mapping) and tree:
-        flat: dict[str, Any] = {}
-        for key, item in tree.items():
-            flat.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    return {prefix or "(root)": tree}
-
-
-def differing_keys(configs: Mapping[str, Any], ignore: Iterable[str] = ()) -> list[str]:
-    """The dotted keys whose values differ between the given configs (None-valued entries skipped),
-    sorted; a key missing from one config differs from any value in another."""
-    flat = [flatten(c) for c in configs.values() if isinstance(c, Mapping)]
-    ignored = set(ignore)
-    missing = object()
-    keys = sorted({k for f in flat for k in f} - ignored)
-    return [k for k in keys if len({repr(f.get(k, missing)) for f in flat}) > 1]
-
-
-def config_differences(saved: Mapping, current: Mapping) -> list[str]:
-    """`key: old → new` for every setting that changes what a run computes (execution keys such as
-    `run.threads` may differ)."""
-    a, b = flatten(saved), flatten(current)
-    return [f"{k}: {a.get(k)!r} → {b.get(k)!r}"
-            for k in differing_keys({"saved": saved, "current": current}, EXECUTION_KEYS)]
-
-
-def checkpoint_problem(path: str | Path) -> str | None:
-    """Why the checkpoint directory `path` cannot be trusted (a file missing, or its size or sha256
-    differing from its `checksums.json`), or None. A checkpoint written before checksums existed
-    has nothing to check against: None (its load may still fail)."""
-    path = Path(path)
-    if not (path / CHECKSUMS).is_file():
-        return None
-    expected = read_json(path / CHECKSUMS)
-    if not isinstance(expected, dict):
-        return f"{CHECKSUMS} is unreadable"
-    try:
-        return digest_mismatch(path, expected)
-    except OSError as exc:
-        return f"unreadable ({exc.strerror or exc})"
-
-
-def step_ranges(steps: Iterable[int]) -> list[list[int]]:
-    """[[first, last], ...] of the runs of consecutive integers in `steps`."""
-    ranges: list[list[int]] = []
-    for step in sorted(set(steps)):
-        if ranges and step == ranges[-1][1] + 1:
-            ranges[-1][1] = step
-        else:
-            ranges.append([step, step])
-    return ranges
-
-
-def show_ranges(ranges: list[list[int]]) -> str:
-    return ", ".join(str(a) if a == b else f"{a}–{b}" for a, b in ranges)
 
 
 def is_run_dir(path: str | Path) -> bool:

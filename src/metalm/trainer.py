@@ -22,6 +22,7 @@ import torch
 from .accounting import Work
 from .checkpoint import save_pretrained_atomic
 from .config import Config, check_launch
+from .config_diff import config_differences
 from .data import PackedSequences, TrainBatches, cache_root, prepare_corpus, validation_batches
 from .data.pipeline import data_changes
 from .device import autocast_context, compile_enabled, defers_host_syncs, enable_tf32, fused_adamw, resolve_device
@@ -34,9 +35,10 @@ from .errors import ConfigError, DivergedError, StorageError
 from .model import build_model, describe, forward_flops_per_token
 from .model_card import write_model_card
 from .peak_flops import peak_tflops
-from .run_dir import RunDir, config_differences, show_ranges, step_ranges
+from .run_dir import RunDir
 from .run_log import RunLog, check_loggers
 from .schedule import lr_at
+from .step_ranges import show_ranges, step_ranges
 from .tokenizer import load_tokenizer, special_token_ids
 from .training.cadence import Cadence
 from .training import faults

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
+from ..checksums import checkpoint_problem
 from ..device import enable_tf32, resolve_device
 from ..errors import DataError, MetalmError
-from ..run_dir import RunDir, checkpoint_problem
+from ..run_dir import RunDir
 from .config import ALL_GROUPS
 from .plots import plot_overlay
 from .probe import dynamics_rows

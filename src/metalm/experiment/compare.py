@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 from scipy import stats
 
-from ..run_dir import flatten
+from ..config_diff import flatten
 from ..schedule import lr_at
 
 MEASURES = ("step", "tokens", "flops", "time")

@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, from_dict, load_tree
+from ..config_diff import flatten
 from ..errors import ConfigError
 from ..evaluation.settings import EvaluationSettings, experiment_settings
-from ..run_dir import EXPERIMENT_FILES, flatten
+from ..run_dir import EXPERIMENT_FILES
 from .sweep import SWEEP_DIR, Sweep, check_keys, nested, parse_sweep, setting_name, sweep_run_dir
 
 

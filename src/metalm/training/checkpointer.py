@@ -13,8 +13,9 @@ from collections.abc import Callable
 import torch
 
 from .. import checkpoint as ckpt
+from ..checksums import checkpoint_problem
 from ..errors import CheckpointError, ConfigError, DivergedError, MetalmError
-from ..run_dir import CHECKPOINTS, RunDir, checkpoint_problem
+from ..run_dir import CHECKPOINTS, RunDir
 from .cadence import Cadence
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from metalm.errors import MetalmError
-from metalm.run_dir import differing_keys, flatten
+from metalm.config_diff import differing_keys, flatten
 from metalm.watch.discover import discover_runs, display_name
 from metalm.watch.run_state import Cursor, DynamicsSelection, RunState, json_safe
 
