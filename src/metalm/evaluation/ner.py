@@ -28,6 +28,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
 from ..errors import ConfigError, DataError
-from ..checkpoint import resolve_model_dir
+from ..checkpoint import ModelLocation, resolve_model_dir
 from ..device import resolve_device
 from ..log import logger
 from ..run_dir import RunDir
@@ -58,15 +59,13 @@ __all__ = ["run_ner", "format_ner_table", "save_result", "TokenClassifier", "DEF
 # ----------------------------------------------------------------------------- checkpoint
 
 
-def load_checkpoint(checkpoint: str | Path) -> tuple[nn.Module, Any, int]:
-    """(causal LM in float32, tokenizer, context length) of a `save_pretrained` directory."""
-    where = resolve_model_dir(checkpoint)
-    path, tok_dir = where.model_dir, where.tokenizer_dir
+def load_checkpoint(where: ModelLocation) -> tuple[nn.Module, Any, int]:
+    """(causal LM in float32, tokenizer, context length) of a resolved `save_pretrained` directory."""
     try:
-        lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        lm = AutoModelForCausalLM.from_pretrained(str(where.model_dir), dtype=torch.float32)
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot load the model: {exc}") from None
-    tokenizer = load_tokenizer(tok_dir)
+        raise DataError(f"{where.model_dir}: cannot load the model: {exc}") from None
+    tokenizer = load_tokenizer(where.tokenizer_dir)
     context = getattr(lm.config, "max_position_embeddings", None) or 2048
     return lm, tokenizer, int(context)
 
@@ -315,41 +314,75 @@ def run_ner(
     given = {"data": None if data_dir is None else str(data_dir), "train_lang": train_lang,
              "test_langs": None if test_langs is None else list(test_langs)}
     s = NerSettings.resolve(settings, **{k: v for k, v in given.items() if v is not None}, **options)
-    data_dir, train_lang, mode, seeds, seed, epochs = s.data, s.train_lang, s.mode, s.seeds, s.seed, s.epochs
-    batch_size, use_dev_for_train, select_best_on_dev = s.batch_size, s.use_dev_for_train, s.select_best_on_dev
-    max_train_sentences, device = s.max_train_sentences, s.device
-    lr = DEFAULT_LR[mode] if s.lr is None else s.lr
-    test_langs = list(s.test_langs or [train_lang])
-    dev = resolve_device(device)
+    p = _prepare(checkpoint, s, max_length)
+    runs, prep_time = (_probe_runs if s.mode == "probe" else _finetune_runs)(p, progress)
+    return _result(p, runs, prep_time)
+
+
+@dataclass
+class _Prepared:
+    """What both modes share: the resolved settings, the sentences read and encoded, and the token
+    classifier on the checkpoint's backbone (its head untrained)."""
+
+    s: NerSettings
+    lr: float
+    test_langs: list[str]
+    dev: torch.device
+    t0: float
+    model_dir: Path
+    train_split: str
+    notes: list[str]
+    warnings: list[str]
+    data: dict[str, dict[str, Any]]
+    names: list[str]
+    sets: dict[str, list[Sentence]]
+    dev_sents: list[Sentence] | None
+    enc_train: Encoded
+    enc_tests: dict[str, Encoded]
+    enc_dev: Encoded | None
+    model: TokenClassifier
+    pad_id: int
+    max_len: int
+    context_prefix: list[str]
+
+    def score(self, sents: list[Sentence], preds: list[torch.Tensor], enc: Encoded) -> dict[str, Any]:
+        return score_ner(*_tags(sents, self.names, stitch(enc, preds)))
+
+
+def _prepare(checkpoint: str | Path, s: NerSettings, max_length: int | None) -> _Prepared:
+    """Read the sentences (a bad setting or file fails before the model loads), then load the
+    checkpoint (resolved and verified once) and encode every set."""
     t0 = time.perf_counter()
-
-    data = _Data(data_dir if is_hub(data_dir) else Path(data_dir))
-    train_split, note = data.training_split(train_lang, use_dev_for_train)
+    dev = resolve_device(s.device)
+    data = _Data(s.data if is_hub(s.data) else Path(s.data))
+    train_split, note = data.training_split(s.train_lang, s.use_dev_for_train)
     notes = [note] if note else []
-    if select_best_on_dev and train_split == "dev":
+    if s.select_best_on_dev and train_split == "dev":
         raise ConfigError("ner.select_best_on_dev: cannot select on dev while training on dev (no train file, or use_dev_for_train)")
-    train_sents = data.load(train_lang, train_split)
-    if max_train_sentences is not None and max_train_sentences < len(train_sents):
-        notes.append(f"training on the first {max_train_sentences} of {len(train_sents)} sentences")
-        train_sents = train_sents[:max_train_sentences]
+    train_sents = data.load(s.train_lang, train_split)
+    if s.max_train_sentences is not None and s.max_train_sentences < len(train_sents):
+        notes.append(f"training on the first {s.max_train_sentences} of {len(train_sents)} sentences")
+        train_sents = train_sents[:s.max_train_sentences]
+    test_langs = list(s.test_langs or [s.train_lang])
     sets: dict[str, list[Sentence]] = {lang: data.load(lang, "test") for lang in test_langs}
-    dev_sents = data.load(train_lang, "dev") if select_best_on_dev else None
+    dev_sents = data.load(s.train_lang, "dev") if s.select_best_on_dev else None
 
-    loaded = [(train_lang, train_split, train_sents)] + [(lang, "test", s) for lang, s in sets.items()]
+    loaded = [(s.train_lang, train_split, train_sents)] + [(lang, "test", x) for lang, x in sets.items()]
     if dev_sents is not None:
-        loaded.append((train_lang, "dev", dev_sents))
-    types = {entity_type(t) for _, _, sents in loaded for s in sents for t in s.tags} - {None}
+        loaded.append((s.train_lang, "dev", dev_sents))
+    types = {entity_type(t) for _, _, sents in loaded for x in sents for t in x.tags} - {None}
     names = label_list(types)
     label_to_id = {name: i for i, name in enumerate(names)}
 
-    lm, tokenizer, context = load_checkpoint(checkpoint)
+    where = resolve_model_dir(checkpoint)
+    lm, tokenizer, context = load_checkpoint(where)
     max_len = min(context, max_length or context)
     prefix = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None and tokenizer.eos_token_id < lm.config.vocab_size else []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None and tokenizer.pad_token_id < lm.config.vocab_size else 0
     pieces = WordPieces(tokenizer)
     encode = lambda sents: encode_sentences(sents, tokenizer, label_to_id, max_len, prefix, pieces)  # noqa: E731
     enc_train = encode(train_sents)
-    enc_tests = {lang: encode(s) for lang, s in sets.items()}
+    enc_tests = {lang: encode(x) for lang, x in sets.items()}
     enc_dev = encode(dev_sents) if dev_sents is not None else None
 
     summary_data: dict[str, dict[str, Any]] = {}
@@ -365,80 +398,108 @@ def run_ner(
         }
         if (lang, split) not in seen_sets:
             seen_sets.add((lang, split))
-            warn_msgs.extend(w for s in sents for w in s.warnings)
+            warn_msgs.extend(w for x in sents for w in x.warnings)
     split_total = sum(v["split_sentences"] for d in summary_data.values() for v in d.values())
     if split_total:
         notes.append(f"{split_total} sentence(s) longer than the context of {max_len} tokens were split into chunks")
     for n in notes:  # stored in the result and said now, whatever the output format
         logger.info(f"ner: {n}")
 
-    def score(sents: list[Sentence], preds: list[torch.Tensor], enc: Encoded) -> dict[str, Any]:
-        return score_ner(*_tags(sents, names, stitch(enc, preds)))
+    model = TokenClassifier(lm, len(names))
+    return _Prepared(s=s, lr=DEFAULT_LR[s.mode] if s.lr is None else s.lr, test_langs=test_langs, dev=dev, t0=t0,
+                     model_dir=where.model_dir, train_split=train_split, notes=notes, warnings=warn_msgs,
+                     data=summary_data, names=names, sets=sets, dev_sents=dev_sents, enc_train=enc_train,
+                     enc_tests=enc_tests, enc_dev=enc_dev, model=model, pad_id=pad_id, max_len=max_len,
+                     context_prefix=tokenizer.convert_ids_to_tokens(prefix))
 
-    base_model = TokenClassifier(lm, len(names))
-    del lm
-    probe_cache: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-    if mode == "probe":
-        base_model.to(dev)
-        probe_cache["train"] = word_features(base_model, enc_train, pad_id, dev)
-        if enc_dev is not None:
-            probe_cache["dev"] = word_features(base_model, enc_dev, pad_id, dev)
-        for lang, enc in enc_tests.items():
-            probe_cache["test:" + lang] = word_features(base_model, enc, pad_id, dev)
-    prep_time = time.perf_counter() - t0
 
+class _BestEpoch:
+    """Dev-based epoch selection (`on_epoch` of `train_epochs`): the dev F1 after each epoch, and a
+    copy of the trained weights of the best epoch so far."""
+
+    def __init__(self, dev_f1: Callable[[], float], snapshot: Callable[[], dict[str, torch.Tensor]]):
+        self._dev_f1, self._snapshot = dev_f1, snapshot
+        self.dev_f1: list[float] = []
+        self.f1, self.epoch, self.state = -1.0, None, None
+
+    def __call__(self, epoch: int) -> None:
+        f1 = self._dev_f1()
+        self.dev_f1.append(f1)
+        if f1 > self.f1:
+            self.f1, self.epoch, self.state = f1, epoch + 1, self._snapshot()
+
+
+# One seed's training: (generator) -> (epoch losses, epoch selection, predictions for a test language).
+_TrainSeed = Callable[[torch.Generator], tuple[list[float], _BestEpoch, Callable[[str], list[torch.Tensor]]]]
+
+
+def _finetune_runs(p: _Prepared, progress: bool) -> tuple[list[dict[str, Any]], float]:
+    """Each seed trains a copy of the whole classifier (head re-initialised), then predicts."""
+
+    def train(generator: torch.Generator):
+        model = copy.deepcopy(p.model)
+        model.head.reset_parameters()
+        model.to(p.dev)
+        best = _BestEpoch(lambda: p.score(p.dev_sents, predict_chunks(model, p.enc_dev, p.pad_id, p.dev), p.enc_dev)["f1"],
+                          lambda: {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+        losses = finetune_epochs(
+            model, p.enc_train, epochs=p.s.epochs, lr=p.lr, batch_size=p.s.batch_size, generator=generator,
+            pad_id=p.pad_id, device=p.dev, on_epoch=best if p.s.select_best_on_dev else None, progress=progress,
+        )
+        if best.state is not None:
+            model.load_state_dict(best.state)
+        return losses, best, lambda lang: predict_chunks(model, p.enc_tests[lang], p.pad_id, p.dev)
+
+    return _seed_runs(p, train, progress)
+
+
+def _probe_runs(p: _Prepared, progress: bool) -> tuple[list[dict[str, Any]], float]:
+    """The backbone's features are computed once (part of the preparation time); each seed trains
+    a fresh linear head on them."""
+    p.model.to(p.dev)
+    cache = {"train": word_features(p.model, p.enc_train, p.pad_id, p.dev)}
+    if p.enc_dev is not None:
+        cache["dev"] = word_features(p.model, p.enc_dev, p.pad_id, p.dev)
+    for lang, enc in p.enc_tests.items():
+        cache["test:" + lang] = word_features(p.model, enc, p.pad_id, p.dev)
+    predict = lambda head, key: probe_predict(head, cache[key][0], cache[key][2])  # noqa: E731
+
+    def train(generator: torch.Generator):
+        head = nn.Linear(p.model.head.in_features, len(p.names)).to(p.dev)
+        feats, labels, offsets = cache["train"]
+        best = _BestEpoch(lambda: p.score(p.dev_sents, predict(head, "dev"), p.enc_dev)["f1"],
+                          lambda: {k: v.detach().clone() for k, v in head.state_dict().items()})
+        losses = probe_epochs(
+            head, feats, labels, offsets, p.enc_train.lengths, epochs=p.s.epochs, lr=p.lr, batch_size=p.s.batch_size,
+            generator=generator, on_epoch=best if p.s.select_best_on_dev else None,
+        )
+        if best.state is not None:
+            head.load_state_dict(best.state)
+        return losses, best, lambda lang: predict(head, "test:" + lang)
+
+    return _seed_runs(p, train, progress)
+
+
+def _seed_runs(p: _Prepared, train: _TrainSeed, progress: bool) -> tuple[list[dict[str, Any]], float]:
+    """One run per seed (`seed, seed+1, ...`: the torch seed and the shuffling generator), scored on
+    every test language; returns the runs and the preparation time (until the first seed)."""
+    prep_time = time.perf_counter() - p.t0
     runs = []
-    for s in range(seeds):
-        run_seed = seed + s
+    for i in range(p.s.seeds):
+        run_seed = p.s.seed + i
         torch.manual_seed(run_seed)
         generator = torch.Generator().manual_seed(run_seed)
         t_train = time.perf_counter()
-        dev_f1: list[float] = []
-        best: dict[str, Any] = {"f1": -1.0, "epoch": None, "state": None}
-        if mode == "finetune":
-            model = copy.deepcopy(base_model)
-            model.head.reset_parameters()
-            model.to(dev)
-
-            def on_epoch(epoch: int) -> None:
-                f1 = score(dev_sents, predict_chunks(model, enc_dev, pad_id, dev), enc_dev)["f1"]
-                dev_f1.append(f1)
-                if f1 > best["f1"]:
-                    best.update(f1=f1, epoch=epoch + 1, state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
-
-            losses = finetune_epochs(
-                model, enc_train, epochs=epochs, lr=lr, batch_size=batch_size, generator=generator,
-                pad_id=pad_id, device=dev, on_epoch=on_epoch if select_best_on_dev else None, progress=progress,
-            )
-            if best["state"] is not None:
-                model.load_state_dict(best["state"])
-            predict = lambda lang: predict_chunks(model, enc_tests[lang], pad_id, dev)  # noqa: E731
-        else:
-            head = nn.Linear(base_model.head.in_features, len(names)).to(dev)
-            feats, labels, offsets = probe_cache["train"]
-
-            def on_epoch(epoch: int) -> None:
-                f1 = score(dev_sents, probe_predict(head, probe_cache["dev"][0], probe_cache["dev"][2]), enc_dev)["f1"]
-                dev_f1.append(f1)
-                if f1 > best["f1"]:
-                    best.update(f1=f1, epoch=epoch + 1, state={k: v.detach().clone() for k, v in head.state_dict().items()})
-
-            losses = probe_epochs(
-                head, feats, labels, offsets, enc_train.lengths, epochs=epochs, lr=lr, batch_size=batch_size,
-                generator=generator, on_epoch=on_epoch if select_best_on_dev else None,
-            )
-            if best["state"] is not None:
-                head.load_state_dict(best["state"])
-            predict = lambda lang: probe_predict(head, probe_cache["test:" + lang][0], probe_cache["test:" + lang][2])  # noqa: E731
+        losses, best, predict = train(generator)
         train_time = time.perf_counter() - t_train
         t_eval = time.perf_counter()
-        scores = {lang: score(sets[lang], predict(lang), enc_tests[lang]) for lang in test_langs}
+        scores = {lang: p.score(p.sets[lang], predict(lang), p.enc_tests[lang]) for lang in p.test_langs}
         runs.append(
             {
                 "seed": run_seed,
                 "train_loss": losses,
-                "dev_f1": dev_f1 if select_best_on_dev else None,
-                "best_epoch": best["epoch"],
+                "dev_f1": best.dev_f1 if p.s.select_best_on_dev else None,
+                "best_epoch": best.epoch,
                 "train_time_s": train_time,
                 "eval_time_s": time.perf_counter() - t_eval,
                 "scores": scores,
@@ -447,36 +508,40 @@ def run_ner(
         if progress:
             line = ", ".join(f"{lang} F1 {100 * sc['f1']:.1f}" for lang, sc in scores.items())
             logger.info(f"ner: seed {run_seed}: final loss {losses[-1]:.4f}, {line} ({train_time:.0f}s training)")
+    return runs, prep_time
 
-    baseline = {lang: score_ner([x.tags for x in sents], [["O"] * len(x) for x in sents])["f1"] for lang, sents in sets.items()}
+
+def _result(p: _Prepared, runs: list[dict[str, Any]], prep_time: float) -> dict[str, Any]:
+    s = p.s
+    baseline = {lang: score_ner([x.tags for x in sents], [["O"] * len(x) for x in sents])["f1"] for lang, sents in p.sets.items()}
     return {
         "task": "ner",
         "config": {
-            "checkpoint": str(resolve_model_dir(checkpoint).model_dir),
-            "data": str(data_dir),
-            "train_lang": train_lang,
-            "train_split": train_split,
-            "test_langs": test_langs,
-            "mode": mode,
-            "seeds": seeds,
-            "seed": seed,
-            "epochs": epochs,
-            "lr": lr,
-            "batch_size": batch_size,
-            "select_best_on_dev": select_best_on_dev,
-            "max_train_sentences": max_train_sentences,
-            "device": str(dev),
-            "max_length": max_len,
-            "labels": names,
-            "context_prefix": tokenizer.convert_ids_to_tokens(prefix),
+            "checkpoint": str(p.model_dir),
+            "data": str(s.data),
+            "train_lang": s.train_lang,
+            "train_split": p.train_split,
+            "test_langs": p.test_langs,
+            "mode": s.mode,
+            "seeds": s.seeds,
+            "seed": s.seed,
+            "epochs": s.epochs,
+            "lr": p.lr,
+            "batch_size": s.batch_size,
+            "select_best_on_dev": s.select_best_on_dev,
+            "max_train_sentences": s.max_train_sentences,
+            "device": str(p.dev),
+            "max_length": p.max_len,
+            "labels": p.names,
+            "context_prefix": p.context_prefix,
         },
-        "notes": notes,
-        "warnings": {"count": len(warn_msgs), "messages": warn_msgs[:20]},
-        "data": summary_data,
+        "notes": p.notes,
+        "warnings": {"count": len(p.warnings), "messages": p.warnings[:20]},
+        "data": p.data,
         "runs": runs,
-        "summary": {lang: aggregate([r["scores"][lang] for r in runs]) for lang in test_langs},
+        "summary": {lang: aggregate([r["scores"][lang] for r in runs]) for lang in p.test_langs},
         "baseline_all_o": baseline,
-        "timing": {"prepare_s": prep_time, "total_s": time.perf_counter() - t0},
+        "timing": {"prepare_s": prep_time, "total_s": time.perf_counter() - p.t0},
     }
 
 
