@@ -187,7 +187,9 @@ def measure(preset: str, compiled: bool, args, peak: float | None) -> dict:
         "ar": kind(ar_s, ar_work), "meta": kind(meta_s, meta_work), "meta_over_ar_step_time": meta_s / ar_s,
         "host_syncs": {"ar_step": ar_syncs, "meta_step": meta_syncs},
         "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-        "fused_adamw": trainer.fused, "deferred_nonfinite_check": trainer.deferred,
+        # what the steps ran with: fused AdamW, and the deferred check's decision handed to it as `found_inf`
+        "fused_adamw": bool(trainer.optimizer.param_groups[0].get("fused")),
+        "deferred_nonfinite_check": hasattr(trainer.optimizer, "found_inf"),
     }
     return result
 

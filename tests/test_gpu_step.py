@@ -131,7 +131,8 @@ def poisoned_trainer(tmp_path, corpus, monkeypatch, name, deferred, at, **extra)
             trainer.run()
         except DivergedError as exc:
             error = str(exc)
-    assert trainer.deferred is deferred and trainer.optimizer.param_groups[0]["fused"]
+    # the deferred check hands AdamW its decision as `found_inf`
+    assert hasattr(trainer.optimizer, "found_inf") is deferred and trainer.optimizer.param_groups[0]["fused"]
     return trainer, error
 
 
@@ -183,9 +184,8 @@ def test_device_choices():
 
 
 def test_cpu_trainer_keeps_the_default_adamw(tmp_path, corpus_dir):
-    trainer = Trainer(load_config(None, tiny_overrides(corpus_dir, tmp_path / "run")))
-    assert not trainer.fused and not trainer.deferred and not trainer.compiled
-    trainer = Trainer.build(trainer.cfg)
+    trainer = Trainer.build(load_config(None, tiny_overrides(corpus_dir, tmp_path / "run")))
+    trainer.step(0)
     assert not trainer.optimizer.param_groups[0]["fused"] and not hasattr(trainer.optimizer, "found_inf")
 
 
@@ -247,7 +247,7 @@ def test_cpu_checkpoint_resumes_with_fused_adamw_and_deferred_syncs(tmp_path, co
     cfg = load_config(None, tiny_overrides(corpus_dir, tmp_path / "run"))
     flavoured_run(cfg, monkeypatch, fused=False, stop_at=6)  # checkpoint of step 4 written
     resumed = flavoured_run(cfg, monkeypatch, fused=True, deferred=True)
-    assert resumed.state.step == 8 and resumed.deferred
+    assert resumed.state.step == 8 and hasattr(resumed.optimizer, "found_inf")
     assert all(g["fused"] and not g["foreach"] for g in resumed.optimizer.param_groups)
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
 

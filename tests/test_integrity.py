@@ -176,7 +176,7 @@ def test_a_checkpoint_on_other_data_is_refused(tmp_path, monkeypatch):
     assert train_tiny(corpus, run) == 130
     data = json.loads((run / "data.json").read_text())
     assert data["key"] == Path(data["cache"]).name
-    monkeypatch.setattr(Trainer, "check_same_data", lambda self: None)
+    monkeypatch.setattr(Trainer, "_check_same_data", lambda self: None)
     original = Checkpointer.__init__
     monkeypatch.setattr(Checkpointer, "__init__",
                         lambda self, *a, **kw: original(self, *a, **{**kw, "data_key": "0" * 24}))

@@ -62,7 +62,7 @@ def test_momentum_control_applies_adamws_zero_gradient_update(tmp_path, corpus_d
     r = trainer.step(step)
     kind, fields, work, lr = r.kind, r.fields, r.work, r.lr
     assert kind == "control" and fields == {"control": "momentum"} and work.flops == 0
-    t = trainer.cfg.train
+    (beta1, beta2), eps = trainer.optimizer.defaults["betas"], trainer.optimizer.defaults["eps"]
     moved = 0
     for name, p in trainer.trainable:
         if name == "lm_head.weight":  # not reached by the meta work: frozen, as the arm's `untouched: freeze`
@@ -70,9 +70,9 @@ def test_momentum_control_applies_adamws_zero_gradient_update(tmp_path, corpus_d
             assert all(torch.equal(v, trainer.optimizer.state[p][k]) for k, v in states[name].items())
             continue
         s = states[name] or {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p), "step": 0}
-        m, v, k = t.beta1 * s["exp_avg"], t.beta2 * s["exp_avg_sq"], float(s["step"]) + 1
+        m, v, k = beta1 * s["exp_avg"], beta2 * s["exp_avg_sq"], float(s["step"]) + 1
         expected = before[name] * (1 - lr * decay[id(p)])
-        expected = expected - lr * (m / (1 - t.beta1 ** k)) / ((v / (1 - t.beta2 ** k)).sqrt() + t.eps)
+        expected = expected - lr * (m / (1 - beta1 ** k)) / ((v / (1 - beta2 ** k)).sqrt() + eps)
         assert torch.allclose(p.detach(), expected, rtol=1e-5, atol=1e-7), name
         moved += not torch.equal(p.detach(), before[name])
     # Replay (and weight decay) move every reached parameter but the meta head's bias, which no step has

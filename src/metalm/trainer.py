@@ -88,7 +88,9 @@ class Trainer:
         trainer.kind_of(step); trainer.state; trainer.check_finite()
         trainer.model / optimizer / trainable / meta / device / batches / corpus / probe / autocast()
 
-    Faults are injected through `metalm.training.faults`. Everything else is internal.
+    The last line: what a prepared trainer holds, to read (a benchmark times the model and the
+    optimizer, a test inspects AdamW's state). Faults are injected through `metalm.training.faults`.
+    Everything else is internal (a leading underscore).
     """
 
     @classmethod
@@ -100,74 +102,74 @@ class Trainer:
     def step(self, step: int, kind: str | None = None) -> StepResult:
         """Optimizer step `step` (0-based) as the run takes it, or, with `kind` "ar" or "meta", as a
         pure next-token or meta step whatever the schedule (benchmarks); `state` is not advanced."""
-        plan = self.planner.plan(step) if kind is None else self.planner.forced(kind)
+        plan = self._planner.plan(step) if kind is None else self._planner.forced(kind)
         result_kind, fields, work = self._gradients(step, plan)
         lr, grad_norm = self._apply(step)
         return StepResult(result_kind, fields, work, lr, grad_norm)
 
     def check_finite(self) -> None:
         """The deferred non-finite check (CUDA with fused AdamW), as the loop runs it at a logged row."""
-        self.guard.check()
+        self._guard.check()
 
     def __init__(self, cfg: Config):
-        self.cfg = cfg
-        self.run_dir = RunDir(cfg.run.dir)
+        self._cfg = cfg
+        self._run_dir = RunDir(cfg.run.dir)
         self.device = resolve_device(cfg.run.device, "run.device")
         if cfg.run.threads and self.device.type == "cpu":
             torch.set_num_threads(cfg.run.threads)
-        self.dist: Dist = init_distributed(self.device.type, cfg.run.dist_timeout_s)
+        self._dist: Dist = init_distributed(self.device.type, cfg.run.dist_timeout_s)
         if self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
+            self.device = torch.device("cuda", self._dist.local_rank)
         enable_tf32(self.device)
-        check_launch(cfg, self.dist.world_size)
+        check_launch(cfg, self._dist.world_size)
         t = cfg.train
         self.state = TrainState()
         # Fused AdamW where it pays (CUDA); there, the non-finite check stays on the device too.
-        self.fused = fused_adamw(self.device)
-        self.deferred = self.fused and defers_host_syncs(self.device)
-        self.guard = NonFiniteGuard(t.on_nonfinite, t.max_skipped_steps, self.state, deferred=self.deferred)
-        self.compiled = compile_enabled(cfg.run.compile, self.device)
+        self._fused = fused_adamw(self.device)
+        self._deferred = self._fused and defers_host_syncs(self.device)
+        self._guard = NonFiniteGuard(t.on_nonfinite, t.max_skipped_steps, self.state, deferred=self._deferred)
+        self._compiled = compile_enabled(cfg.run.compile, self.device)
         # The next-token loss of training steps: compiled, or the plain function. Only this function
         # is compiled — the model object is untouched (its state_dict keys and checkpoints are the same;
         # under DDP the wrapper holds this loss, `data_parallel_loss`), and validation, meta steps and
         # dynamics probes run eagerly.
-        self.ar_loss = torch.compile(next_token_loss) if self.compiled else next_token_loss
+        self._ar_loss = torch.compile(next_token_loss) if self._compiled else next_token_loss
 
     def autocast(self):
-        return autocast_context(self.cfg.run.precision, self.device)
+        return autocast_context(self._cfg.run.precision, self.device)
 
     # -- set-up ---------------------------------------------------------------------------------
-    def check_same_config(self) -> None:
-        saved = self.run_dir.read_config()
+    def _check_same_config(self) -> None:
+        saved = self._run_dir.read_config()
         if saved is None:
             return
-        diffs = config_differences(saved, self.cfg.to_dict())
+        diffs = config_differences(saved, self._cfg.to_dict())
         if diffs:
             raise ConfigError(
-                f"run directory {self.run_dir.path} holds a run with a different config ({'; '.join(diffs[:3])}"
+                f"run directory {self._run_dir.path} holds a run with a different config ({'; '.join(diffs[:3])}"
                 f"{' …' if len(diffs) > 3 else ''}); resume it with its own config or choose another run.dir"
             )
 
-    def check_same_data(self) -> None:
+    def _check_same_data(self) -> None:
         """A run resumes only on the data it started on (the cache key recorded in data.json; each
         checkpoint records it too): other data is refused like a changed config, naming what changed."""
-        saved = self.run_dir.read_data_info()
+        saved = self._run_dir.read_data_info()
         key = (saved or {}).get("key") or Path((saved or {}).get("cache", "")).name
         if saved and key and key != self.corpus.info["key"]:
-            raise ConfigError(f"run directory {self.run_dir.path} was trained on other data "
+            raise ConfigError(f"run directory {self._run_dir.path} was trained on other data "
                               f"({data_changes(saved, self.corpus.info)}); resume it on the data it started on or "
                               "choose another run.dir")
 
     def _prepare(self) -> None:
         """Data, model, optimizer and the loop's components (nothing is written yet)."""
-        cfg, t = self.cfg, self.cfg.train
-        tokenizer = load_tokenizer(self.run_dir.tokenizer_dir) if self.run_dir.has_tokenizer() else None
+        cfg, t = self._cfg, self._cfg.train
+        tokenizer = load_tokenizer(self._run_dir.tokenizer_dir) if self._run_dir.has_tokenizer() else None
         # Rank 0 tokenizes (and trains the tokenizer) into the cache; the others then read it.
-        self.corpus = self.dist.main_first(lambda: prepare_corpus(cfg.data, cfg.run.cache_dir, tokenizer,
-                                                                  progress=cfg.run.progress and self.dist.is_main))
-        self.tokenizer = self.corpus.tokenizer
-        self.train_seqs = PackedSequences(self.corpus.train, t.seq_len, "data.train")
-        self.batches = TrainBatches(self.train_seqs, t.batch_size, cfg.run.seed)
+        self.corpus = self._dist.main_first(lambda: prepare_corpus(cfg.data, cfg.run.cache_dir, tokenizer,
+                                                                  progress=cfg.run.progress and self._dist.is_main))
+        self._tokenizer = self.corpus.tokenizer
+        self._train_seqs = PackedSequences(self.corpus.train, t.seq_len, "data.train")
+        self.batches = TrainBatches(self._train_seqs, t.batch_size, cfg.run.seed)
         val_batches = validation_batches(PackedSequences(self.corpus.validation, t.seq_len, "data.validation"),
                                          t.batch_size, t.eval_batches)
         # the probe batch only where dynamics are recorded (post hoc analysis rebuilds it)
@@ -175,95 +177,95 @@ class Trainer:
 
         torch.manual_seed(cfg.run.seed)
         self.model = build_model(
-            cfg.model.preset, len(self.tokenizer), hf_config=cfg.model.hf_config,
-            special_token_ids=special_token_ids(self.tokenizer),
+            cfg.model.preset, len(self._tokenizer), hf_config=cfg.model.hf_config,
+            special_token_ids=special_token_ids(self._tokenizer),
             attn_implementation=cfg.model.attn_implementation, **cfg.model.overrides(),
         ).to(self.device)  # type: ignore[arg-type]  # transformers types .to() for dtypes only
         ctx = getattr(self.model.config, "max_position_embeddings", None)
         if cfg.model.context_length() is None and ctx is not None and t.seq_len > ctx:  # known only now
             raise ConfigError(f"train.seq_len {t.seq_len} exceeds the model's context {ctx}")
-        self.fwd_flops = forward_flops_per_token(self.model, t.seq_len)
-        self.meta = self.build_meta_task()
+        self._fwd_flops = forward_flops_per_token(self.model, t.seq_len)
+        self.meta = self._build_meta_task()
         self.trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         if self.meta is not None:
             self.trainable += self.meta.extra_named_parameters()
         self.optimizer = torch.optim.AdamW(
             decay_groups(self.trainable, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
-            **({"fused": True} if self.fused else {}),
+            **({"fused": True} if self._fused else {}),
         )
-        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]  # clipping order
-        self.ddp = None
-        if self.dist.enabled:  # DDP over the (compiled) loss: the loss compiles over the bare model
-            self.ddp = data_parallel_loss(self.model, self.ar_loss, self.device)
+        self._params = [p for group in self.optimizer.param_groups for p in group["params"]]  # clipping order
+        self._ddp = None
+        if self._dist.enabled:  # DDP over the (compiled) loss: the loss compiles over the bare model
+            self._ddp = data_parallel_loss(self.model, self._ar_loss, self.device)
 
-        self.planner = StepPlanner(cfg.meta, cfg.run.seed, t.grad_accum)
-        self.runner = StepRunner(self.model, self.ddp, self.ar_loss, self.meta, self.trainable, self.batches,
-                                 self.dist, self.device, self.autocast, t.grad_accum, t.seq_len, self.fwd_flops)
-        main = self.dist.is_main
-        self.validator = Validator(self.model, val_batches, Cadence(t.eval_every, t.steps), self.dist, self.device,
+        self._planner = StepPlanner(cfg.meta, cfg.run.seed, t.grad_accum)
+        self._runner = StepRunner(self.model, self._ddp, self._ar_loss, self.meta, self.trainable, self.batches,
+                                 self._dist, self.device, self.autocast, t.grad_accum, t.seq_len, self._fwd_flops)
+        main = self._dist.is_main
+        self._validator = Validator(self.model, val_batches, Cadence(t.eval_every, t.steps), self._dist, self.device,
                                    self.autocast)
-        self.checkpointer = Checkpointer(self.run_dir, Cadence(t.save_every, t.steps), t.keep_checkpoints, self.model,
+        self._checkpointer = Checkpointer(self._run_dir, Cadence(t.save_every, t.steps), t.keep_checkpoints, self.model,
                                          self.optimizer, self.state, self.meta, self.device, main,
                                          data_key=self.corpus.info["key"])
         peak = peak_tflops(cfg.run.peak_tflops, self.device) if main else None
-        self.rows = RowPolicy(Cadence(t.log_every, t.steps), self.planner.kind if self.planner.mixes_kinds else None,
-                              peak * 1e12 * self.dist.world_size if peak is not None else None)
+        self._rows = RowPolicy(Cadence(t.log_every, t.steps), self._planner.kind if self._planner.mixes_kinds else None,
+                              peak * 1e12 * self._dist.world_size if peak is not None else None)
 
     def kind_of(self, step: int) -> str:
         """The kind of 0-based optimizer step `step` (a pure function of the seed and the step)."""
-        return self.planner.kind(step)
+        return self._planner.kind(step)
 
-    def build_meta_task(self):
+    def _build_meta_task(self):
         """The meta-learning task of a meta run (None for vanilla); rank 0 builds the occurrence
         index into the cache first, the others then read it."""
-        if not self.cfg.meta.enabled:
+        if not self._cfg.meta.enabled:
             return None
         from .meta.task import MetaTask
 
         def build():
-            return MetaTask(self.cfg.meta, self.corpus.train.tokens, self.corpus.train.doc_offsets, self.tokenizer,
-                            self.model, seed=self.cfg.run.seed, cache_dir=cache_root(self.cfg.run.cache_dir) / "meta")
+            return MetaTask(self._cfg.meta, self.corpus.train.tokens, self.corpus.train.doc_offsets, self._tokenizer,
+                            self.model, seed=self._cfg.run.seed, cache_dir=cache_root(self._cfg.run.cache_dir) / "meta")
 
-        return self.dist.main_first(build)
+        return self._dist.main_first(build)
 
-    def create_run_dir(self) -> None:
+    def _create_run_dir(self) -> None:
         """Write the run's fixed inputs (config, tokenizer, probe batch, data description) once."""
-        if not self.dist.is_main:
+        if not self._dist.is_main:
             return
-        run = self.run_dir
+        run = self._run_dir
         run.path.mkdir(parents=True, exist_ok=True)
         if run.read_config() is None:
-            run.write_config(self.cfg.to_dict())
+            run.write_config(self._cfg.to_dict())
         if not run.has_tokenizer():
-            run.write_tokenizer(self.tokenizer)
+            run.write_tokenizer(self._tokenizer)
         if self.probe is not None and not run.probe_path.is_file():
             run.write_probe(self.probe)
         run.write_data_info(self.corpus.info)
 
-    def restore(self, runlog: RunLog) -> None:
+    def _restore(self, runlog: RunLog) -> None:
         """Load the newest usable checkpoint and cut the rows back to it (without one, the run restarts
         from step 0 and every row goes); rows lost before it are reported (`metrics_gaps` in status)."""
-        step = self.checkpointer.restore()
-        if self.dist.is_main:
-            self.run_dir.truncate_rows(step)
+        step = self._checkpointer.restore()
+        if self._dist.is_main:
+            self._run_dir.truncate_rows(step)
             if step is not None:
-                log.info("resuming %s from step %d", self.run_dir.path, step)
-                logged = (s for s in range(step + 1) if s == 0 or self.rows.cadence.due(s) or self.validator.due(s))
-                gaps = step_ranges(self.run_dir.missing_rows(logged))
+                log.info("resuming %s from step %d", self._run_dir.path, step)
+                logged = (s for s in range(step + 1) if s == 0 or self._rows.cadence.due(s) or self._validator.due(s))
+                gaps = step_ranges(self._run_dir.missing_rows(logged))
                 if gaps:
                     log.warning("%s lacks the rows of steps %s, written before the checkpoint of step %d; they "
                                 "cannot be regenerated (recorded as metrics_gaps in the status)",
-                                self.run_dir.metrics_path, show_ranges(gaps), step)
+                                self._run_dir.metrics_path, show_ranges(gaps), step)
                     runlog.status_extra["metrics_gaps"] = gaps
-        self.dist.barrier()
-        self.rows.resume(self.state)
+        self._dist.barrier()
+        self._rows.resume(self.state)
 
     # -- steps ----------------------------------------------------------------------------------
     def _gradients(self, step: int, plan: StepPlan) -> tuple[str, dict, Work]:
         """Gradients of optimizer step `step`: the step kind, the row fields it measured, the work."""
         if faults.before_step is not None:
             faults.before_step(step)
-        fields, work = self.runner(step, plan)
+        fields, work = self._runner(step, plan)
         if faults.after_gradients is not None:
             faults.after_gradients(step, self.model)
         return plan.kind, fields, work
@@ -272,12 +274,12 @@ class Trainer:
         """Clip, apply AdamW at the step's learning rate unless the gradient norm is non-finite
         (`train.on_nonfinite`: stop or skip; decided on the device on CUDA, see `training/guard.py`),
         clear the gradients; returns (lr, grad norm)."""
-        lr = lr_at(step, self.cfg.train)
+        lr = lr_at(step, self._cfg.train)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        clip = self.cfg.train.grad_clip or float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
-        self.guard.step(self.optimizer, step, grad_norm)
+        clip = self._cfg.train.grad_clip or float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self._params, clip)
+        self._guard.step(self.optimizer, step, grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
         return lr, grad_norm
 
@@ -285,132 +287,132 @@ class Trainer:
     def run(self) -> Path:
         """Train to the end (or resume). SIGINT and SIGTERM raise KeyboardInterrupt (status
         "interrupted"); divergence raises DivergedError (status "diverged"); a full disk StorageError."""
-        cfg = self.cfg
-        self.run_dir.check_writable()
-        self.check_same_config()
-        if self.run_dir.is_finished():
-            if self.dist.is_main:
-                log.info("run %s already finished (step %d); nothing to do", self.run_dir.path, cfg.train.steps)
-                for problem in self.run_dir.metrics_problems():
+        cfg = self._cfg
+        self._run_dir.check_writable()
+        self._check_same_config()
+        if self._run_dir.is_finished():
+            if self._dist.is_main:
+                log.info("run %s already finished (step %d); nothing to do", self._run_dir.path, cfg.train.steps)
+                for problem in self._run_dir.metrics_problems():
                     log.warning("%s", problem)
-            return self.run_dir.path
+            return self._run_dir.path
         check_loggers(cfg)
         self._prepare()
         # One trainer per run directory (rank 0 holds the lock for every rank), taken once the data and
         # model are known to be good, before anything is written into the run directory.
-        lock = hold_lock(self.run_dir.path, "run directory", "wait for it to end or choose another run.dir") \
-            if self.dist.is_main else contextlib.nullcontext()
+        lock = hold_lock(self._run_dir.path, "run directory", "wait for it to end or choose another run.dir") \
+            if self._dist.is_main else contextlib.nullcontext()
         try:
             with lock:
-                self.check_same_data()
-                self.create_run_dir()
-                self.train_locked()
+                self._check_same_data()
+                self._create_run_dir()
+                self._train_locked()
         finally:
-            self.release_ddp()
-            shutdown(self.dist)
-        return self.run_dir.path
+            self._release_ddp()
+            shutdown(self._dist)
+        return self._run_dir.path
 
-    def train_locked(self) -> None:
+    def _train_locked(self) -> None:
         """Restore and train to the end, recording how the run stopped in its status."""
-        runlog = RunLog(self.run_dir, self.cfg, enabled=self.dist.is_main)
+        runlog = RunLog(self._run_dir, self._cfg, enabled=self._dist.is_main)
         try:
             with interrupt_on_signals():
-                self.restore(runlog)
+                self._restore(runlog)
                 self._loop(runlog)
-                self.dist.barrier()  # every rank's collectives are done before the group is torn down
+                self._dist.barrier()  # every rank's collectives are done before the group is torn down
         except KeyboardInterrupt:
-            self.record_end(runlog, "interrupted")
+            self._record_end(runlog, "interrupted")
             raise
         except DivergedError as exc:
-            self.record_end(runlog, "diverged", error=str(exc))
+            self._record_end(runlog, "diverged", error=str(exc))
             raise
         except OSError as exc:
-            self.record_end(runlog, "failed")
+            self._record_end(runlog, "failed")
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageError(f"no space left on the device of {exc.filename or self.run_dir.path}; free some "
+                raise StorageError(f"no space left on the device of {exc.filename or self._run_dir.path}; free some "
                                    "and re-run the same command to resume from the last checkpoint") from exc
             raise
         except BaseException:
-            self.record_end(runlog, "failed")
+            self._record_end(runlog, "failed")
             raise
         finally:
             runlog.close()
 
-    def record_end(self, runlog: RunLog, state: str, **extra) -> None:
+    def _record_end(self, runlog: RunLog, state: str, **extra) -> None:
         """The status of a run that stopped early (best effort: the disk may be full)."""
         with contextlib.suppress(OSError):
             runlog.status(state, self.state.step, **extra)
 
-    def release_ddp(self) -> None:
+    def _release_ddp(self) -> None:
         """Free DDP's reducer while the process group is still registered. Otherwise the reducer
         holds the group's last reference and destroys it holding the GIL, and gloo's worker threads,
         which need the GIL to free their finished work's tensors, can never be joined: a hang at
         exit (seen with torch 2.13 on CPU)."""
-        if self.ddp is not None:
-            self.ddp = self.runner.ddp = None
+        if self._ddp is not None:
+            self._ddp = self._runner.ddp = None
             gc.collect()
 
-    def announce(self) -> None:
-        t = self.cfg.train
+    def _announce(self) -> None:
+        t = self._cfg.train
         log.info("%s", describe(self.model, t.seq_len))
-        log.info("next-token step: torch.compile %s (run.compile=%s), AdamW %s", "on" if self.compiled else "off",
-                 str(self.cfg.run.compile).lower(), "fused" if self.fused else "foreach")
+        log.info("next-token step: torch.compile %s (run.compile=%s), AdamW %s", "on" if self._compiled else "off",
+                 str(self._cfg.run.compile).lower(), "fused" if self._fused else "foreach")
         log.info("data: %s training tokens (%s documents, %s sequences of %d), %s validation tokens%s",
-                 f"{len(self.corpus.train):,}", f"{self.corpus.train.n_docs:,}", f"{len(self.train_seqs):,}", t.seq_len,
+                 f"{len(self.corpus.train):,}", f"{self.corpus.train.n_docs:,}", f"{len(self._train_seqs):,}", t.seq_len,
                  f"{len(self.corpus.validation):,}", "  [synthetic DEMO data]" if self.corpus.info.get("demo") else "")
 
     def _loop(self, runlog: RunLog) -> None:
-        cfg, t, state = self.cfg, self.cfg.train, self.state
-        main = self.dist.is_main
-        dynamics = DynamicsRecorder(self.run_dir, self.model, self.probe, cfg.dynamics, t.steps, main,
+        cfg, t, state = self._cfg, self._cfg.train, self.state
+        main = self._dist.is_main
+        dynamics = DynamicsRecorder(self._run_dir, self.model, self.probe, cfg.dynamics, t.steps, main,
                                     mirror=runlog.dynamics)
         progress = Progress(t.steps, state.step, cfg.run.name, enabled=main and cfg.run.progress)
         if main:
-            self.announce()
+            self._announce()
         runlog.status("running", state.step)
         if state.step == 0:
-            runlog.row({"step": 0, **state.work.as_dict(), "time": 0.0, "val_loss": self.validator.evaluate()})
+            runlog.row({"step": 0, **state.work.as_dict(), "time": 0.0, "val_loss": self._validator.evaluate()})
             dynamics.maybe_record(0)
         self.model.train()
         while state.step < t.steps:
             started = time.perf_counter()
-            kind, fields, work = self._gradients(state.step, self.planner.plan(state.step))
+            kind, fields, work = self._gradients(state.step, self._planner.plan(state.step))
             lr, grad_norm = self._apply(state.step)
             after = state.step + 1
-            evaluate = self.validator.due(after)
-            log_row = self.rows.due(after, kind, evaluate)
-            if log_row or evaluate or dynamics.due(after) or self.checkpointer.due(after):  # the loop's sync points
+            evaluate = self._validator.due(after)
+            log_row = self._rows.due(after, kind, evaluate)
+            if log_row or evaluate or dynamics.due(after) or self._checkpointer.due(after):  # the loop's sync points
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)  # the step's time is complete before anything else runs
-                self.guard.check()  # deferred non-finite check: DivergedError before anything is written
+                self._guard.check()  # deferred non-finite check: DivergedError before anything is written
             state.advance(kind, work, time.perf_counter() - started)
 
-            val_loss = self.validator.evaluate() if evaluate else None
+            val_loss = self._validator.evaluate() if evaluate else None
             if log_row:
-                row = self.rows.row(state, kind, {**fields, **self.guard.row_fields()}, lr, grad_norm, val_loss,
+                row = self._rows.row(state, kind, {**fields, **self._guard.row_fields()}, lr, grad_norm, val_loss,
                                     self.meta is not None)
                 runlog.row(row)
                 progress.logged(row)
                 runlog.heartbeat(state.step)
             dynamics.maybe_record(state.step)
             progress.step()
-            self.checkpointer.maybe_save(state.step, after_save=lambda: runlog.status("running", state.step))
+            self._checkpointer.maybe_save(state.step, after_save=lambda: runlog.status("running", state.step))
         progress.close()
         if main:
             readout = dynamics.readout(title=cfg.run.name)
             if readout is not None:
                 log.info("%s", format_phase_readout(readout.phases))
-                log.info("dynamics plots: %s", self.run_dir.plots_dir())
-        self.export()
-        runlog.status("finished", state.step, rows=len(self.run_dir.read_metrics()) if main else 0)
+                log.info("dynamics plots: %s", self._run_dir.plots_dir())
+        self._export()
+        runlog.status("finished", state.step, rows=len(self._run_dir.read_metrics()) if main else 0)
         if main:
-            log.info("finished: %s (final model in %s)", self.run_dir.path, self.run_dir.final_dir)
+            log.info("finished: %s (final model in %s)", self._run_dir.path, self._run_dir.final_dir)
 
-    def export(self) -> None:
+    def _export(self) -> None:
         """Hugging Face export of the final model and tokenizer (atomically), with its model card."""
-        if self.dist.is_main:
-            save_pretrained_atomic(self.run_dir.final_dir, self.model, tokenizer=self.tokenizer)
-            write_model_card(self.run_dir)
+        if self._dist.is_main:
+            save_pretrained_atomic(self._run_dir.final_dir, self.model, tokenizer=self._tokenizer)
+            write_model_card(self._run_dir)
 
 
 def train(cfg: Config) -> Path:
