@@ -4,6 +4,7 @@ Fixtures live in conftest.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -206,3 +207,12 @@ def assert_processes_match(one: Path, two: Path, keys: tuple[str, ...]) -> None:
         assert a["tokens"] == b["tokens"] and a["flops"] == b["flops"]
     w1, w2 = load_file(one / "final" / "model.safetensors"), load_file(two / "final" / "model.safetensors")
     assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
+
+
+def assert_result_round_trip(kind, path: Path):
+    """The evaluation result stored at `path`, read back through its type (`metalm.eval_results`),
+    writes the same file byte for byte; returns the typed result."""
+    text = path.read_text(encoding="utf-8")
+    result = kind.from_json(json.loads(text))
+    assert json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n" == text
+    return result

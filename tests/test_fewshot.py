@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from helpers import make_corpus, tiny_overrides
+from helpers import assert_result_round_trip, make_corpus, tiny_overrides
 from metalm.cli import main
+from metalm.eval_results import FewshotResult
 from metalm.errors import MetalmError
 from metalm.evaluation.fewshot import evaluate_fewshot
 
@@ -46,6 +47,9 @@ def test_cli_saves_result_and_rejects_bad_input(run_dir, capsys):
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert json.loads((run_dir / "eval" / "fewshot.json").read_text()) == printed
+    result = assert_result_round_trip(FewshotResult, run_dir / "eval" / "fewshot.json")
+    assert result.episodes == 3 and set(result.accuracy) == {"support_acc_before", "support_acc_after",
+                                                             "query_acc_before", "query_acc_after"}
     assert main(["eval", "fewshot", str(run_dir), "--episodes", "0"]) == 2
     assert "--episodes: Input should be greater than or equal to 1" in capsys.readouterr().err
     with pytest.raises(MetalmError, match="n_way: 500 exceeds"):

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import assert_result_round_trip
 from metalm.errors import ConfigError, DataError
 from metalm.checkpoint import resolve_model_dir
 from metalm.errors import MetalmError
+from metalm.eval_results import NerResult
 from metalm.evaluation.ner import format_ner_table, length_batches, rows_of, run_ner, save_result
 from metalm.model import build_model
 from metalm.tokenizer import special_token_ids, train_tokenizer
@@ -99,6 +101,7 @@ def test_run_ner_result_structure(setup):
     json.dumps(res)
     path = save_result(res, run)
     assert path == run / "eval" / "ner-aa.json" and json.loads(path.read_text())["config"]["train_lang"] == "aa"
+    assert set(assert_result_round_trip(NerResult, path).summary) == {"aa", "zz"}
     assert "aa (in-language)" in format_ner_table(res) and "zz (zero-shot)" in format_ner_table(res)
 
 
@@ -116,7 +119,10 @@ def test_probe_learns_and_seeds_vary(setup):
     # a linear head on a random nano model's features still finds these entities: F1 well above all-O
     assert res["summary"]["aa"]["f1"]["mean"] > 0.3
     assert res["summary"]["aa"]["f1"]["n"] == 2
-    assert save_result(res, run).name == "ner-aa-probe.json"
+    path = save_result(res, run)
+    assert path.name == "ner-aa-probe.json"
+    stored = assert_result_round_trip(NerResult, path)
+    assert stored.config["mode"] == "probe" and stored.summary["aa"].f1.n == 2
     again = run_ner(run, data, "aa", ["aa"], mode="probe", seed=1, epochs=20, progress=False, select_best_on_dev=True)
     assert again["runs"][0]["train_loss"] == runs[1]["train_loss"]  # a seed reproduces its run
     assert again["runs"][0]["scores"] == runs[1]["scores"]

@@ -10,8 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from helpers import make_corpus, tiny_overrides, write_corpus
+from helpers import assert_result_round_trip, make_corpus, tiny_overrides, write_corpus
 from metalm.cli import main
+from metalm.eval_results import NerResult, PerplexityResult, read_result
 from metalm.evaluation.perplexity import evaluate_perplexity, windows
 
 
@@ -69,5 +70,11 @@ def test_cli_table_json_and_saved_result(trained, capsys):
     assert main(["eval", "perplexity", str(run), "--data", str(trained / "other.txt"), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert json.loads((run / "eval" / "perplexity.json").read_text()) == printed
+    result = assert_result_round_trip(PerplexityResult, run / "eval" / "perplexity.json")
+    assert [s.data for s in result.sets] == [str(trained / "other.txt")] and result.sets[0].tokens > 0
+    assert read_result(PerplexityResult, {**printed, "sets": [{"data": "x"}]}) is None  # a set without its numbers
+    assert read_result(PerplexityResult, None) is None  # missing or half-written
+    assert read_result(NerResult, printed) is None  # another evaluation's result
     assert main(["eval", "perplexity", str(run), "--data", str(trained / "missing.txt")]) == 2
     assert "data file not found" in capsys.readouterr().err
+

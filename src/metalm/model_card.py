@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 from .atomic import write_text_atomic
+from .eval_results import FewshotResult, NerResult, PerplexityResult, read_result
 from .run_dir import RunDir
 from .tokenizer import is_metalm_tokenizer
 
@@ -39,37 +39,23 @@ def _final_val_loss(run: RunDir) -> tuple[int, float] | None:
     return (int(rows[-1].get("step", 0)), float(rows[-1]["val_loss"])) if rows else None
 
 
-def _mean(value: Any) -> float | None:
-    """A number, or the mean of a {"mean": …, "std": …} figure."""
-    if isinstance(value, dict):
-        value = value.get("mean")
-    return float(value) if isinstance(value, (int, float)) else None
-
-
 def _results(run: RunDir) -> list[tuple[str, str, str, float]]:
     """(task, dataset, metric, value) of every stored evaluation result metalm knows how to read."""
     found = []
     for name in run.eval_names():
-        result = run.read_eval(name)
-        if not isinstance(result, dict):
-            continue
-        if name == "perplexity":
-            for s in result.get("sets", []):
-                for metric in ("loss", "perplexity"):
-                    if isinstance(s.get(metric), (int, float)):
-                        found.append(("text-generation", Path(str(s.get("data", "held-out"))).name, metric, s[metric]))
-        elif name == "fewshot":
+        tree = run.read_eval(name)
+        if name == PerplexityResult.NAME and (ppl := read_result(PerplexityResult, tree)) is not None:
+            for s in ppl.sets:
+                found += [("text-generation", Path(s.data).name, "loss", s.loss),
+                          ("text-generation", Path(s.data).name, "perplexity", s.perplexity)]
+        elif name == FewshotResult.NAME and (fewshot := read_result(FewshotResult, tree)) is not None:
             for metric in ("query_acc_before", "query_acc_after"):
-                value = _mean(result.get("accuracy", {}).get(metric))
-                if value is not None:
-                    found.append(("few-shot SMLMT", "held-out episodes", metric, value))
-        elif name.startswith("ner-") and isinstance(result.get("summary"), dict):
-            cfg = result.get("config", {})
-            for lang, row in result["summary"].items():
-                value = _mean(row.get("f1")) if isinstance(row, dict) else None
-                if value is not None:
-                    found.append(("token-classification", f"UNER {lang} ({cfg.get('mode')}, trained on "
-                                  f"{cfg.get('train_lang')}; {name})", "f1", value))
+                if metric in fewshot.accuracy:
+                    found.append(("few-shot SMLMT", "held-out episodes", metric, fewshot.accuracy[metric].mean))
+        elif name.startswith("ner-") and (ner := read_result(NerResult, tree)) is not None:
+            for lang, scores in ner.summary.items():
+                found.append(("token-classification", f"UNER {lang} ({ner.config.get('mode')}, trained on "
+                              f"{ner.config.get('train_lang')}; {name})", "f1", scores.f1.mean))
     return found
 
 

@@ -29,6 +29,7 @@ from ..data.sources import resolve_files
 from ..device import resolve_device
 from ..config_base import format_validation_error
 from ..errors import ConfigError, MetalmError
+from ..eval_results import FewshotResult, MeanStd
 from ..log import progress
 from ..meta import MetaConfig, MetaTask
 from ..meta.config import validate_meta
@@ -139,14 +140,15 @@ def evaluate_fewshot(checkpoint: str | Path, settings: FewshotSettings | None = 
         samples["support_acc_after"].append(after["support_acc_after"])
         samples["query_acc_before"].append(before["query_acc"])
         samples["query_acc_after"].append(after["query_acc"])
-    summary = {k: {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0} for k, v in samples.items()}
-    return {"checkpoint": str(model_dir), "episodes": episodes, "chance": 1 / n_way,
-            "settings": {"variant": variant, "n_way": n_way, "k_shot": k_shot, "q_query": q_query,
-                         "inner_steps": inner_steps, "inner_lr": inner_lr, "head_init": cfg.resolved_head_init(), "pool": cfg.resolved_pool(),
-                         "window_len": s.window_len, "seed": seed, "held_out": data or "the run's validation set",
-                         **({"learned_head": learned_from or "none in the checkpoint: a freshly initialised head"}
-                            if task.head is not None else {})},
-            "accuracy": summary}
+    summary = {k: MeanStd(statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0) for k, v in samples.items()}
+    return FewshotResult(
+        checkpoint=str(model_dir), episodes=episodes, chance=1 / n_way,
+        settings={"variant": variant, "n_way": n_way, "k_shot": k_shot, "q_query": q_query,
+                  "inner_steps": inner_steps, "inner_lr": inner_lr, "head_init": cfg.resolved_head_init(), "pool": cfg.resolved_pool(),
+                  "window_len": s.window_len, "seed": seed, "held_out": data or "the run's validation set",
+                  **({"learned_head": learned_from or "none in the checkpoint: a freshly initialised head"}
+                     if task.head is not None else {})},
+        accuracy=summary).to_json()
 
 
 def format_fewshot(result: dict) -> str:
@@ -165,4 +167,4 @@ def format_fewshot(result: dict) -> str:
 
 
 def save_fewshot(result: dict, run_dir: Path) -> Path:
-    return RunDir(run_dir).write_eval("fewshot", result)
+    return RunDir(run_dir).write_eval(FewshotResult.NAME, result)

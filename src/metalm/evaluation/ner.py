@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
 from ..errors import ConfigError, DataError
+from ..eval_results import NerLanguage, NerResult
 from ..checkpoint import ModelLocation, resolve_model_dir
 from ..device import resolve_device
 from ..log import logger
@@ -514,9 +515,8 @@ def _seed_runs(p: _Prepared, train: _TrainSeed, progress: bool) -> tuple[list[di
 def _result(p: _Prepared, runs: list[dict[str, Any]], prep_time: float) -> dict[str, Any]:
     s = p.s
     baseline = {lang: score_ner([x.tags for x in sents], [["O"] * len(x) for x in sents])["f1"] for lang, sents in p.sets.items()}
-    return {
-        "task": "ner",
-        "config": {
+    return NerResult(
+        config={
             "checkpoint": str(p.model_dir),
             "data": str(s.data),
             "train_lang": s.train_lang,
@@ -535,14 +535,14 @@ def _result(p: _Prepared, runs: list[dict[str, Any]], prep_time: float) -> dict[
             "labels": p.names,
             "context_prefix": p.context_prefix,
         },
-        "notes": p.notes,
-        "warnings": {"count": len(p.warnings), "messages": p.warnings[:20]},
-        "data": p.data,
-        "runs": runs,
-        "summary": {lang: aggregate([r["scores"][lang] for r in runs]) for lang in p.test_langs},
-        "baseline_all_o": baseline,
-        "timing": {"prepare_s": prep_time, "total_s": time.perf_counter() - p.t0},
-    }
+        notes=p.notes,
+        warnings={"count": len(p.warnings), "messages": p.warnings[:20]},
+        data=p.data,
+        runs=runs,
+        summary={lang: NerLanguage.from_json(aggregate([r["scores"][lang] for r in runs])) for lang in p.test_langs},
+        baseline_all_o=baseline,
+        timing={"prepare_s": prep_time, "total_s": time.perf_counter() - p.t0},
+    ).to_json()
 
 
 def result_name(result: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from ..data.sources import resolve_files
 from ..data.token_store import concat, tokenize_documents
 from ..device import resolve_device
 from ..errors import MetalmError
+from ..eval_results import PerplexityResult, PerplexitySet
 from ..log import progress
 from ..tokenizer import load_tokenizer
 from .settings import PerplexitySettings
@@ -83,8 +84,8 @@ def evaluate_perplexity(checkpoint: str | Path, data: list[str] | None = None,
         tokens = tokens[: max_tokens + 1] if max_tokens else tokens  # read_documents refused an empty set
         nll, count = stream_nll(model, tokens, seq_len, batch_size, dev, f"perplexity {spec}")
         loss = nll / count
-        rows.append({"data": spec, "documents": arr.n_docs, "tokens": count, "loss": loss, "perplexity": math.exp(loss)})
-    return {"checkpoint": str(model_dir), "seq_len": seq_len, "sets": rows}
+        rows.append(PerplexitySet(data=spec, documents=arr.n_docs, tokens=count, loss=loss, perplexity=math.exp(loss)))
+    return PerplexityResult(checkpoint=str(model_dir), seq_len=seq_len, sets=rows).to_json()
 
 
 def format_perplexity_table(result: dict) -> str:
@@ -98,4 +99,4 @@ def format_perplexity_table(result: dict) -> str:
 def save_perplexity(result: dict, checkpoint: str | Path) -> Path | None:
     """Save into RUN/eval/perplexity.json when the checkpoint belongs to a run."""
     run = resolve_model_dir(checkpoint, verify=False).run  # the run only: loading verified it
-    return None if run is None else run.write_eval("perplexity", result)
+    return None if run is None else run.write_eval(PerplexityResult.NAME, result)

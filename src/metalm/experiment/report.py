@@ -26,6 +26,7 @@ import yaml
 
 from ..atomic import write_json_atomic, write_text_atomic
 from ..dynamics.phases import COMPONENT_SECTIONS, SECTIONS, phase_text, section_entries, timeline_text
+from ..eval_results import FewshotResult, NerLanguage, NerResult, PerplexityResult, read_result
 from ..run_dir import RunDir
 from .compare import (
     MEASURES,
@@ -202,17 +203,20 @@ def _matched(matched: dict[str, dict[int, Path]], metrics: dict[str, dict[int, l
 
 
 def _evaluations(seeds: dict[int, Path]) -> dict:
+    """Per evaluation, seed → its stored result (NER: per result name, seed → the summary per test
+    language), each read through its type (a malformed file is left out)."""
     evals: dict = {}
     for s, d in seeds.items():
         run = RunDir(d)
-        for name in ("perplexity", "fewshot"):
-            res = run.read_eval(name)
-            if res:
-                evals.setdefault(name, {})[str(s)] = res
+        for kind in (PerplexityResult, FewshotResult):
+            res = read_result(kind, run.read_eval(kind.NAME))
+            if res is not None:
+                evals.setdefault(kind.NAME, {})[str(s)] = res.to_json()
         for name in run.eval_names("ner-"):
-            res = run.read_eval(name)
-            if isinstance(res, dict) and "summary" in res:
-                evals.setdefault("ner", {}).setdefault(name, {})[str(s)] = res["summary"]
+            ner = read_result(NerResult, run.read_eval(name))
+            if ner is not None:
+                evals.setdefault("ner", {}).setdefault(name, {})[str(s)] = {
+                    lang: scores.to_json() for lang, scores in ner.summary.items()}
         phases = run.read_phases()
         if phases:
             evals.setdefault("phases", {})[str(s)] = phases
@@ -502,27 +506,26 @@ def _evaluation_tables(arms: dict) -> list[Table]:
     rows = []
     for arm, e in arms.items():
         for key, per_seed in e["evaluations"].get("ner", {}).items():
-            langs = next(iter(per_seed.values())).keys()
-            for lang in langs:
-                vals = [s[lang]["f1"]["mean"] for s in per_seed.values()]
-                strict = [s[lang]["strict_f1"]["mean"] for s in per_seed.values()]
+            seeds = [{lang: NerLanguage.from_json(v) for lang, v in summary.items()} for summary in per_seed.values()]
+            for lang in seeds[0]:
+                vals = [s[lang].f1.mean for s in seeds]
+                strict = [s[lang].strict_f1.mean for s in seeds]
                 rows.append([arm, key, lang, f"{100 * np.mean(vals):.1f}", f"{100 * np.mean(strict):.1f}"])
     if rows:
         out.append(("NER F1 (× 100, mean over seeds).", ["arm", "evaluation", "test language", "F1", "strict F1"], rows))
     rows = []
     for arm, e in arms.items():
-        ppl = e["evaluations"].get("perplexity", {})
         sets: dict[str, list[float]] = {}
-        for res in ppl.values():
-            for r in res["sets"]:
-                sets.setdefault(r["data"], []).append(r["perplexity"])
+        for res in e["evaluations"].get("perplexity", {}).values():
+            for r in PerplexityResult.from_json(res).sets:
+                sets.setdefault(r.data, []).append(r.perplexity)
         rows += [[arm, Path(k).name or k, f"{np.mean(v):.2f}"] for k, v in sets.items()]
-        fs = e["evaluations"].get("fewshot", {})
+        fs = [FewshotResult.from_json(r) for r in e["evaluations"].get("fewshot", {}).values()]
         if fs:
-            acc = [r["accuracy"] for r in fs.values()]
+            acc = [r.accuracy for r in fs]
             rows.append([arm, "few-shot query acc before → after",
-                         (f"{np.mean([a['query_acc_before']['mean'] for a in acc]):.3f} → "
-                          f"{np.mean([a['query_acc_after']['mean'] for a in acc]):.3f}")])
+                         (f"{np.mean([a['query_acc_before'].mean for a in acc]):.3f} → "
+                          f"{np.mean([a['query_acc_after'].mean for a in acc]):.3f}")])
     if rows:
         out.append(("Perplexity and few-shot accuracy (mean over seeds).", ["arm", "set", "value"], rows))
     return out
