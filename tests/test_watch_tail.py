@@ -222,15 +222,15 @@ def test_update_sends_only_new_rows_after_the_cursor_and_resets_on_truncation(tm
 
 def test_watcher_expands_experiments_and_survives_deleted_runs(tmp_path):
     exp = tmp_path / "exp"
-    for name in ("vanilla", "sweep/lr1/meta", "a/b/c/too_deep"):
+    for name in ("vanilla", "sweep/meta/lr1/seed-0", "a/b/c/d/too_deep"):
         (exp / name).mkdir(parents=True)
         (exp / name / "config.yaml").write_text(f"name: {name}\nmodel:\n  preset: nano\n")
     (exp / "vanilla" / "checkpoints" / "step-00000001").mkdir(parents=True)
     (exp / "vanilla" / "checkpoints" / "step-00000001" / "config.yaml").write_text("x: 1\n")
-    assert [p.relative_to(exp).as_posix() for p in discover_runs(exp)] == ["sweep/lr1/meta", "vanilla"]
+    assert [p.relative_to(exp).as_posix() for p in discover_runs(exp)] == ["sweep/meta/lr1/seed-0", "vanilla"]
     watcher = Watcher([exp], poll_interval=0.01)
     answer = watcher.update({}, DynamicsSelection())
-    assert [r["name"] for r in answer["runs"]] == ["sweep/lr1/meta", "vanilla"]
+    assert [r["name"] for r in answer["runs"]] == ["sweep/meta/lr1/seed-0", "vanilla"]
     assert {r["state"] for r in answer["runs"]} == {"waiting"}
     assert answer["config_differences"]["keys"] == ["name"]
     shutil.rmtree(exp / "vanilla")
