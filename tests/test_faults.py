@@ -345,9 +345,11 @@ def test_config_written_atomically_under_a_file_size_limit(corpus, tmp_path):
 def test_ctrl_c_during_start_up_is_one_line(corpus, tmp_path, after_s):
     """SIGINT while Python imports torch and builds the parser (before any run exists): one line, 130."""
     (corpus.parent / "cfg.yaml").write_text("{}")
+    # Ctrl-C as at a terminal, even when the suite itself runs with SIGINT ignored (started with `&`)
     proc = subprocess.Popen([sys.executable, "-m", "metalm", "train", str(corpus.parent / "cfg.yaml"),
                              *tiny_overrides(corpus, tmp_path / "run")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(after_s)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)

@@ -8,6 +8,15 @@ import pytest
 from metalm import interrupts
 
 
+@pytest.fixture(autouse=True)
+def python_default_sigint():
+    """Python's own Ctrl-C handler, as at a terminal, even when the suite runs with SIGINT ignored
+    (started in the background with `&`); the previous disposition is restored after each test."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_a_ctrl_c_while_deferred_is_raised_at_resume_and_a_second_at_once():
     interrupts.defer()
     try:

@@ -67,6 +67,18 @@ def test_the_table_reads_final_losses_and_never_chooses_a_diverged_or_unsettled_
     _fake_run(sweep_run_dir(tmp_path, "vanilla", s[2], 0), "finished", [9.0, 6.0, 5.2])
     entry = sweep_table(sweep, tmp_path)["vanilla"]
     assert entry["chosen"] == {"train.lr": 0.01} and entry["chosen_name"] == "train.lr=0.01"
+    assert entry["at_edge"] == []  # 0.01 lies inside the grid
+
+
+def test_a_choice_at_the_edge_of_a_numeric_axis_is_flagged():
+    from metalm.experiment.sweep import at_edge
+
+    grid = {"train.lr": [0.0003, 0.001, 0.003], "train.grad_clip": [0, 1.0], "meta.inner_optimizer": ["sgd", "adam"]}
+    assert at_edge(grid, {"train.lr": 0.003, "train.grad_clip": 0, "meta.inner_optimizer": "sgd"}) == [
+        "train.lr=0.003 (the largest tried)", "train.grad_clip=0 (the smallest tried)"]
+    assert at_edge(grid, {"train.lr": 0.001, "train.grad_clip": 0.0, "meta.inner_optimizer": "adam"}) == [
+        "train.grad_clip=0.0 (the smallest tried)"]
+    assert at_edge({"train.lr": [0.001]}, {"train.lr": 0.001}) == []  # one value: no axis to be at the edge of
 
 
 # -- end to end ----------------------------------------------------------------------------------------
@@ -196,9 +208,11 @@ def test_the_verdict_names_arms_that_ran_untuned_beside_tuned_ones():
     from metalm.experiment.verdict import _tuning_lines
 
     summary = {"arms": {"vanilla": {}, "meta": {}, "meta-skip": {}},
-               "sweeps": {"seeds": [0], "arms": {"vanilla": {"chosen_name": "train.lr=0.001", "taken_by": ["vanilla"]}}}}
+               "sweeps": {"seeds": [0], "arms": {"vanilla": {"chosen_name": "train.lr=0.001", "taken_by": ["vanilla"],
+                                                             "at_edge": ["train.lr=0.001 (the largest tried)"]}}}}
     lines = _tuning_lines(summary)
     assert lines[0].endswith("vanilla ran at train.lr=0.001.")
-    assert lines[1] == ("meta, meta-skip ran at their configured settings, not swept: comparisons with them are not "
+    assert lines[1].startswith("The sweep's choice lies at the edge of its grid (vanilla: train.lr=0.001 (the largest")
+    assert lines[2] == ("meta, meta-skip ran at their configured settings, not swept: comparisons with them are not "
                         "tuned against tuned.")
     assert _tuning_lines({"arms": {"vanilla": {}}}) == []

@@ -164,8 +164,23 @@ def sweep_table(sweep: Sweep, root: Path) -> dict:
         settled = all(state in ("finished", "diverged") for row in rows for state in row["state"].values())
         index = choose([{int(s): v for s, v in row["final_val_loss"].items()} for row in rows], sweep.seeds) \
             if settled else None
-        out[arm] = {"settings": rows, "chosen": None if index is None else rows[index]["setting"],
-                    "chosen_name": None if index is None else rows[index]["name"]}
+        chosen = None if index is None else rows[index]["setting"]
+        out[arm] = {"settings": rows, "chosen": chosen, "chosen_name": None if index is None else rows[index]["name"],
+                    "at_edge": [] if chosen is None else at_edge(sweep.grid, chosen)}
+    return out
+
+
+def at_edge(grid: dict[str, list], chosen: dict[str, Any]) -> list[str]:
+    """The numeric grid keys whose chosen value is the largest or smallest of several tried: there the
+    best setting may lie beyond the grid (e.g. "train.lr=0.003 (the largest tried)")."""
+    out = []
+    for key, values in grid.items():
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(numbers) < 2 or len(numbers) != len(values):
+            continue
+        value = chosen[key]
+        if value in (max(numbers), min(numbers)):
+            out.append(f"{key}={json.dumps(value)} (the {'largest' if value == max(numbers) else 'smallest'} tried)")
     return out
 
 

@@ -173,6 +173,10 @@ def _tuning_lines(summary: dict) -> list[str]:
         parts.append(f"{arm} ran at {entry['chosen_name'] or 'no chosen setting yet'}{also}")
     lines = [f"Tuned against tuned: each swept arm runs at its setting with the lowest mean final validation loss on "
              f"sweep seed(s) {seeds}: " + "; ".join(parts) + "."]
+    edges = [f"{arm}: {', '.join(entry['at_edge'])}" for arm, entry in sweeps["arms"].items() if entry.get("at_edge")]
+    if edges:
+        lines.append(f"The sweep's choice lies at the edge of its grid ({'; '.join(edges)}): the best setting may lie "
+                     "beyond it, so the arms may not be at their best; widen the grid to be sure.")
     untuned = [a for a in summary["arms"] if a not in tuned]
     if untuned:
         lines.append(f"{', '.join(untuned)} ran at {'its' if len(untuned) == 1 else 'their'} configured settings, not "
