@@ -251,7 +251,7 @@ def _plot_arms(ax, curves: dict[str, list[dict]], roles: dict[str, str], measure
         control = roles[arm].startswith("control")
         n = len(cs)
         ax.plot(xs, mean, color=color, linestyle="--" if control else "-",
-                label=f"{arm}{' (' + roles[arm] + ')' if control else ''}, {n} seed{'s' * (n > 1)}")
+                label=f"{arm}{', ' + roles[arm] if control else ''}, {n} seed{'s' * (n > 1)}")
         if n > 1:
             ax.fill_between(xs, low, high, color=color, alpha=0.15, linewidth=0)
     ax.set_xlabel(LABELS[measure])
