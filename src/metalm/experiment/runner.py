@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,6 +59,15 @@ class _Requested:
         self.done[name] = settings
         write_requested(self.run, self.done)
 
+    def evaluate(self, name: str, settings, inputs: list, what: str, evaluate: Callable[[], object]) -> None:
+        """Call `evaluate` (which stores the result) when evaluation `name` is needed for `settings`
+        on `inputs` (their content digest is part of the key), timed as `what`; then record the key."""
+        key = {**settings.model_dump(mode="json"), "inputs": content_digest(inputs)}
+        if self.needed(name, key):
+            with _timed(what):
+                evaluate()
+            self.record(name, key)
+
 
 class _Phase:
     """What the experiment is doing now (recorded in its status when it is interrupted)."""
@@ -89,32 +99,24 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
         if sets is None:  # the run's validation set
             _, val, _ = resolve_specs(cfg.data, cache_root(cfg.run.cache_dir))
             sets = [val if isinstance(val, str) else val[0]] if val is not None else []
-        key = {**perplexity.model_dump(mode="json"), "inputs": content_digest(sets)}
-        if sets and requested.needed("perplexity", key):
-            with _timed(f"perplexity of {arm} seed {seed}"):
-                save_perplexity(evaluate_perplexity(run_dir, sets, perplexity), run_dir)
-            requested.record("perplexity", key)
+        if sets:
+            requested.evaluate("perplexity", perplexity, sets, f"perplexity of {arm} seed {seed}",
+                               lambda: save_perplexity(evaluate_perplexity(run_dir, sets, perplexity), run_dir))
     fewshot = exp.settings.get("fewshot")
     if fewshot is not None:  # without data: the run's own validation set, which a run cannot change
         from ..evaluation.fewshot import evaluate_fewshot, save_fewshot
 
-        key = {**fewshot.model_dump(mode="json"), "inputs": content_digest(fewshot.data or [])}
-        if requested.needed("fewshot", key):
-            with _timed(f"few-shot of {arm} seed {seed}"):
-                save_fewshot(evaluate_fewshot(run_dir, fewshot, cache_dir=cfg.run.cache_dir), run_dir)
-            requested.record("fewshot", key)
+        requested.evaluate("fewshot", fewshot, fewshot.data or [], f"few-shot of {arm} seed {seed}",
+                           lambda: save_fewshot(evaluate_fewshot(run_dir, fewshot, cache_dir=cfg.run.cache_dir), run_dir))
     ner = exp.settings.get("ner")
     if ner is not None:
         from ..data.demo import resolve_ner_data
         from ..evaluation.ner import result_name, run_ner, save_result
 
-        name = result_name({"config": {"train_lang": ner.train_lang, "mode": ner.mode}})
         data = resolve_ner_data(ner.data, cache_root(cfg.run.cache_dir))
-        key = {**ner.model_dump(mode="json"), "inputs": content_digest([data])}
-        if requested.needed(name, key):
-            with _timed(f"NER ({ner.mode}, {ner.train_lang}) of {arm} seed {seed}"):
-                save_result(run_ner(run_dir, data, settings=ner), run_dir, keep_other_settings=False)
-            requested.record(name, key)
+        requested.evaluate(result_name({"config": {"train_lang": ner.train_lang, "mode": ner.mode}}), ner, [data],
+                           f"NER ({ner.mode}, {ner.train_lang}) of {arm} seed {seed}",
+                           lambda: save_result(run_ner(run_dir, data, settings=ner), run_dir, keep_other_settings=False))
 
 
 def _evaluation_names(exp: Experiment) -> list[str]:
