@@ -231,7 +231,8 @@ def describe_config() -> str:
     return describe_fields(Config)
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `dotted` (e.g. `train.lr`) in a settings tree, creating sections on the way."""
     parts = dotted.split(".")
     node = tree
     for part in parts[:-1]:
@@ -319,7 +320,7 @@ def load_tree(path: str | Path | None, overrides: list[str] | None = None, what:
             raise ConfigError(f"{path}: {what} must be a mapping of sections (run, model, data, train, ...)")
         tree = loaded
     for key, value in parse_overrides(overrides or []):
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     return tree
 
 

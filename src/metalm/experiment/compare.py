@@ -212,7 +212,7 @@ def _settings(config: Mapping | None, section: str | None = None) -> dict:
             and (section is None or k.startswith(section + "."))}
 
 
-def _match(arm: str, configs: Mapping[str, Mapping], candidates: Sequence[str]) -> tuple[str | None, str]:
+def match_arm(arm: str, configs: Mapping[str, Mapping], candidates: Sequence[str]) -> tuple[str | None, str]:
     """The candidate whose config equals `arm`'s except `meta.control` (else, the one whose `meta`
     settings do); (None, why) when there is none or more than one."""
     for section in (None, "meta"):
@@ -236,7 +236,7 @@ def pair_controls(configs: Mapping[str, Mapping | None]) -> dict:
     for pairs, controls, candidates in (("meta_effect", momentum, metas),
                                         ("replay_effect", [a for a, k in kinds.items() if k == "skip"], momentum)):
         for control in controls:
-            arm, why = _match(control, configs, candidates)
+            arm, why = match_arm(control, configs, candidates)
             if arm is None:
                 out["unpaired"][control] = why
             else:

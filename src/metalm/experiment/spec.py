@@ -161,7 +161,7 @@ def _load_sweep(exp: Experiment, section: Any) -> None:
     """Parse and check the `sweep:` section against the arms (every setting validated now), and find
     which swept arm each control arm takes its setting from (the one it differs from only in
     `meta.control`)."""
-    from .compare import _match, control_kind
+    from .compare import control_kind, match_arm
 
     sweep = parse_sweep(section, list(exp.arms), exp.seeds)
     configs = {arm: exp.config(arm, exp.seeds[0]).model_dump(mode="json") for arm in exp.arms}
@@ -181,6 +181,6 @@ def _load_sweep(exp: Experiment, section: Any) -> None:
     exp.sweep_source = {arm: arm for arm in sweep.arms}
     for arm, config in configs.items():
         if control_kind(config) != "none":
-            source, _ = _match(arm, configs, sweep.arms)
+            source, _ = match_arm(arm, configs, sweep.arms)
             if source is not None:
                 exp.sweep_source[arm] = source

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import set_dotted
 from ..errors import ConfigError
 from ..run_dir import RunDir
 
@@ -65,17 +66,13 @@ def nested(setting: dict[str, Any]) -> dict:
     """`{"train.lr": 1e-3}` → `{"train": {"lr": 1e-3}}`: a tree to merge into an arm's settings."""
     out: dict = {}
     for key, value in setting.items():
-        node = out
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
+        set_dotted(out, key, value)
     return out
 
 
 def parse_sweep(tree: Any, arms: list[str], seeds: list[int]) -> Sweep:
     """The `sweep:` section, checked for shape (its keys and values are checked against each arm's
-    config by `check_sweep`, once the experiment is loaded)."""
+    config when the experiment is loaded: `experiment.spec`)."""
     if not isinstance(tree, dict):
         raise ConfigError("sweep: a mapping with 'arms', 'grid' and optionally 'seeds'")
     unknown = set(tree) - {"arms", "seeds", "grid"}
@@ -133,18 +130,19 @@ def run_state(run: RunDir) -> str:
     return str((run.read_status() or {}).get("state") or "missing")
 
 
+def mean_loss(per_seed: dict[int, float | None], seeds: list[int]) -> float | None:
+    """The mean final validation loss over `seeds`; None unless every seed has a finite one."""
+    values = [per_seed.get(s) for s in seeds]
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(finite) / len(finite) if len(finite) == len(seeds) else None
+
+
 def choose(losses: list[dict[int, float | None]], seeds: list[int]) -> int | None:
     """The index of the best setting: lowest mean final validation loss over `seeds`, among settings
     with a finite loss on every sweep seed (ties: the first); None when no setting qualifies."""
-    best, best_mean = None, math.inf
-    for i, per_seed in enumerate(losses):
-        values = [per_seed.get(s) for s in seeds]
-        if any(v is None or not math.isfinite(v) for v in values):
-            continue
-        mean = sum(values) / len(values)  # type: ignore[arg-type]
-        if mean < best_mean:
-            best, best_mean = i, mean
-    return best
+    means = [mean_loss(per_seed, seeds) for per_seed in losses]
+    ranked = [(m, i) for i, m in enumerate(means) if m is not None]
+    return min(ranked)[1] if ranked else None
 
 
 def sweep_table(sweep: Sweep, root: Path) -> dict:
@@ -153,17 +151,16 @@ def sweep_table(sweep: Sweep, root: Path) -> dict:
     out: dict = {}
     for arm in sweep.arms:
         rows: list[dict[str, Any]] = []
+        losses: list[dict[int, float | None]] = []
         for setting in sweep.settings():
             runs = {s: RunDir(sweep_run_dir(root, arm, setting, s)) for s in sweep.seeds}
-            losses = {s: final_val_loss(r) for s, r in runs.items()}
-            finite = [v for v in losses.values() if v is not None and math.isfinite(v)]
+            losses.append({s: final_val_loss(r) for s, r in runs.items()})
             rows.append({"setting": setting, "name": setting_name(setting),
-                         "final_val_loss": {str(s): v for s, v in losses.items()},
+                         "final_val_loss": {str(s): v for s, v in losses[-1].items()},
                          "state": {str(s): run_state(r) for s, r in runs.items()},
-                         "mean": sum(finite) / len(finite) if len(finite) == len(sweep.seeds) else None})
+                         "mean": mean_loss(losses[-1], sweep.seeds)})
         settled = all(state in ("finished", "diverged") for row in rows for state in row["state"].values())
-        index = choose([{int(s): v for s, v in row["final_val_loss"].items()} for row in rows], sweep.seeds) \
-            if settled else None
+        index = choose(losses, sweep.seeds) if settled else None
         chosen = None if index is None else rows[index]["setting"]
         out[arm] = {"settings": rows, "chosen": chosen, "chosen_name": None if index is None else rows[index]["name"],
                     "at_edge": [] if chosen is None else at_edge(sweep.grid, chosen)}
