@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metalm.run_dir import RunDir, append_jsonl
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_DATA = SHARED / "data"
 
@@ -216,3 +218,26 @@ def assert_result_round_trip(kind, path: Path):
     result = kind.from_json(json.loads(text))
     assert json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n" == text
     return result
+
+
+# -- synthetic run directories (report and comparison tests) ---------------------------------------
+
+def curve(losses, flops_per_eval=100.0):
+    """A validation curve evaluated every 10 steps; 10 tokens, `flops_per_eval / 10` FLOPs and 1 s per step."""
+    steps = [10 * i for i in range(len(losses))]
+    return {"step": steps, "tokens": [10.0 * s for s in steps], "flops": [flops_per_eval / 10 * s for s in steps],
+            "time": [float(s) for s in steps], "val_loss": [float(v) for v in losses]}
+
+
+def make_run(root, arm, seed, losses, flops_per_eval=100.0, meta=None, phases=None, rows=(), train=None):
+    """A run directory (report tests) with a validation curve (`curve`) and any further metrics `rows`."""
+    run = RunDir(root / arm / f"seed-{seed}")
+    run.path.mkdir(parents=True)
+    run.write_config({"run": {"name": arm, "dir": str(run.path), "seed": seed}, "model": {"preset": "nano"},
+                      "meta": meta or {"enabled": False}, **({"train": train} if train else {})})
+    c = curve(losses, flops_per_eval)
+    append_jsonl(run.metrics_path, sorted([{k: c[k][i] for k in c} for i in range(len(losses))] + list(rows),
+                                          key=lambda r: r["step"]))
+    if phases is not None:
+        run.write_phases(phases)
+    return run

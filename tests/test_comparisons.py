@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from test_report import curve, make_run
+from helpers import curve, make_run
 
 from metalm.experiment import regime as regime_mod
 from metalm.experiment.compare import curve_differences, paired_difference, schedule_point
@@ -129,7 +129,7 @@ def test_matched_baselines_in_the_summary_and_the_equal_flops_pairing(tmp_path):
     write_report(tmp_path / "report", runs, "vanilla", None, matched)
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     m = summary["matched_baselines"]["arm"]["0"]
-    assert m["run"] == str(matched["arm"][0]) and m["steps"] == 30
+    assert m["run"] == str(matched["arm"][0].path) and m["steps"] == 30
     assert m["final_flops"] == 300.0 and m["arm_final_flops"] == 300.0
     assert m["final_val_loss"] == 3.6 and m["arm_final_val_loss"] == 3.9
     pd = summary["arms"]["arm"]["paired_difference_at_equal_flops"]
@@ -216,12 +216,13 @@ def test_report_states_the_realised_episode(tmp_path):
 def test_lm_task_arm_has_no_chance_level_and_is_never_learned_by_accuracy():
     """LM tasks have no N-way classes: their query accuracy is next-token accuracy, so the read-out
     gives no 1/N chance and never credits meta-learning on accuracy (the shipped quickstart-lm)."""
+    from metalm.experiment.summary import MetaTaskSummary
     from metalm.experiment.verdict import _meta_task_line
 
     rows = {s: [{"step": k, "query_acc": 0.45 + 0.01 * s, "support_loss_before": 6.0, "support_loss_after": 3.0}
                 for k in range(8, 17)] for s in (0, 1, 2)}
     task = meta_task(rows, 5, 16, settings={"task": "lm", "n_way": 5, "k_shot": 4, "q_query": 4})
     assert task["chance"] is None and task["learned"] is False and task["configured"]["task"] == "lm"
-    line = _meta_task_line("meta-lm", task)
+    line = _meta_task_line("meta-lm", MetaTaskSummary.model_validate(task))
     assert "LM tasks" in line and "no N-way chance level" in line and "5-way" not in line
     assert "lowers the support loss by 3.0000" in line

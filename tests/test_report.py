@@ -18,31 +18,11 @@ from metalm.experiment.compare import (
     paired_difference,
     speedups,
 )
+from helpers import curve, make_run
+
 from metalm.experiment.report import write_report
-from metalm.run_dir import RunDir, append_jsonl
 
 T_975_2 = 4.302652729749462  # Student t quantile, 0.975, two degrees of freedom (tables; scipy.stats.t.ppf)
-
-
-def curve(losses, flops_per_eval=100.0):
-    """A validation curve evaluated every 10 steps; 10 tokens, `flops_per_eval / 10` FLOPs and 1 s per step."""
-    steps = [10 * i for i in range(len(losses))]
-    return {"step": steps, "tokens": [10.0 * s for s in steps], "flops": [flops_per_eval / 10 * s for s in steps],
-            "time": [float(s) for s in steps], "val_loss": [float(v) for v in losses]}
-
-
-def make_run(root, arm, seed, losses, flops_per_eval=100.0, meta=None, phases=None, rows=(), train=None):
-    """A run directory with a validation curve (`curve`) and any further metrics `rows`."""
-    run = RunDir(root / arm / f"seed-{seed}")
-    run.path.mkdir(parents=True)
-    run.write_config({"run": {"name": arm, "dir": str(run.path), "seed": seed}, "model": {"preset": "nano"},
-                      "meta": meta or {"enabled": False}, **({"train": train} if train else {})})
-    c = curve(losses, flops_per_eval)
-    append_jsonl(run.metrics_path, sorted([{k: c[k][i] for k in c} for i in range(len(losses))] + list(rows),
-                                          key=lambda r: r["step"]))
-    if phases is not None:
-        run.write_phases(phases)
-    return run.path
 
 
 # -- compare: unit tests on curves ------------------------------------------------------------------
@@ -295,7 +275,7 @@ def test_headline_plot_dashes_controls_and_bands_seeds():
 def test_runs_whose_metrics_lost_rows_are_warned_about(tmp_path, caplog):
     runs = {"vanilla": {0: make_run(tmp_path, "vanilla", 0, [5.0, 4.0, 3.0])},
             "meta": {0: make_run(tmp_path, "meta", 0, [5.0, 4.1, 3.1])}}
-    RunDir(runs["meta"][0]).write_status({"state": "finished", "step": 20, "rows": 5})  # it wrote 5, 3 are left
+    runs["meta"][0].write_status({"state": "finished", "step": 20, "rows": 5})  # it wrote 5, 3 are left
     with caplog.at_level("WARNING", logger="metalm"):
         write_report(tmp_path / "report", runs, "vanilla", None)
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())

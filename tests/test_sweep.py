@@ -205,14 +205,17 @@ def test_the_live_view_finds_the_sweep_runs(swept):
 
 
 def test_the_verdict_names_arms_that_ran_untuned_beside_tuned_ones():
+    from metalm.experiment.summary import ExperimentSummary, SweepArm, Sweeps
     from metalm.experiment.verdict import _tuning_lines
 
-    summary = {"arms": {"vanilla": {}, "meta": {}, "meta-skip": {}},
-               "sweeps": {"seeds": [0], "arms": {"vanilla": {"chosen_name": "train.lr=0.001", "taken_by": ["vanilla"],
-                                                             "at_edge": ["train.lr=0.001 (the largest tried)"]}}}}
+    arm = SweepArm(settings=[], chosen={"train.lr": 0.001}, chosen_name="train.lr=0.001", taken_by=["vanilla"],
+                   at_edge=["train.lr=0.001 (the largest tried)"])
+    sweeps = Sweeps(seeds=[0], grid={"train.lr": [0.0003, 0.001]}, selected_on_arm_seeds=[0], arms={"vanilla": arm})
+    # only what the tuning lines read: the arms' names and the sweep
+    summary = ExperimentSummary.model_construct(arms=dict.fromkeys(["vanilla", "meta", "meta-skip"]), sweeps=sweeps)
     lines = _tuning_lines(summary)
     assert lines[0].endswith("vanilla ran at train.lr=0.001.")
     assert lines[1].startswith("The sweep's choice lies at the edge of its grid (vanilla: train.lr=0.001 (the largest")
     assert lines[2] == ("meta, meta-skip ran at their configured settings, not swept: comparisons with them are not "
                         "tuned against tuned.")
-    assert _tuning_lines({"arms": {"vanilla": {}}}) == []
+    assert _tuning_lines(ExperimentSummary.model_construct(arms={"vanilla": None}, sweeps=None)) == []

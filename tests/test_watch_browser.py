@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import tiny_overrides
+from helpers import make_run, tiny_overrides
+from metalm.experiment.report import write_report
 from metalm.watch import make_server
 
 CHROMIUM = shutil.which("chromium")
@@ -231,6 +232,14 @@ def test_live_page_renders_and_follows_a_training_run(tmp_path):
         assert len(rows) == 2 and all("running" in r for r in rows), rows
         assert "erank" in browser.evaluate("document.getElementById('phases').innerText")
         assert "meta.enabled" in browser.evaluate("document.getElementById('config-diff').innerText")
+        assert browser.evaluate("document.getElementById('verdict-section').classList.contains('hidden')")
+        # The experiment's report appears: its verdict is shown above the runs, without reload.
+        reported = tmp_path / "reported"
+        write_report(reported, {"vanilla": {0: make_run(reported, "vanilla", 0, [5.0, 4.5, 4.2])}}, "vanilla", None)
+        shutil.copyfile(reported / "summary.json", experiment / "summary.json")
+        browser.wait_for("document.getElementById('verdicts').innerText.includes('Target validation loss 4.2000')",
+                         timeout=10, what="the experiment's verdict")
+        assert not browser.evaluate("document.getElementById('verdict-section').classList.contains('hidden')")
 
         # A marker that a reload would wipe, then a step far ahead of the background writer.
         browser.evaluate("window.__no_reload_marker = 42")

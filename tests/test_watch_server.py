@@ -316,3 +316,31 @@ def test_clients_trickling_their_headers_are_dropped_and_a_normal_request_is_ser
             stop.set()
             for client in clients:
                 client.join(5)
+
+
+def test_an_experiment_verdict_is_served_once_its_report_is_written(tmp_path):
+    from helpers import make_run
+
+    from metalm.experiment.report import write_report
+    from metalm.experiment.summary import read_summary
+
+    exp = tmp_path / "exp"
+    runs = {"vanilla": {0: make_run(exp, "vanilla", 0, [5.0, 4.5, 4.2])},
+            "meta": {0: make_run(exp, "meta", 0, [5.0, 4.4, 4.0], meta={"enabled": True})}}
+    with serving([exp], poll_interval=0.01) as (server, _):
+        first = _update(server)
+        assert len(first["runs"]) == 2 and first["experiments"] == []  # no report yet
+        write_report(exp, runs, "vanilla", None)
+        time.sleep(0.05)
+        (shown,) = _update(server)["experiments"]
+        summary = read_summary(exp)
+        assert summary is not None and shown["verdict"] == summary.verdict and shown["name"] == "exp"
+        assert shown["report"] == str(exp.resolve() / "report.md") and shown["unfinished"] == []
+        assert [(a["arm"], a["role"], a["seeds"], a["final_val_loss"]) for a in shown["arms"]] == [
+            ("vanilla", "baseline", 1, 4.2), ("meta", "meta", 1, 4.0)]
+        (exp / "summary.json").write_text('{"baseline": "vanilla", "ar')  # being rewritten: the last good one stays
+        time.sleep(0.05)
+        assert _update(server)["experiments"] == [shown]
+        (exp / "summary.json").unlink()
+        time.sleep(0.05)
+        assert _update(server)["experiments"] == []

@@ -3,6 +3,11 @@ amounts of each measure, seed lists."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .summary import MeanCI
+
 
 def _loss(v: float | None, digits: int = 4) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
@@ -30,9 +35,9 @@ def _seeds(seeds) -> str:
     return f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds))
 
 
-def _interval(stat: dict, signed: bool = True, digits: int = 4) -> str:
-    if stat.get("ci"):
-        return f"95% CI {_ci(stat['ci'], digits, signed)}"
+def _interval(stat: MeanCI, signed: bool = True, digits: int = 4) -> str:
+    if stat.ci:
+        return f"95% CI {_ci(stat.ci, digits, signed)}"
     return "one seed: no interval"
 
 

@@ -57,8 +57,8 @@ def matched_train(train: dict, steps: int) -> dict:
 def matched_run(exp: Experiment, arm: str, seed: int) -> tuple[Path, int, Config | None]:
     """(run directory, step count, config to train — None when the baseline run itself matches) of
     `arm` × `seed`'s matched baseline; both the arm's and the baseline's run must have finished."""
-    base_rows = RunDir(exp.run_dir(exp.baseline, seed)).read_metrics()
-    arm_rows = RunDir(exp.run_dir(arm, seed)).read_metrics()
+    base_rows = exp.run(exp.baseline, seed).read_metrics()
+    arm_rows = exp.run(arm, seed).read_metrics()
     if not arm_rows:
         raise MetalmError(f"arm {arm!r} seed {seed}: no metrics to match a baseline run to")
     base_cfg = exp.config(exp.baseline, seed)
@@ -75,16 +75,17 @@ def matched_run(exp: Experiment, arm: str, seed: int) -> tuple[Path, int, Config
     return exp.run_dir(name, seed), steps, exp.config(exp.baseline, seed, tree=tree, name=name)
 
 
-def matched_runs(exp: Experiment) -> dict[str, dict[int, Path]]:
-    """Every matched baseline run of the experiment that exists: arm → seed → run directory."""
-    out: dict[str, dict[int, Path]] = {}
+def matched_runs(exp: Experiment) -> dict[str, dict[int, RunDir]]:
+    """Every matched baseline run of the experiment that exists: arm → seed → run."""
+    out: dict[str, dict[int, RunDir]] = {}
     for arm in exp.arms:
         if arm == exp.baseline:
             continue
         for seed in exp.seeds:
-            if not (RunDir(exp.run_dir(arm, seed)).is_finished() and RunDir(exp.run_dir(exp.baseline, seed)).is_finished()):
+            if not (exp.run(arm, seed).is_finished() and exp.run(exp.baseline, seed).is_finished()):
                 continue
             path, _, _ = matched_run(exp, arm, seed)
-            if RunDir(path).metrics_path.is_file():
-                out.setdefault(arm, {})[seed] = path
+            run = RunDir(path)
+            if run.metrics_path.is_file():
+                out.setdefault(arm, {})[seed] = run
     return out

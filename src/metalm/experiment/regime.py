@@ -9,7 +9,7 @@ run that ends less than `UNIGRAM_MARGIN` nats below it is at the *unigram stage*
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +47,10 @@ def unigram_ce(train_tokens: np.ndarray, val_tokens: np.ndarray, vocab_size: int
     return float(-(val_counts * log_p).sum() / max(1, len(val_tokens)))
 
 
-def run_unigram_ce(run_dir: str | Path, cache: dict[str, float] | None = None) -> float | None:
+def run_unigram_ce(run: RunDir, cache: dict[str, float] | None = None) -> float | None:
     """`unigram_ce` of a run's data, read from the token cache its `data.json` names (None when the
     run has no data record or its cache entry is gone); `cache` memoises by cache entry."""
-    info = RunDir(run_dir).read_data_info() or {}
+    info = run.read_data_info() or {}
     directory = info.get("cache")
     if not directory:
         return None
@@ -77,8 +77,3 @@ def regime(finals: Mapping[int, float], unigram: float | None) -> dict:
                     "label": LEARNING if unigram - v >= UNIGRAM_MARGIN else UNIGRAM_STAGE} for s, v in finals.items()}
     label = UNIGRAM_STAGE if any(p["label"] == UNIGRAM_STAGE for p in per_seed.values()) else LEARNING
     return {"label": label, "unigram_ce": unigram, "margin": UNIGRAM_MARGIN, "per_seed": per_seed}
-
-
-def not_learning(regimes: Mapping[str, dict], arms: Sequence[str]) -> list[str]:
-    """Those of `arms` at the unigram stage."""
-    return [a for a in arms if (regimes.get(a) or {}).get("label") == UNIGRAM_STAGE]

@@ -26,7 +26,7 @@ import yaml
 
 from ..atomic import write_json_atomic, write_text_atomic
 from ..dynamics.phases import COMPONENT_SECTIONS, SECTIONS, phase_text, section_entries, timeline_text
-from ..eval_results import FewshotResult, NerLanguage, NerResult, PerplexityResult, read_result
+from ..eval_results import FewshotResult, NerResult, PerplexityResult, read_result
 from ..run_dir import RunDir
 from .compare import (
     MEASURES,
@@ -49,6 +49,20 @@ from .formatting import _amount, _ci, _loss, _signed
 from .matched import final_flops
 from .metatask import meta_task, query_curve
 from .regime import UNIGRAM_MARGIN, regime, run_unigram_ce
+from .summary import (
+    SUMMARY_FILE,
+    ArmSummary,
+    AtEqual,
+    Attribution,
+    CurveDifferences,
+    ExperimentSummary,
+    MatchedRun,
+    MetaTaskSummary,
+    PairedDifference,
+    PairedSeed,
+    Speedup,
+    Sweeps,
+)
 from .verdict import _realised_text, verdict
 
 log = logging.getLogger(__name__)
@@ -70,9 +84,9 @@ def _versions() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def read_metrics(runs: dict[str, dict[int, Path]]) -> dict[str, dict[int, list[dict]]]:
+def read_metrics(runs: dict[str, dict[int, RunDir]]) -> dict[str, dict[int, list[dict]]]:
     """Every run's metrics rows, read once for the whole report."""
-    return {a: {s: RunDir(d).read_metrics() for s, d in seeds.items()} for a, seeds in runs.items()}
+    return {a: {s: d.read_metrics() for s, d in seeds.items()} for a, seeds in runs.items()}
 
 
 def _role(arm: str, baseline: str, config: dict | None) -> str:
@@ -94,10 +108,12 @@ def _meta_settings(config: dict | None) -> dict:
     return (config or {}).get("meta") or {}
 
 
-def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, list[dict]]], baseline: str,
-              target: float | None, matched: dict[str, dict[int, Path]] | None = None,
-              sweeps: dict | None = None) -> dict:
-    configs = {a: {s: RunDir(d).read_config() for s, d in seeds.items()} for a, seeds in runs.items()}
+def summarise(runs: dict[str, dict[int, RunDir]], metrics: dict[str, dict[int, list[dict]]], baseline: str,
+              target: float | None, matched: dict[str, dict[int, RunDir]] | None = None,
+              sweeps: dict | None = None) -> ExperimentSummary:
+    """Every number of the report of `runs` (arm → seed → run) against `baseline`, as an
+    `ExperimentSummary` (with its verdict)."""
+    configs = {a: {s: d.read_config() for s, d in seeds.items()} for a, seeds in runs.items()}
     arm_config = {a: next((c for c in cs.values() if c), None) for a, cs in configs.items()}
     curves = {a: {s: val_curve(rows) for s, rows in by_seed.items()} for a, by_seed in metrics.items()}
     finals = {a: {s: c["val_loss"][-1] for s, c in cs.items() if c["val_loss"]} for a, cs in curves.items()}
@@ -110,11 +126,11 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
     memo: dict[str, float] = {}
     unigram = {a: next((u for d in seeds.values() if (u := run_unigram_ce(d, memo)) is not None), None)
                for a, seeds in runs.items()}
-    summary = {"baseline": baseline, "target_loss": target, "target_source": target_source,
-               "unigram_ce": unigram.get(baseline) if unigram.get(baseline) is not None
-               else next((u for u in unigram.values() if u is not None), None),
-               "unigram_ce_source": ("the validation set's cross-entropy under the training set's token frequencies, "
-                                     "add-one smoothed (nats/token)"), "arms": {}}
+    summary: dict = {"baseline": baseline, "target_loss": target, "target_source": target_source,
+                     "unigram_ce": unigram.get(baseline) if unigram.get(baseline) is not None
+                     else next((u for u in unigram.values() if u is not None), None),
+                     "unigram_ce_source": ("the validation set's cross-entropy under the training set's token "
+                                           "frequencies, add-one smoothed (nats/token)"), "arms": {}}
     matched_curves, summary["matched_baselines"] = _matched(matched or {}, metrics)
     costs = {a: {s: (cost_to_target(c, target) if target is not None else None) for s, c in cs.items()}
              for a, cs in curves.items()}
@@ -123,10 +139,10 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
                for m in ("tokens", "flops")}
     for arm, seeds in runs.items():
         entry = {"role": _role(arm, baseline, arm_config[arm]), "control": control_kind(arm_config[arm]),
-                 "runs": {str(s): str(d) for s, d in seeds.items()},
+                 "runs": {s: str(d.path) for s, d in seeds.items()},
                  "final_val_loss": {**mean_ci(list(finals[arm].values())), "per_seed": finals[arm]},
                  "regime": regime(finals[arm], unigram[arm]),
-                 "cost_to_target": {str(s): c for s, c in costs[arm].items()},
+                 "cost_to_target": costs[arm],
                  "missed_target": missed_target(costs[arm]) if target is not None else [],
                  "val_loss_at_equal": {m: _at_equal(curves[arm], {s: _train(c) for s, c in configs[arm].items()}, m, b)
                                        for m, b in budgets.items() if b is not None}}
@@ -146,13 +162,13 @@ def summarise(runs: dict[str, dict[int, Path]], metrics: dict[str, dict[int, lis
         for effect, key in (("meta-arm", "meta_effect"), ("replay", "replay_effect")) for p in pairs[key]]
     summary["controls"] = {"unpaired": pairs["unpaired"], "meta_without_control": pairs["meta_without_control"]}
     summary["metrics_problems"] = {f"{a} seed {s}": problems for a, seeds in runs.items() for s, d in seeds.items()
-                                   if (problems := RunDir(d).metrics_problems(metrics[a][s]))}
+                                   if (problems := d.metrics_problems(metrics[a][s]))}
     if sweeps is not None:
         summary["sweeps"] = sweeps
-    summary["verdict"] = verdict(summary)
     summary["versions"] = _versions()
     summary["configs"] = configs
-    return summary
+    typed = ExperimentSummary.model_validate(summary)
+    return typed.model_copy(update={"verdict": verdict(typed)})
 
 
 def _against_baseline(base: dict[int, dict], arm: dict[int, dict], matched: dict[int, dict] | None, baseline: str,
@@ -181,14 +197,14 @@ def _at_equal(curves: dict[int, dict], trains: dict[int, dict | None], measure: 
             "mid_schedule": {s: p for s, p in points.items() if p["mid_schedule"]}}
 
 
-def _matched(matched: dict[str, dict[int, Path]], metrics: dict[str, dict[int, list[dict]]]) -> tuple[dict, dict]:
+def _matched(matched: dict[str, dict[int, RunDir]], metrics: dict[str, dict[int, list[dict]]]) -> tuple[dict, dict]:
     """(arm → seed → validation curve of its matched baseline, the `matched_baselines` summary: per arm
     and seed the matched run, its steps and final FLOPs, the arm's final FLOPs, both final losses)."""
     curves: dict = {}
     out: dict = {}
     for arm, seeds in matched.items():
-        for seed, path in seeds.items():
-            rows = RunDir(path).read_metrics()
+        for seed, run in seeds.items():
+            rows = run.read_metrics()
             curve = val_curve(rows)
             if not curve["val_loss"]:
                 continue
@@ -196,18 +212,17 @@ def _matched(matched: dict[str, dict[int, Path]], metrics: dict[str, dict[int, l
             arm_rows = metrics.get(arm, {}).get(seed, [])
             arm_curve = val_curve(arm_rows)
             out.setdefault(arm, {})[str(seed)] = {
-                "run": str(path), "steps": int(curve["step"][-1]), "final_flops": final_flops(rows),
+                "run": str(run.path), "steps": int(curve["step"][-1]), "final_flops": final_flops(rows),
                 "arm_final_flops": final_flops(arm_rows), "final_val_loss": curve["val_loss"][-1],
                 "arm_final_val_loss": arm_curve["val_loss"][-1] if arm_curve["val_loss"] else None}
     return curves, out
 
 
-def _evaluations(seeds: dict[int, Path]) -> dict:
+def _evaluations(seeds: dict[int, RunDir]) -> dict:
     """Per evaluation, seed → its stored result (NER: per result name, seed → the summary per test
     language), each read through its type (a malformed file is left out)."""
     evals: dict = {}
-    for s, d in seeds.items():
-        run = RunDir(d)
+    for s, run in seeds.items():
         for kind in (PerplexityResult, FewshotResult):
             res = read_result(kind, run.read_eval(kind.NAME))
             if res is not None:
@@ -288,7 +303,7 @@ def loss_plot(curves: dict[str, list[dict]], roles: dict[str, str], out: Path) -
     return out
 
 
-def query_acc_plot(metrics: dict[str, dict[int, list[dict]]], tasks: dict[str, dict], out: Path) -> Path:
+def query_acc_plot(metrics: dict[str, dict[int, list[dict]]], tasks: dict[str, MetaTaskSummary], out: Path) -> Path:
     """Each meta arm's query accuracy after adaptation over steps (one line per seed) with its chance
     level (1/N) dotted."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -301,8 +316,8 @@ def query_acc_plot(metrics: dict[str, dict[int, list[dict]]], tasks: dict[str, d
         for i, (_seed, rows) in enumerate(sorted(metrics[arm].items())):
             steps, acc = query_curve(rows)
             ax.plot(steps, acc, color=color, alpha=0.8, linewidth=1, label=f"{arm}" if i == 0 else None)
-        if task.get("chance") is not None:
-            ax.axhline(task["chance"], color=color, linestyle=":", linewidth=1.2, label=f"{arm}: chance 1/{task['n_way']}")
+        if task.chance is not None:
+            ax.axhline(task.chance, color=color, linestyle=":", linewidth=1.2, label=f"{arm}: chance 1/{task.n_way}")
     ax.set_xlabel(LABELS["step"])
     ax.set_ylabel("query accuracy after adaptation")
     ax.legend(fontsize="small")
@@ -312,36 +327,35 @@ def query_acc_plot(metrics: dict[str, dict[int, list[dict]]], tasks: dict[str, d
 
 # -- tables ------------------------------------------------------------------------------------------
 
-def _equal_cell(at: dict | None) -> str:
+def _equal_cell(at: AtEqual | None) -> str:
     """A mean loss at the experiment's equal budget, with the mean LR fraction of the seeds read there
     mid-schedule."""
-    if not at:
+    if at is None:
         return "–"
-    cell = _loss(at.get("mean"))
-    mid = at.get("mid_schedule") or {}
+    cell = _loss(at.mean)
+    mid = at.mid_schedule
     if mid:
-        fractions = [p["lr_fraction"] for p in mid.values() if p.get("lr_fraction") is not None]
+        fractions = [p.lr_fraction for p in mid.values() if p.lr_fraction is not None]
         lr = f", LR {np.mean(fractions):.2f} of peak" if fractions else ""
         cell += f" (mid-schedule in {len(mid)} seed{'s' * (len(mid) > 1)}{lr})"
     return cell
 
 
-def tables(summary: dict) -> list[Table]:
+def tables(summary: ExperimentSummary) -> list[Table]:
     """(caption, header, rows) of every table, shared by the markdown and HTML renderings."""
-    base, target = summary["baseline"], summary["target_loss"]
-    arms = summary["arms"]
-    tasks = summary.get("meta_task", {})
+    base, target = summary.baseline, summary.target_loss
+    arms = summary.arms
+    tasks = summary.meta_task
     out: list[Table] = []
     rows = []
     for arm, e in arms.items():
-        f = e["final_val_loss"]
-        per_seed = ", ".join(f"{s}: {v:.4f}" for s, v in f.get("per_seed", {}).items()) or "–"
+        f = e.final_val_loss
+        per_seed = ", ".join(f"{s}: {v:.4f}" for s, v in f.per_seed.items()) or "–"
         task = tasks.get(arm)
-        rows.append([arm, e.get("role", "–"), str(f["n"]), _loss(f["mean"]), _ci(f.get("ci")), per_seed,
-                     (e.get("regime") or {}).get("label") or "–",
-                     *[_equal_cell(e["val_loss_at_equal"].get(m)) for m in ("tokens", "flops")],
-                     _loss(task["query_acc"]["mean"], 3) if task else "–"])
-    unigram = summary.get("unigram_ce")
+        rows.append([arm, e.role, str(f.n), _loss(f.mean), _ci(f.ci), per_seed, e.regime.label or "–",
+                     *[_equal_cell(e.val_loss_at_equal.get(m)) for m in ("tokens", "flops")],
+                     _loss(task.query_acc.mean, 3) if task else "–"])
+    unigram = summary.unigram_ce
     regime_text = ("" if unigram is None else
                    f" Regime: against the validation set's unigram cross-entropy {unigram:.4f} (a run ending less than "
                    f"{UNIGRAM_MARGIN} nat below it is at the unigram stage).")
@@ -351,14 +365,14 @@ def tables(summary: dict) -> list[Table]:
                  "LR fraction there); the meta task's query accuracy over the last quarter of training." + regime_text),
                 ["arm", "role", "seeds", "final (mean)", "95% CI", "final per seed", "regime", "at equal tokens",
                  "at equal FLOPs", "meta query acc (last quarter)"], rows))
-    out += _sweep_tables(summary.get("sweeps"))
+    out += _sweep_tables(summary.sweeps)
     if target is not None:
         rows = [[arm, str(s), *(["missed"] * len(MEASURES) if c is None else [_amount(m, c[m]) for m in MEASURES])]
-                for arm, e in arms.items() for s, c in e["cost_to_target"].items()]
-        out.append(((f"Cost to reach the target validation loss {target:.4f} ({summary['target_source']}): the first "
+                for arm, e in arms.items() for s, c in e.cost_to_target.items()]
+        out.append(((f"Cost to reach the target validation loss {target:.4f} ({summary.target_source}): the first "
                      "point where the linearly interpolated validation curve reaches it; 'missed' = never reached."),
                     ["arm", "seed", *[LABELS[m] for m in MEASURES]], rows))
-    rows = [row for arm, e in arms.items() if "speedup" in e for row in _speedup_rows(arm, e["speedup"])]
+    rows = [row for arm, e in arms.items() if e.speedup is not None for row in _speedup_rows(arm, e.speedup)]
     if rows:
         out.append(((f"Speed-up over {base} (baseline cost / arm cost) to the target loss, for the seeds where both "
                      "runs reached it; every other seed is listed as dropped, with why (one line for an arm with no "
@@ -366,10 +380,10 @@ def tables(summary: dict) -> list[Table]:
                     ["arm", "measure", "speed-up (mean)", "95% CI", "per seed", "seeds dropped"], rows))
     rows = []
     for arm, e in arms.items():
-        if "paired_difference_at_equal_flops" in e:
-            rows += _paired_rows(arm, e["paired_difference_at_equal_flops"])
+        if e.paired_difference_at_equal_flops is not None:
+            rows += _paired_rows(arm, e.paired_difference_at_equal_flops)
     if rows:
-        matched = bool(summary.get("matched_baselines"))
+        matched = bool(summary.matched_baselines)
         out.append(((f"Paired difference at equal FLOPs: for each seed, the arm's validation loss minus {base}'s "
                      + ("matched baseline run's (a baseline run whose schedule ends at the arm's final FLOPs) at the "
                         "end of both runs" if matched else "at the largest FLOPs budget both runs reached")
@@ -378,15 +392,15 @@ def tables(summary: dict) -> list[Table]:
                      "the baseline."),
                     ["arm", "seed", "FLOPs budget", "arm loss", "baseline loss", "difference", "95% CI", "read at"],
                     rows))
-    rows = _matched_rows(summary.get("matched_baselines") or {})
+    rows = _matched_rows(summary.matched_baselines)
     if rows:
         out.append((("Matched baselines: per arm and seed, the baseline run whose step count makes its final FLOPs "
                      "equal the arm's (within one baseline step), with the same schedule shape."),
                     ["arm", "seed", "matched run", "steps", "its final FLOPs", "arm's final FLOPs", "its final loss",
                      "arm's final loss"], rows))
     rows = []
-    for att in summary.get("attributions", []):
-        rows += _attribution_rows(f"{EFFECTS[att['effect']]}: {att['arm']} − {att['control']}", att)
+    for att in summary.attributions:
+        rows += _attribution_rows(f"{EFFECTS[att.effect]}: {att.arm} − {att.control}", att)
     if rows:
         out.append((("Attribution with control arms (DESIGN 2.4), paired at equal optimizer steps (the runs share the "
                      "schedule, the next-token micro-batches and the LR at every step): meta-arm effect = meta arm − "
@@ -395,9 +409,9 @@ def tables(summary: dict) -> list[Table]:
                      "over every evaluation after step 0; mean and 95% t-interval over seeds."),
                     ["effect", "seed", "final step", "loss", "control loss", "difference (final)", "95% CI (final)",
                      "mean over curve", "95% CI (curve)"], rows))
-    rows = [row for arm, e in arms.items() for row in _curve_rows(arm, e.get("curve_differences") or {})]
+    rows = [row for arm, e in arms.items() for row in _curve_rows(arm, e.curve_differences or {})]
     if rows:
-        flops = ("FLOPs against the matched baselines" if summary.get("matched_baselines") else
+        flops = ("FLOPs against the matched baselines" if summary.matched_baselines else
                  "without matched baselines, on the FLOPs axis the run with more FLOPs is read earlier in its "
                  "schedule than the other: where, in the equal-FLOPs table")
         out.append(((f"Curve-level comparison: the arm's validation loss minus {base}'s at 25/50/75/100% of the budget "
@@ -416,97 +430,97 @@ def tables(summary: dict) -> list[Table]:
     return out
 
 
-def _sweep_tables(sweeps: dict | None) -> list[Table]:
+def _sweep_tables(sweeps: Sweeps | None) -> list[Table]:
     """The sweep: setting × swept arm, the final validation loss per sweep seed, the chosen setting
     marked, and which arms ran with it."""
     if not sweeps:
         return []
     rows = []
-    for arm, entry in sweeps["arms"].items():
-        for row in entry["settings"]:
-            per_seed = ", ".join(f"{s}: {_loss(v)}" if v is not None else f"{s}: {row['state'][s]}"
-                                 for s, v in row["final_val_loss"].items())
-            chosen = row["setting"] == entry["chosen"]
-            rows.append([arm, row["name"], per_seed, _loss(row["mean"]),
-                         ("chosen: " + ", ".join(entry.get("taken_by") or [arm])) if chosen else ""])
-    overlap = sweeps.get("selected_on_arm_seeds") or []
+    for arm, entry in sweeps.arms.items():
+        for row in entry.settings:
+            per_seed = ", ".join(f"{s}: {_loss(v)}" if v is not None else f"{s}: {row.state[s]}"
+                                 for s, v in row.final_val_loss.items())
+            chosen = row.setting == entry.chosen
+            rows.append([arm, row.name, per_seed, _loss(row.mean),
+                         ("chosen: " + ", ".join(entry.taken_by or [arm])) if chosen else ""])
+    overlap = sweeps.selected_on_arm_seeds
     caveat = (f" The sweep seeds {', '.join(map(str, overlap))} are also arms' seeds: on them a swept arm's final loss "
               "was selected (slightly optimistic against arms that were not swept, e.g. controls)." if overlap else "")
     return [((f"Sweep (tuned against tuned, DESIGN 2.6): each swept arm at every setting of the grid on seeds "
-              f"{', '.join(map(str, sweeps['seeds']))}; the chosen setting has the lowest mean final validation loss "
+              f"{', '.join(map(str, sweeps.seeds))}; the chosen setting has the lowest mean final validation loss "
               "(a diverged or unfinished setting is never chosen) and is run by the arm and its controls." + caveat),
              ["arm", "setting", "final validation loss per seed", "mean", "chosen (run by)"], rows)]
 
 
-def _speedup_rows(arm: str, speedup: dict) -> list[list[str]]:
+def _speedup_rows(arm: str, speedup: dict[str, Speedup]) -> list[list[str]]:
     """One row per measure, or one line when no seed has a speed-up on any measure."""
-    if not any(sp["per_seed"] for sp in speedup.values()):
-        dropped = next(iter(speedup.values())).get("dropped", {})
+    if not any(sp.per_seed for sp in speedup.values()):
+        dropped = next(iter(speedup.values())).dropped
         return [[arm, "every measure", "–", "–", "–",
                  "no seed: " + ("; ".join(f"{s}: {why}" for s, why in dropped.items()) or "none reached the target")]]
-    return [[arm, LABELS[m], _loss(sp["mean"], 3), _ci(sp.get("ci"), 3),
-             ", ".join(f"{s}: {v:.3f}" for s, v in sp["per_seed"].items()) or "–",
-             "; ".join(f"{s}: {why}" for s, why in sp.get("dropped", {}).items()) or "–"]
+    return [[arm, LABELS[m], _loss(sp.mean, 3), _ci(sp.ci, 3),
+             ", ".join(f"{s}: {v:.3f}" for s, v in sp.per_seed.items()) or "–",
+             "; ".join(f"{s}: {why}" for s, why in sp.dropped.items()) or "–"]
             for m, sp in speedup.items()]
 
 
-def _read_at(d: dict) -> str:
+def _read_at(d: PairedSeed) -> str:
     reads = []
-    for run in d.get("mid_schedule", []):
-        at = d[f"{run}_at"]
-        lr = "" if at.get("lr_fraction") is None else f", LR {at['lr_fraction']:.2f}"
-        reads.append(f"{run} mid-schedule: step {at['step']:.1f}{lr}")
+    for run in d.mid_schedule:
+        at = d.read_at(run)
+        lr = "" if at.lr_fraction is None else f", LR {at.lr_fraction:.2f}"
+        reads.append(f"{run} mid-schedule: step {at.step:.1f}{lr}")
     return "; ".join(reads) or "end of both"
 
 
-def _paired_rows(label: str, pd: dict) -> list[list[str]]:
-    rows = [[label, str(s), _amount("flops", d["budget"]), _loss(d["arm_loss"]), _loss(d["baseline_loss"]),
-             _signed(d["difference"]), "–", _read_at(d)] for s, d in pd["per_seed"].items()]
-    rows += [[label, str(s), "dropped", why, "", "", "", ""] for s, why in pd.get("dropped", {}).items()]
-    rows.append([label, f"mean of {pd['n']}", "", "", "", _signed(pd["mean"]), _ci(pd.get("ci"), signed=True), ""])
+def _paired_rows(label: str, pd: PairedDifference) -> list[list[str]]:
+    rows = [[label, str(s), _amount("flops", d.budget), _loss(d.arm_loss), _loss(d.baseline_loss),
+             _signed(d.difference), "–", _read_at(d)] for s, d in pd.per_seed.items()]
+    rows += [[label, str(s), "dropped", why, "", "", "", ""] for s, why in pd.dropped.items()]
+    rows.append([label, f"mean of {pd.n}", "", "", "", _signed(pd.mean), _ci(pd.ci, signed=True), ""])
     return rows
 
 
-def _attribution_rows(label: str, att: dict) -> list[list[str]]:
-    rows = [[label, str(s), str(d["final_step"]), _loss(d["arm_loss"]), _loss(d["control_loss"]),
-             _signed(d["difference"]), "–", _signed(d["curve_mean"]), "–"] for s, d in att["per_seed"].items()]
-    rows += [[label, str(s), "dropped", why, "", "", "", "", ""] for s, why in att.get("dropped", {}).items()]
-    curve = att["curve_mean"]
-    rows.append([label, f"mean of {att['n']}", "", "", "", _signed(att["mean"]), _ci(att.get("ci"), signed=True),
-                 _signed(curve["mean"]), _ci(curve.get("ci"), signed=True)])
+def _attribution_rows(label: str, att: Attribution) -> list[list[str]]:
+    rows = [[label, str(s), str(d.final_step), _loss(d.arm_loss), _loss(d.control_loss),
+             _signed(d.difference), "–", _signed(d.curve_mean), "–"] for s, d in att.per_seed.items()]
+    rows += [[label, str(s), "dropped", why, "", "", "", "", ""] for s, why in att.dropped.items()]
+    curve = att.curve_mean
+    rows.append([label, f"mean of {att.n}", "", "", "", _signed(att.mean), _ci(att.ci, signed=True),
+                 _signed(curve.mean), _ci(curve.ci, signed=True)])
     return rows
 
 
-def _matched_rows(matched: dict) -> list[list[str]]:
-    return [[arm, s, Path(m["run"]).parent.name, str(m["steps"]), _amount("flops", m["final_flops"]),
-             _amount("flops", m["arm_final_flops"]), _loss(m["final_val_loss"]), _loss(m["arm_final_val_loss"])]
+def _matched_rows(matched: dict[str, dict[int, MatchedRun]]) -> list[list[str]]:
+    return [[arm, str(s), Path(m.run).parent.name, str(m.steps), _amount("flops", m.final_flops),
+             _amount("flops", m.arm_final_flops), _loss(m.final_val_loss), _loss(m.arm_final_val_loss)]
             for arm, seeds in matched.items() for s, m in seeds.items()]
 
 
-def _curve_rows(arm: str, curves: dict) -> list[list[str]]:
+def _curve_rows(arm: str, curves: dict[str, CurveDifferences]) -> list[list[str]]:
     rows = []
     for measure, cd in curves.items():
-        for point in cd["points"]:
-            budgets = [d["budget"] for d in point["per_seed"].values()]
-            rows.append([arm, LABELS[measure], cd.get("against", "–"), f"{point['fraction']:.0%}",
-                         _amount(measure, float(np.mean(budgets))) if budgets else "–", _signed(point["mean"]),
-                         _ci(point.get("ci"), signed=True)])
+        for point in cd.points:
+            budgets = [d.budget for d in point.per_seed.values()]
+            rows.append([arm, LABELS[measure], cd.against, f"{point.fraction:.0%}",
+                         _amount(measure, float(np.mean(budgets))) if budgets else "–", _signed(point.mean),
+                         _ci(point.ci, signed=True)])
     return rows
 
 
-def _meta_task_row(arm: str, task: dict) -> list[str]:
-    acc, gain = task["query_acc"], task["inner_loop_gain"]
-    ep = task.get("realised_episode")
-    return [arm, _loss(task["chance"]), _loss(acc["mean"]), _ci(acc.get("ci")), _signed(gain["mean"]),
-            "yes" if task["learned"] else "no", _realised_text(ep, task.get("configured")) if ep else "not recorded"]
+def _meta_task_row(arm: str, task: MetaTaskSummary) -> list[str]:
+    acc, gain = task.query_acc, task.inner_loop_gain
+    ep = task.realised_episode
+    return [arm, _loss(task.chance), _loss(acc.mean), _ci(acc.ci), _signed(gain.mean),
+            "yes" if task.learned else "no", _realised_text(ep, task.configured) if ep else "not recorded"]
 
 
-def _evaluation_tables(arms: dict) -> list[Table]:
+def _evaluation_tables(arms: dict[str, ArmSummary]) -> list[Table]:
     out: list[Table] = []
     rows = []
     for arm, e in arms.items():
-        for key, per_seed in e["evaluations"].get("ner", {}).items():
-            seeds = [{lang: NerLanguage.from_json(v) for lang, v in summary.items()} for summary in per_seed.values()]
+        for key, per_seed in e.evaluations.ner.items():
+            seeds = list(per_seed.values())
             for lang in seeds[0]:
                 vals = [s[lang].f1.mean for s in seeds]
                 strict = [s[lang].strict_f1.mean for s in seeds]
@@ -516,13 +530,12 @@ def _evaluation_tables(arms: dict) -> list[Table]:
     rows = []
     for arm, e in arms.items():
         sets: dict[str, list[float]] = {}
-        for res in e["evaluations"].get("perplexity", {}).values():
-            for r in PerplexityResult.from_json(res).sets:
+        for res in e.evaluations.perplexity.values():
+            for r in res.sets:
                 sets.setdefault(r.data, []).append(r.perplexity)
         rows += [[arm, Path(k).name or k, f"{np.mean(v):.2f}"] for k, v in sets.items()]
-        fs = [FewshotResult.from_json(r) for r in e["evaluations"].get("fewshot", {}).values()]
-        if fs:
-            acc = [r.accuracy for r in fs]
+        acc = [r.accuracy for r in e.evaluations.fewshot.values()]
+        if acc:
             rows.append([arm, "few-shot query acc before → after",
                          (f"{np.mean([a['query_acc_before'].mean for a in acc]):.3f} → "
                           f"{np.mean([a['query_acc_after'].mean for a in acc]):.3f}")])
@@ -546,13 +559,12 @@ def _phase_cell(entry: dict) -> str:
     return f"{steps[0]} → {steps[1]}, {now}"
 
 
-def phase_tables(summary: dict) -> list[Table]:
+def phase_tables(summary: ExperimentSummary) -> list[Table]:
     """The dynamics phase read-out side by side: per metric, one row per layer (activation effective
     rank, head entropy) or per component (weight and gradient PER, averaged over layers) and one
     column per arm × seed, each cell the step of the first trough, of the post-trough peak, and the
     phases; then each run's specialisation timeline."""
-    runs = [(arm, seed, ph) for arm, e in summary["arms"].items()
-            for seed, ph in sorted(e["evaluations"].get("phases", {}).items(), key=lambda kv: int(kv[0]))]
+    runs = [(arm, seed, ph) for arm, e in summary.arms.items() for seed, ph in sorted(e.evaluations.phases.items())]
     out: list[Table] = []
     timelines = []
     for key, title in SECTIONS.items():
@@ -625,14 +637,13 @@ _STYLE = (
 )
 
 
-def unfinished_runs(expected: dict[str, dict[int, Path]], evaluations: list[str]) -> list[str]:
+def unfinished_runs(expected: dict[str, dict[int, RunDir]], evaluations: list[str]) -> list[str]:
     """One line per run of an experiment that is missing, not finished (training, interrupted,
     stopped) or without one of the `evaluations` results: what the report of an unfinished
     experiment says first."""
     lines = []
     for arm, seeds in expected.items():
-        for seed, path in seeds.items():
-            run = RunDir(path)
+        for seed, run in seeds.items():
             status = run.read_status() if run.path.is_dir() else None
             if status is None:
                 lines.append(f"{arm} seed {seed}: not started")
@@ -644,8 +655,8 @@ def unfinished_runs(expected: dict[str, dict[int, Path]], evaluations: list[str]
     return lines
 
 
-def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str, target: float | None,
-                 matched: dict[str, dict[int, Path]] | None = None, unfinished: list[str] | None = None,
+def write_report(out_dir: Path, runs: dict[str, dict[int, RunDir]], baseline: str, target: float | None,
+                 matched: dict[str, dict[int, RunDir]] | None = None, unfinished: list[str] | None = None,
                  sweeps: dict | None = None) -> Path:
     """The report of `runs` (arm → seed → run directory) against `baseline`; `matched`: arm → seed →
     its matched baseline run (`experiment.matched`), against which equal FLOPs are paired;
@@ -656,54 +667,54 @@ def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str,
     plots.mkdir(parents=True, exist_ok=True)
     metrics = read_metrics(runs)
     summary = summarise(runs, metrics, baseline, target, matched, sweeps)
-    summary["unfinished"] = list(unfinished or [])
-    for run, problems in summary["metrics_problems"].items():
+    summary = summary.model_copy(update={"unfinished": list(unfinished or [])})
+    for run, problems in summary.metrics_problems.items():
         log.warning("%s: %s", run, "; ".join(problems))
     curves = {a: [val_curve(rows) for rows in seeds.values()] for a, seeds in metrics.items()}
-    roles = {a: e["role"] for a, e in summary["arms"].items()}
+    roles = {a: e.role for a, e in summary.arms.items()}
     headline = (("Validation loss against training FLOPs: each arm's mean over seeds (line) and min–max over seeds "
                  "(band); control arms dashed; dotted: the target loss."),
-                headline_plot(curves, roles, summary["target_loss"], plots / "val_loss_vs_flops.png"))
+                headline_plot(curves, roles, summary.target_loss, plots / "val_loss_vs_flops.png"))
     figures = [(("Validation loss against optimizer steps, training tokens and training seconds (mean over seeds; "
                  "band: min–max)."), loss_plot(curves, roles, plots / "loss.png"))]
-    if summary["meta_task"]:
+    if summary.meta_task:
         figures.append((("Query accuracy after adaptation over optimizer steps (each meta arm, one line per seed); "
-                         "dotted: chance (1/N)."), query_acc_plot(metrics, summary["meta_task"], plots / "query_acc.png")))
+                         "dotted: chance (1/N)."), query_acc_plot(metrics, summary.meta_task, plots / "query_acc.png")))
     from ..dynamics.posthoc import compare_runs
 
-    base_dir = next(iter(runs[baseline].values()))
+    base = next(iter(runs[baseline].values()))
     for arm, seeds in runs.items():
-        seed, d = next(iter(seeds.items()))
+        seed, run = next(iter(seeds.items()))
         for name, title in (("erank_heatmap.png", "effective rank"), ("entropy_heatmap.png", "head entropy")):
-            if (RunDir(d).plots_dir() / name).is_file():
-                figures.append((f"{arm} (seed {seed}): {title}, layer × step.", RunDir(d).plots_dir() / name))
-        if arm != baseline and RunDir(d).dynamics_path().is_file() and RunDir(base_dir).dynamics_path().is_file():
-            for p in compare_runs(base_dir, d, out_dir=plots / f"overlay-{arm.replace('/', '-')}",
+            if (run.plots_dir() / name).is_file():
+                figures.append((f"{arm} (seed {seed}): {title}, layer × step.", run.plots_dir() / name))
+        if arm != baseline and run.dynamics_path().is_file() and base.dynamics_path().is_file():
+            for p in compare_runs(base.path, run.path, out_dir=plots / f"overlay-{arm.replace('/', '-')}",
                                   labels=[baseline, arm]):
                 figures.append((f"{baseline} vs {arm}: {p.stem.replace('_', ' ')}.", p))
-    write_json_atomic(out_dir / "summary.json", summary)
+    write_json_atomic(out_dir / SUMMARY_FILE, summary.to_json())
 
     def rel(path: Path) -> Path:
         return path.relative_to(out_dir) if path.is_relative_to(out_dir) else path
 
-    arms_text = ", ".join(f"{a} ({e['role']}, {len(e['runs'])} seed{'s' * (len(e['runs']) > 1)})"
-                          for a, e in summary["arms"].items())
+    arms_text = ", ".join(f"{a} ({e.role}, {len(e.runs)} seed{'s' * (len(e.runs) > 1)})"
+                          for a, e in summary.arms.items())
     intro = (f"Arms: {arms_text}. Baseline: {baseline}. Only the next-token validation loss on the fixed held-out "
              "batches is compared (DESIGN 2.6).")
     warning = ("**Unfinished experiment**: these runs are missing or not done, so the numbers below are partial.")
     md = ["# metalm experiment report", "",
-          *([warning, "", *[f"- {u}" for u in summary["unfinished"]], ""] if summary["unfinished"] else []),
+          *([warning, "", *[f"- {u}" for u in summary.unfinished], ""] if summary.unfinished else []),
           intro, "", f"![Figure 1]({rel(headline[1])})", "",
-          f"**Figure 1.** {headline[0]}", "", "## Verdict", "", *[f"- {v}" for v in summary["verdict"]], "",
+          f"**Figure 1.** {headline[0]}", "", "## Verdict", "", *[f"- {v}" for v in summary.verdict], "",
           "## Results", ""]
     body = ["<h1>metalm experiment report</h1>",
             *(["<p><b>Unfinished experiment</b>: these runs are missing or not done, so the numbers below are "
-               "partial.</p><ul>", *[f"<li>{html.escape(u)}</li>" for u in summary["unfinished"]], "</ul>"]
-              if summary["unfinished"] else []),
+               "partial.</p><ul>", *[f"<li>{html.escape(u)}</li>" for u in summary.unfinished], "</ul>"]
+              if summary.unfinished else []),
             f"<p>{html.escape(intro)}</p>",
             (f"<figure><img alt='Figure 1' src='data:image/png;base64,{_png(headline[1])}'>"
              f"<figcaption><b>Figure 1.</b> {html.escape(headline[0])}</figcaption></figure>"),
-            "<h2>Verdict</h2><ul>", *[f"<li>{html.escape(v)}</li>" for v in summary["verdict"]], "</ul>",
+            "<h2>Verdict</h2><ul>", *[f"<li>{html.escape(v)}</li>" for v in summary.verdict], "</ul>",
             "<h2>Results</h2>"]
     for number, (caption, header, rows) in enumerate(tables(summary), start=1):
         md += _markdown_table(number, caption, header, rows)
@@ -714,8 +725,8 @@ def write_report(out_dir: Path, runs: dict[str, dict[int, Path]], baseline: str,
         md += [f"![Figure {number}]({rel(path)})", "", f"**Figure {number}.** {caption}", ""]
         body.append(f"<figure><img alt='Figure {number}' src='data:image/png;base64,{_png(path)}'>"
                     f"<figcaption><b>Figure {number}.</b> {html.escape(caption)}</figcaption></figure>")
-    configs = yaml.safe_dump(summary["configs"], sort_keys=False)
-    versions = yaml.safe_dump(summary["versions"], sort_keys=False)
+    configs = yaml.safe_dump(summary.configs, sort_keys=False)
+    versions = yaml.safe_dump(summary.versions, sort_keys=False)
     md += ["## Software", "", "```", versions, "```", "", "## Configs", "", "```yaml", configs, "```"]
     body += ["<h2>Software</h2><pre>", html.escape(versions), "</pre><h2>Configs</h2><pre>", html.escape(configs), "</pre>"]
     write_text_atomic(out_dir / "report.md", "\n".join(md))

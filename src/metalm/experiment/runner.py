@@ -90,7 +90,7 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
     result is missing or was computed with other settings (the settings are recorded in full)."""
     cfg = exp.config(arm, seed)
     run_dir = exp.run_dir(arm, seed)
-    requested = _Requested(RunDir(run_dir))
+    requested = _Requested(exp.run(arm, seed))
     perplexity = exp.settings.get("perplexity")
     if perplexity is not None:
         from ..evaluation.perplexity import evaluate_perplexity, save_perplexity
@@ -223,8 +223,7 @@ def _run_locked(exp: Experiment) -> Path:
         _Phase.now = "training the matched baselines"
         _train_matched(exp)
     _Phase.now = "writing the report"
-    report = write_report(exp.root, {a: {s: exp.run_dir(a, s) for s in exp.seeds} for a in exp.arms},
-                          exp.baseline, exp.target_loss, matched_runs(exp) if exp.matched_baselines else None,
+    report = write_report(exp.root, exp.runs(), exp.baseline, exp.target_loss, matched_runs(exp) if exp.matched_baselines else None,
                           sweeps=_sweep_summary(exp, sweeps))
     ExperimentDir(exp.root).write_status({"state": "finished", "report": str(report)})
     print(f"report: {report} (also report.html, summary.json)")
@@ -315,21 +314,22 @@ def report_from_dirs(paths: list[str | Path], target_loss: float | None = None, 
         if exp.sweep is not None:
             sweeps = sweep_table(exp.sweep, exp.root)
             exp.chosen = {arm: e["chosen"] for arm, e in sweeps.items() if e["chosen"] is not None}
-        expected = {a: {s: exp.run_dir(a, s) for s in exp.seeds} for a in exp.arms}
-        runs = {a: {s: d for s, d in seeds.items() if d.is_dir()} for a, seeds in expected.items()}
+        expected = exp.runs()
+        runs = {a: {s: d for s, d in seeds.items() if d.path.is_dir()} for a, seeds in expected.items()}
         matched = matched_runs(exp) if exp.matched_baselines and (baseline or exp.baseline) == exp.baseline else None
         return write_report(Path(out) if out is not None else exp.root, runs, baseline or exp.baseline,
                             target_loss if target_loss is not None else exp.target_loss, matched,
                             unfinished=unfinished_runs(expected, _evaluation_names(exp)),
                             sweeps=_sweep_summary(exp, sweeps))
     resolved = [p.resolve() for p in paths]
+    dirs = [RunDir(p) for p in paths]
     for i, p in enumerate(paths):
         if resolved[i] in resolved[:i]:
             raise MetalmError(f"{p}: the same run directory is given twice; compare different runs")
-        if not RunDir(p).metrics_path.is_file():
+        if not dirs[i].metrics_path.is_file():
             raise MetalmError(f"{p}: neither a run directory with metrics nor an experiment directory")
     names = arm_names(paths)
-    runs = {name: {int(RunDir(p).config_section("run").get("seed", 0)): p} for name, p in zip(names, paths)}
+    runs = {name: {int(d.config_section("run").get("seed", 0)): d} for name, d in zip(names, dirs)}
     if baseline is not None and baseline not in runs:
         raise MetalmError(f"--baseline {baseline}: no such arm (arms: {', '.join(names)})")
     target = Path(out) if out is not None else Path(os.path.commonpath([r.parent for r in resolved])) / REPORT_DIR

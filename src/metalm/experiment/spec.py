@@ -41,7 +41,7 @@ from ..config import Config, from_dict, load_tree
 from ..config_diff import flatten
 from ..errors import ConfigError
 from ..evaluation.settings import EvaluationSettings, experiment_settings
-from ..run_dir import EXPERIMENT_FILES
+from ..run_dir import EXPERIMENT_FILES, RunDir
 from .sweep import SWEEP_DIR, Sweep, check_keys, nested, parse_sweep, setting_name, sweep_run_dir
 
 
@@ -69,6 +69,14 @@ class Experiment:
 
     def run_dir(self, arm: str, seed: int) -> Path:
         return self.root / arm / f"seed-{seed}"
+
+    def run(self, arm: str, seed: int) -> RunDir:
+        """The run directory of `arm` × `seed`, to read."""
+        return RunDir(self.run_dir(arm, seed))
+
+    def runs(self) -> dict[str, dict[int, RunDir]]:
+        """Every arm's run directory per seed (arm → seed → run), whether or not it exists yet."""
+        return {a: {s: self.run(a, s) for s in self.seeds} for a in self.arms}
 
     def tree(self, arm: str) -> dict:
         """The settings of `arm`: the shared settings overridden by the arm's, then by the chosen

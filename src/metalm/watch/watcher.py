@@ -3,21 +3,39 @@
 Files are read when a client asks for an update, never more often than half the poll interval
 however many pages are open, and never when nobody watches - so watching cannot slow a run down
 beyond a few stat() calls. Runs are rediscovered at each refresh, so an experiment's later runs
-appear and deleted ones are shown as gone.
+appear and deleted ones are shown as gone. A watched experiment directory's `summary.json`, once its
+report is written, is read through `ExperimentSummary` and its verdict shown above the runs.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from metalm.errors import MetalmError
 from metalm.config_diff import differing_keys, flatten
+from metalm.errors import MetalmError
+from metalm.experiment.summary import SUMMARY_FILE, ExperimentSummary
 from metalm.watch.discover import discover_runs, display_name
 from metalm.watch.run_state import Cursor, DynamicsSelection, RunState, json_safe
+from metalm.watch.tail import FileSnapshot
+
+
+def parse_summary(data: bytes) -> ExperimentSummary:
+    """An experiment's summary.json; anything malformed raises (the snapshot keeps its last value)."""
+    return ExperimentSummary.from_json(json.loads(data))
+
+
+def experiment_answer(root: Path, summary: ExperimentSummary) -> dict[str, Any]:
+    """What the page shows of a finished (or partial) experiment report: where it is, the verdict,
+    the runs it lacked, and each arm's role and mean final validation loss."""
+    return {"name": root.name, "report": str(root / "report.md"), "verdict": summary.verdict,
+            "unfinished": summary.unfinished,
+            "arms": [{"arm": arm, "role": e.role, "seeds": len(e.runs), "final_val_loss": json_safe(e.final_val_loss.mean)}
+                     for arm, e in summary.arms.items()]}
 
 
 def differences_table(configs: Mapping[str, Any]) -> dict[str, Any]:
@@ -57,6 +75,7 @@ class Watcher:
         self._clock = clock
         self._lock = threading.Lock()
         self._runs: dict[Path, RunState] = {}
+        self._summaries = {root: FileSnapshot(root / SUMMARY_FILE, parse_summary, root) for root in self.roots}
         self._listed: list[Path] = []
         self._last_refresh = -float("inf")
 
@@ -85,6 +104,8 @@ class Watcher:
         self._listed = listed
         for run in listed:
             self._runs[run].refresh()
+        for snapshot in self._summaries.values():
+            snapshot.poll()
 
     def update(self, cursors: Mapping[int, Cursor], selection: DynamicsSelection) -> dict[str, Any]:
         """The update answer for a client holding `cursors` (run id -> cursor)."""
@@ -104,10 +125,12 @@ class Watcher:
                 for run in runs
             ]
             differences = differences_table({run.name: run.config_file.value for run in runs})
+            experiments = [experiment_answer(root, s.value) for root, s in self._summaries.items() if s.value is not None]
         return {
             "time": now,
             "poll_interval": self.poll_interval,
             "max_points": self.max_points,
             "runs": answers,
             "config_differences": differences,
+            "experiments": experiments,
         }

@@ -19,7 +19,9 @@ const state = {
   maxPoints: 2000,
   interval: 1000,
   selection: { group: "activations", component: "", value: "erank", attention_value: "entropy_norm" },
-  dirty: { metrics: true, dynamics: new Set(), info: true },
+  dirty: { metrics: true, dynamics: new Set(), info: true, verdict: false },
+  experiments: [], // the watched experiments' verdicts (summary.json)
+  experimentsText: "[]",
 };
 
 const $ = (id) => document.getElementById(id);
@@ -106,6 +108,27 @@ function apply(answer) {
   state.order = ids;
   for (const r of answer.runs) applyRun(r);
   state.configDifferences = answer.config_differences;
+  const experiments = JSON.stringify(answer.experiments || []);
+  if (experiments !== state.experimentsText) {
+    state.experimentsText = experiments;
+    state.experiments = answer.experiments || [];
+    state.dirty.verdict = true;
+  }
+}
+
+// ---- the experiment's verdict (summary.json, once its report is written) -------------------
+
+function renderVerdict() {
+  const box = $("verdicts");
+  box.replaceChildren(...state.experiments.map((x) => el("div", { class: "verdict" }, [
+    el("h3", { text: x.name }),
+    el("p", { class: "report-path", text: `report: ${x.report}` }),
+    ...(x.unfinished.length ? [el("p", { class: "warning", text: `Unfinished: ${x.unfinished.join("; ")}` })] : []),
+    table(["arm", "role", "seeds", "final validation loss (mean)"],
+          x.arms.map((a) => [a.arm, a.role, a.seeds, a.final_val_loss === null ? null : a.final_val_loss.toFixed(4)])),
+    el("ul", {}, x.verdict.map((line) => el("li", { text: line }))),
+  ])));
+  $("verdict-section").classList.toggle("hidden", state.experiments.length === 0);
 }
 
 function runs() {
@@ -327,7 +350,8 @@ function render() {
   if (state.dirty.metrics) renderMetrics();
   if (state.dirty.dynamics.size) renderAllDynamics();
   if (state.dirty.info) renderInfo();
-  state.dirty = { metrics: false, dynamics: new Set(), info: false };
+  if (state.dirty.verdict) renderVerdict();
+  state.dirty = { metrics: false, dynamics: new Set(), info: false, verdict: false };
 }
 
 function query() {
