@@ -92,7 +92,8 @@ def speedups(baseline: dict[int, dict | None], arm: dict[int, dict | None]) -> d
     dropped = {s: _dropped_reason(baseline[s] is None, arm[s] is None) for s in seeds
                if baseline[s] is None or arm[s] is None}
     for m in MEASURES:
-        ratios = {s: baseline[s][m] / arm[s][m] for s in seeds if s not in dropped and arm[s][m] > 0}
+        ratios = {s: b[m] / a[m] for s in seeds if (b := baseline[s]) is not None and (a := arm[s]) is not None
+                  and a[m] > 0}
         out[m] = {"per_seed": ratios, **mean_ci(list(ratios.values())),
                   "not_reached": [s for s in seeds if arm[s] is None],
                   "baseline_not_reached": [s for s in seeds if baseline[s] is None],
@@ -212,7 +213,7 @@ def _settings(config: Mapping | None, section: str | None = None) -> dict:
             and (section is None or k.startswith(section + "."))}
 
 
-def match_arm(arm: str, configs: Mapping[str, Mapping], candidates: Sequence[str]) -> tuple[str | None, str]:
+def match_arm(arm: str, configs: Mapping[str, Mapping | None], candidates: Sequence[str]) -> tuple[str | None, str]:
     """The candidate whose config equals `arm`'s except `meta.control` (else, the one whose `meta`
     settings do); (None, why) when there is none or more than one."""
     for section in (None, "meta"):

@@ -223,10 +223,11 @@ def _evaluations(seeds: dict[int, RunDir]) -> dict:
     language), each read through its type (a malformed file is left out)."""
     evals: dict = {}
     for s, run in seeds.items():
-        for kind in (PerplexityResult, FewshotResult):
-            res = read_result(kind, run.read_eval(kind.NAME))
+        perplexity = read_result(PerplexityResult, run.read_eval(PerplexityResult.NAME))
+        fewshot = read_result(FewshotResult, run.read_eval(FewshotResult.NAME))
+        for name, res in ((PerplexityResult.NAME, perplexity), (FewshotResult.NAME, fewshot)):
             if res is not None:
-                evals.setdefault(kind.NAME, {})[str(s)] = res.to_json()
+                evals.setdefault(name, {})[str(s)] = res.to_json()
         for name in run.eval_names("ner-"):
             ner = read_result(NerResult, run.read_eval(name))
             if ner is not None:
@@ -668,8 +669,8 @@ def write_report(out_dir: Path, runs: dict[str, dict[int, RunDir]], baseline: st
     metrics = read_metrics(runs)
     summary = summarise(runs, metrics, baseline, target, matched, sweeps)
     summary = summary.model_copy(update={"unfinished": list(unfinished or [])})
-    for run, problems in summary.metrics_problems.items():
-        log.warning("%s: %s", run, "; ".join(problems))
+    for which, problems in summary.metrics_problems.items():
+        log.warning("%s: %s", which, "; ".join(problems))
     curves = {a: [val_curve(rows) for rows in seeds.values()] for a, seeds in metrics.items()}
     roles = {a: e.role for a, e in summary.arms.items()}
     headline = (("Validation loss against training FLOPs: each arm's mean over seeds (line) and min–max over seeds "

@@ -24,6 +24,7 @@ from ..data.pipeline import resolve_specs
 from ..data.sources import content_digest
 from ..dir_lock import hold_lock
 from ..errors import DivergedError, MetalmError
+from ..evaluation.settings import FewshotSettings, NerSettings, PerplexitySettings
 from ..run_dir import REPORT_DIR, ExperimentDir, RunDir, read_requested, write_requested
 from ..trainer import train
 from ..training.signals import interrupt_on_signals
@@ -91,7 +92,7 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
     cfg = exp.config(arm, seed)
     run_dir = exp.run_dir(arm, seed)
     requested = _Requested(exp.run(arm, seed))
-    perplexity = exp.settings.get("perplexity")
+    perplexity = exp.evaluation(PerplexitySettings)
     if perplexity is not None:
         from ..evaluation.perplexity import evaluate_perplexity, save_perplexity
 
@@ -102,13 +103,13 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
         if sets:
             requested.evaluate("perplexity", perplexity, sets, f"perplexity of {arm} seed {seed}",
                                lambda: save_perplexity(evaluate_perplexity(run_dir, sets, perplexity), run_dir))
-    fewshot = exp.settings.get("fewshot")
+    fewshot = exp.evaluation(FewshotSettings)
     if fewshot is not None:  # without data: the run's own validation set, which a run cannot change
         from ..evaluation.fewshot import evaluate_fewshot, save_fewshot
 
         requested.evaluate("fewshot", fewshot, fewshot.data or [], f"few-shot of {arm} seed {seed}",
                            lambda: save_fewshot(evaluate_fewshot(run_dir, fewshot, cache_dir=cfg.run.cache_dir), run_dir))
-    ner = exp.settings.get("ner")
+    ner = exp.evaluation(NerSettings)
     if ner is not None:
         from ..data.demo import resolve_ner_data
         from ..evaluation.ner import result_name, run_ner, save_result
@@ -122,7 +123,7 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
 def _evaluation_names(exp: Experiment) -> list[str]:
     """The stored results (`RUN/eval/<name>.json`) each run of the experiment gets."""
     names = [name for name in ("perplexity", "fewshot") if exp.settings.get(name) is not None]
-    ner = exp.settings.get("ner")
+    ner = exp.evaluation(NerSettings)
     if ner is not None:
         from ..evaluation.ner import result_name
 
@@ -140,9 +141,9 @@ def check_inputs(exp: Experiment) -> None:
     from ..data.sources import resolve_files
     from ..evaluation.fewshot import episode_config
 
-    perplexity, fewshot = exp.settings.get("perplexity"), exp.settings.get("fewshot")
-    for name, settings in (("perplexity", perplexity), ("fewshot", fewshot)):
-        for spec in (settings.data or []) if settings is not None else []:
+    perplexity, fewshot = exp.evaluation(PerplexitySettings), exp.evaluation(FewshotSettings)
+    for name, data in (("perplexity", perplexity and perplexity.data), ("fewshot", fewshot and fewshot.data)):
+        for spec in data or []:
             try:
                 resolve_files(spec)
             except MetalmError as exc:
@@ -164,7 +165,7 @@ def check_inputs(exp: Experiment) -> None:
                 _check_fewshot(fewshot, cfg, corpus)
         except MetalmError as exc:
             raise type(exc)(f"arm {arm!r}: {exc}") from None
-    ner = exp.settings.get("ner")
+    ner = exp.evaluation(NerSettings)
     if ner is not None:
         from ..data.demo import resolve_ner_data
         from ..evaluation.ner import check_ner_data
@@ -300,13 +301,13 @@ def arm_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def report_from_dirs(paths: list[str | Path], target_loss: float | None = None, baseline: str | None = None,
+def report_from_dirs(given: list[str | Path], target_loss: float | None = None, baseline: str | None = None,
                      out: str | Path | None = None) -> Path:
     """`metalm report`: an experiment directory (its saved spec; the report goes into it unless
     `out`), or run directories compared as arms, one arm per directory named by `arm_names`; their
     report goes to `out`, by default `report/` in the directories' closest common parent — never
     inside one of them."""
-    paths = [Path(p) for p in paths]
+    paths = [Path(p) for p in given]
     if len(paths) == 1 and ExperimentDir(paths[0]).is_experiment():
         exp = load_experiment(ExperimentDir(paths[0]).spec_path)
         exp.root = paths[0]

@@ -35,7 +35,7 @@ import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..config import Config, from_dict, load_tree
 from ..config_diff import flatten
@@ -43,6 +43,8 @@ from ..errors import ConfigError
 from ..evaluation.settings import EvaluationSettings, experiment_settings
 from ..run_dir import EXPERIMENT_FILES, RunDir
 from .sweep import SWEEP_DIR, Sweep, check_keys, nested, parse_sweep, setting_name, sweep_run_dir
+
+S = TypeVar("S", bound=EvaluationSettings)
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -69,6 +71,11 @@ class Experiment:
 
     def run_dir(self, arm: str, seed: int) -> Path:
         return self.root / arm / f"seed-{seed}"
+
+    def evaluation(self, kind: type[S]) -> S | None:
+        """The validated settings of evaluation `kind` (e.g. `NerSettings`) when the experiment runs it."""
+        value = self.settings.get(kind.evaluation)
+        return value if isinstance(value, kind) else None
 
     def run(self, arm: str, seed: int) -> RunDir:
         """The run directory of `arm` × `seed`, to read."""
