@@ -8,7 +8,6 @@ import torch.distributed as dist
 
 from helpers import tiny_overrides
 from metalm.config import load_config
-from metalm.distributed import shutdown
 from metalm.trainer import Trainer
 
 
@@ -27,10 +26,10 @@ def test_dist_timeout_reaches_the_process_group(tmp_path, corpus_dir, monkeypatc
         monkeypatch.setenv(key, value)
     trainer = Trainer(load_config(None, tiny_overrides(corpus_dir, tmp_path / "run", **{"run.dist_timeout_s": 5400})))
     try:
-        assert trainer._dist.world_size == 2 and dist.is_initialized()
+        assert trainer.world_size == 2 and dist.is_initialized()
         assert seen == {"backend": "gloo", "timeout": datetime.timedelta(seconds=5400)}
     finally:
-        shutdown(trainer._dist)
+        trainer.close()
     assert load_config(None, []).run.dist_timeout_s == 7200  # long enough for rank 0 to tokenize ~20 GB
 
 

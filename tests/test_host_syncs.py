@@ -83,7 +83,7 @@ def test_a_meta_step_makes_no_host_sync(tmp_path, corpus_dir, monkeypatch, extra
     step = first_meta_step(trainer)
     with counting(monkeypatch) as seen:
         # the step's gradients only: the optimizer step's immediate non-finite check syncs on the CPU
-        kind, fields, work = trainer._gradients(step, trainer._planner.plan(step))
+        kind, fields, work = trainer.gradients(step)
     assert kind == "meta" and work.flops > 0 and fields["episodes"] > 0
     assert not seen, dict(seen)
     assert isinstance(fields["meta_loss"], torch.Tensor)  # read on the host only when a row is logged

@@ -85,7 +85,9 @@ class Trainer:
         Trainer(cfg).run()                   # a whole run (resumes), as `metalm train`
         trainer = Trainer.build(cfg)         # data, model, optimizer; nothing is written
         result = trainer.step(step)          # one optimizer step (kind="ar"/"meta" forces its work)
-        trainer.kind_of(step); trainer.state; trainer.check_finite()
+        trainer.gradients(step)              # its gradients only (what step() computes before AdamW)
+        trainer.kind_of(step); trainer.state; trainer.check_finite(); trainer.world_size
+        trainer.close()                      # leave the process group (a built trainer under torchrun)
         trainer.model / optimizer / trainable / meta / device / batches / corpus / probe / autocast()
 
     The last line: what a prepared trainer holds, to read (a benchmark times the model and the
@@ -102,10 +104,26 @@ class Trainer:
     def step(self, step: int, kind: str | None = None) -> StepResult:
         """Optimizer step `step` (0-based) as the run takes it, or, with `kind` "ar" or "meta", as a
         pure next-token or meta step whatever the schedule (benchmarks); `state` is not advanced."""
-        plan = self._planner.plan(step) if kind is None else self._planner.forced(kind)
-        result_kind, fields, work = self._gradients(step, plan)
+        result_kind, fields, work = self.gradients(step, kind)
         lr, grad_norm = self._apply(step)
         return StepResult(result_kind, fields, work, lr, grad_norm)
+
+    def gradients(self, step: int, kind: str | None = None) -> tuple[str, dict, Work]:
+        """The first half of `step`: the gradients of step `step` (left on the parameters, AdamW not
+        applied), with the step's kind, the row fields it measured and its work (tests that count what
+        the gradient computation does; a following `step` would add to these gradients)."""
+        plan = self._planner.plan(step) if kind is None else self._planner.forced(kind)
+        return self._gradients(step, plan)
+
+    @property
+    def world_size(self) -> int:
+        """How many processes train together (1 without torchrun)."""
+        return self._dist.world_size
+
+    def close(self) -> None:
+        """Leave the process group, if this trainer joined one (`run` does it on its own)."""
+        self._release_ddp()
+        shutdown(self._dist)
 
     def check_finite(self) -> None:
         """The deferred non-finite check (CUDA with fused AdamW), as the loop runs it at a logged row."""
@@ -118,6 +136,7 @@ class Trainer:
         if cfg.run.threads and self.device.type == "cpu":
             torch.set_num_threads(cfg.run.threads)
         self._dist: Dist = init_distributed(self.device.type, cfg.run.dist_timeout_s)
+        self._ddp = None  # the DDP wrapper of the next-token loss, built by _prepare under torchrun
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self._dist.local_rank)
         enable_tf32(self.device)
@@ -308,8 +327,7 @@ class Trainer:
                 self._create_run_dir()
                 self._train_locked()
         finally:
-            self._release_ddp()
-            shutdown(self._dist)
+            self.close()
         return self._run_dir.path
 
     def _train_locked(self) -> None:
