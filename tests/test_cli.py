@@ -100,10 +100,13 @@ def test_eval_flags_are_generated_from_the_settings(capsys):
 def test_fewshot_defaults_are_meta_configs():
     meta = MetaConfig()
     fewshot = FewshotSettings()
-    assert fewshot.variant == meta.smlmt_variant
-    for name in ("n_way", "k_shot", "q_query", "inner_steps", "inner_lr", "head_init", "pool", "window_len",
+    for name in ("variant", "n_way", "k_shot", "q_query", "inner_steps", "inner_lr", "head_init", "pool", "window_len",
                  "band_min_count", "band_skip_top"):
-        assert getattr(fewshot, name) == getattr(meta, name), name
+        meta_name = "smlmt_variant" if name == "variant" else name
+        assert getattr(fewshot, name) == getattr(meta, meta_name), name
+        # so are the types (declared again by the settings) and the bounds
+        ours, theirs = FewshotSettings.model_fields[name], MetaConfig.model_fields[meta_name]
+        assert (ours.annotation, ours.metadata) == (theirs.annotation, theirs.metadata), name
     # the bounds are MetaConfig's too
     with pytest.raises(ConfigError, match="fewshot.n_way"):
         FewshotSettings.resolve(n_way=1)

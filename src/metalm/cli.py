@@ -350,8 +350,9 @@ def _settings_flags(name: str):
 
     def setup(parser: argparse.ArgumentParser) -> None:
         from .config_base import add_section_arguments
-        from .evaluation.settings import SETTINGS
+        from .evaluation.settings import SETTINGS, EvaluationSettings
 
+        settings: type[EvaluationSettings]
         if name == "harness":
             from .evaluation.harness import HarnessSettings as settings
         else:

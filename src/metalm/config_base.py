@@ -13,7 +13,7 @@ import difflib
 import types
 import typing
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticUndefined
@@ -160,7 +160,10 @@ def add_section_arguments(parser, model_cls: type[Section]) -> None:
         parser.add_argument(*flags, **options)
 
 
-def section_from_arguments(model_cls: type[Section], args) -> Section:
+_S = TypeVar("_S", bound=Section)
+
+
+def section_from_arguments(model_cls: type[_S], args) -> _S:
     """The validated section from parsed flags (`add_section_arguments`); ConfigError naming the flag."""
     from .errors import ConfigError
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import DTypeLike
 from transformers import PreTrainedTokenizerBase
 
 from ..errors import DataError
@@ -82,7 +83,7 @@ def tokenize_documents(docs: Iterable[str], tokenizer: PreTrainedTokenizerBase) 
     return out
 
 
-def concat(docs: list[np.ndarray], dtype: np.dtype) -> TokenArray:
+def concat(docs: list[np.ndarray], dtype: DTypeLike) -> TokenArray:
     lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
     offsets = np.zeros(len(docs) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])

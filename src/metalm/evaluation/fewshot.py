@@ -48,7 +48,7 @@ def _held_out_tokens(run: RunDir | None, data: list[str] | None, tokenizer) -> t
     if data:
         return held_out_tokens(data, tokenizer)
     info = run.read_data_info() if run is not None else None
-    if info is None:
+    if run is None or info is None:
         raise MetalmError("few-shot evaluation needs held-out text: pass --data (or a run directory)")
     loaded = token_store.load(Path(info["cache"]))
     if loaded is None:
@@ -107,7 +107,8 @@ def evaluate_fewshot(checkpoint: str | Path, settings: FewshotSettings | None = 
     model_dir, run = where.model_dir, where.run
     tokenizer = load_tokenizer(where.tokenizer_dir)
     dev = resolve_device(s.device)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(dev)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = model.to(dev)  # type: ignore[arg-type]  # typeshed: a wraps()-decorated method's self stays unbound
     model.train()  # no dropout in metalm models; train mode keeps autograd paths identical to training
     held_out = _held_out_tokens(run, data, tokenizer)
     try:
@@ -117,6 +118,7 @@ def evaluate_fewshot(checkpoint: str | Path, settings: FewshotSettings | None = 
         raise ConfigError(_renamed(exc, "fewshot.")) from None
     learned_from = None  # where the learned head came from (head_init learned)
     if task.head is not None and run is not None:  # a meta run's learned head, if it kept one
+        latest_dir: Path | None
         if Path(checkpoint) == run.path and model_dir != run.final_dir:
             latest_dir = model_dir  # resolve_model_dir chose (and verified) the latest checkpoint
         else:
@@ -131,7 +133,7 @@ def evaluate_fewshot(checkpoint: str | Path, settings: FewshotSettings | None = 
                     "a freshly initialised head", checkpoint)
     # the initial head, read on the same episode: a meta step whose inner loop does not move
     unadapted = MetaStep(cfg.model_copy(update={"inner_lr": 0.0}), model, task.head)
-    samples = {k: [] for k in KEYS}
+    samples: dict[str, list[float]] = {k: [] for k in KEYS}
     for i in progress(range(episodes), episodes, "few-shot", "episodes"):
         batch = task.episodes(i)
         after = task.meta_step(model, batch, outer_gradient=False)

@@ -27,7 +27,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from ..errors import ConfigError, DataError
 from ..eval_results import NerLanguage, NerResult
@@ -60,7 +60,7 @@ __all__ = ["run_ner", "format_ner_table", "save_result", "TokenClassifier", "DEF
 # ----------------------------------------------------------------------------- checkpoint
 
 
-def load_checkpoint(where: ModelLocation) -> tuple[nn.Module, Any, int]:
+def load_checkpoint(where: ModelLocation) -> tuple[PreTrainedModel, Any, int]:
     """(causal LM in float32, tokenizer, context length) of a resolved `save_pretrained` directory."""
     try:
         lm = AutoModelForCausalLM.from_pretrained(str(where.model_dir), dtype=torch.float32)
@@ -77,7 +77,7 @@ def load_checkpoint(where: ModelLocation) -> tuple[nn.Module, Any, int]:
 class TokenClassifier(nn.Module):
     """Backbone (a causal LM's base model) + linear head on its final hidden states."""
 
-    def __init__(self, lm: nn.Module, num_labels: int):
+    def __init__(self, lm: PreTrainedModel, num_labels: int):
         super().__init__()
         self.backbone = lm.base_model
         if self.backbone is lm:
@@ -161,7 +161,8 @@ def train_epochs(
     scheduler = linear_decay(optimizer, epochs * -(-len(lengths) // batch_size))
     losses = []
     for epoch in range(epochs):
-        total, count = 0.0, 0
+        total: float | torch.Tensor = 0.0  # summed on the device: no host sync per batch
+        count = 0
         batches = tqdm(length_batches(lengths, batch_size, generator), desc=f"epoch {epoch + 1}/{epochs}",
                        disable=not (progress and sys.stderr.isatty()), leave=False, file=sys.stderr)  # no bar floods in logs
         for idx in batches:
@@ -201,13 +202,14 @@ def word_features(model: TokenClassifier, enc: Encoded, pad_id: int, device: tor
     """Backbone features at every word-initial position: (features [words, d], labels [words],
     per-chunk offsets into them [chunks + 1]), rows in chunk order then word order."""
     model.eval()
-    feats: list[torch.Tensor | None] = [None] * len(enc)
+    feats_of: dict[int, torch.Tensor] = {}
     for idx in length_batches(enc.lengths, EVAL_BATCH):
         ids, mask, labels = collate(enc, idx, pad_id, device)
         select = labels != IGNORE
         hidden = model.features(ids, mask)[select]
         for c, h in zip(idx.tolist(), torch.split(hidden, select.sum(1).tolist())):
-            feats[c] = h
+            feats_of[c] = h
+    feats = [feats_of[c] for c in range(len(enc))]
     counts = torch.tensor([len(f) for f in feats])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
     labels = torch.cat([lab[lab != IGNORE] for lab in enc.labels]).to(device)
@@ -241,7 +243,7 @@ def probe_predict(head: nn.Linear, feats: torch.Tensor, offsets: torch.Tensor) -
 # ----------------------------------------------------------------------------- data
 
 
-def label_list(types: Sequence[str]) -> list[str]:
+def label_list(types: Iterable[str]) -> list[str]:
     """`O` then `B-T`, `I-T` for each entity type, sorted."""
     return ["O"] + [f"{p}-{t}" for t in sorted(set(types)) for p in ("B", "I")]
 
@@ -349,6 +351,12 @@ class _Prepared:
     def score(self, sents: list[Sentence], preds: list[torch.Tensor], enc: Encoded) -> dict[str, Any]:
         return score_ner(*_tags(sents, self.names, stitch(enc, preds)))
 
+    def dev_f1(self, predict: Callable[[Encoded], list[torch.Tensor]]) -> float:
+        """F1 on dev of the predictions `predict(enc_dev)` (dev is read with `select_best_on_dev` only)."""
+        if self.dev_sents is None or self.enc_dev is None:
+            raise ValueError("ner: no dev set was read (select_best_on_dev is off)")
+        return self.score(self.dev_sents, predict(self.enc_dev), self.enc_dev)["f1"]
+
 
 def _prepare(checkpoint: str | Path, s: NerSettings, max_length: int | None) -> _Prepared:
     """Read the sentences (a bad setting or file fails before the model loads), then load the
@@ -371,7 +379,7 @@ def _prepare(checkpoint: str | Path, s: NerSettings, max_length: int | None) -> 
     loaded = [(s.train_lang, train_split, train_sents)] + [(lang, "test", x) for lang, x in sets.items()]
     if dev_sents is not None:
         loaded.append((s.train_lang, "dev", dev_sents))
-    types = {entity_type(t) for _, _, sents in loaded for x in sents for t in x.tags} - {None}
+    types = {e for _, _, sents in loaded for x in sents for t in x.tags if (e := entity_type(t)) is not None}
     names = label_list(types)
     label_to_id = {name: i for i, name in enumerate(names)}
 
@@ -421,7 +429,9 @@ class _BestEpoch:
     def __init__(self, dev_f1: Callable[[], float], snapshot: Callable[[], dict[str, torch.Tensor]]):
         self._dev_f1, self._snapshot = dev_f1, snapshot
         self.dev_f1: list[float] = []
-        self.f1, self.epoch, self.state = -1.0, None, None
+        self.f1 = -1.0
+        self.epoch: int | None = None
+        self.state: dict[str, torch.Tensor] | None = None
 
     def __call__(self, epoch: int) -> None:
         f1 = self._dev_f1()
@@ -441,7 +451,7 @@ def _finetune_runs(p: _Prepared, progress: bool) -> tuple[list[dict[str, Any]], 
         model = copy.deepcopy(p.model)
         model.head.reset_parameters()
         model.to(p.dev)
-        best = _BestEpoch(lambda: p.score(p.dev_sents, predict_chunks(model, p.enc_dev, p.pad_id, p.dev), p.enc_dev)["f1"],
+        best = _BestEpoch(lambda: p.dev_f1(lambda enc: predict_chunks(model, enc, p.pad_id, p.dev)),
                           lambda: {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
         losses = finetune_epochs(
             model, p.enc_train, epochs=p.s.epochs, lr=p.lr, batch_size=p.s.batch_size, generator=generator,
@@ -468,7 +478,7 @@ def _probe_runs(p: _Prepared, progress: bool) -> tuple[list[dict[str, Any]], flo
     def train(generator: torch.Generator):
         head = nn.Linear(p.model.head.in_features, len(p.names)).to(p.dev)
         feats, labels, offsets = cache["train"]
-        best = _BestEpoch(lambda: p.score(p.dev_sents, predict(head, "dev"), p.enc_dev)["f1"],
+        best = _BestEpoch(lambda: p.dev_f1(lambda _: predict(head, "dev")),
                           lambda: {k: v.detach().clone() for k, v in head.state_dict().items()})
         losses = probe_epochs(
             head, feats, labels, offsets, p.enc_train.lengths, epochs=p.s.epochs, lr=p.lr, batch_size=p.s.batch_size,

@@ -55,16 +55,16 @@ def score_ner(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]]) 
 
     Keys: `f1`, `precision`, `recall`, `per_type` (conlleval-compatible, the headline numbers),
     `strict` (the same keys under strict IOB2), `sentences`, `entities` (gold, conlleval count)."""
-    y_true = [list(s) for s in y_true]
-    y_pred = [list(s) for s in y_pred]
-    if len(y_true) != len(y_pred) or any(len(t) != len(p) for t, p in zip(y_true, y_pred)):
+    gold = [list(s) for s in y_true]
+    pred = [list(s) for s in y_pred]
+    if len(gold) != len(pred) or any(len(t) != len(p) for t, p in zip(gold, pred)):
         raise ValueError("score_ner: gold and predicted tag sequences differ in shape")
-    default = _report(y_true, y_pred, "default")
-    strict = _report(y_true, y_pred, "strict")
+    default = _report(gold, pred, "default")
+    strict = _report(gold, pred, "strict")
     return {
         **default,
         "strict": strict,
-        "sentences": len(y_true),
+        "sentences": len(gold),
         "entities": sum(v["support"] for v in default["per_type"].values()),
     }
 

@@ -68,7 +68,8 @@ def evaluate_perplexity(checkpoint: str | Path, data: list[str] | None = None,
     model_dir = where.model_dir
     dev = resolve_device(s.device)
     tokenizer = load_tokenizer(where.tokenizer_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(dev).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model = model.to(dev).eval()  # type: ignore[arg-type]  # typeshed: a wraps()-decorated method's self stays unbound
     if seq_len is None:
         seq_len = model.config.max_position_embeddings
         if where.run is not None:

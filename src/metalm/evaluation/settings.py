@@ -6,11 +6,12 @@ The few-shot SMLMT settings take their defaults (and bounds) from `MetaConfig`'s
 checkpoint is evaluated on the same kind of episodes a meta run trains on unless told otherwise.
 """
 
-# No `from __future__ import annotations`: the shared fields' annotations are computed below.
+from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field, ValidationError
+from pydantic.fields import FieldInfo
 
 from ..config_base import Section, cli, format_validation_error
 from ..device import DEVICE_HELP
@@ -21,9 +22,14 @@ DEVICE = Field("auto", description=f"device: {DEVICE_HELP}")
 
 
 def _from_meta(name: str, description: str) -> Any:
-    """The type, bounds and default of `MetaConfig.<name>`, with an evaluation-side description."""
+    """The bounds and default of `MetaConfig.<name>`, with an evaluation-side description (the field
+    declares the same type: tests check it)."""
     field = MetaConfig.model_fields[name]
-    return Annotated[(field.annotation, *field.metadata, Field(field.default, description=description))]
+    args = (field.annotation, *field.metadata, Field(field.default, description=description))
+    return FieldInfo.from_annotation(Annotated[args])  # type: ignore[arg-type]  # typed type[Any]; takes Annotated too
+
+
+_S = TypeVar("_S", bound="EvaluationSettings")
 
 
 class EvaluationSettings(Section):
@@ -32,7 +38,7 @@ class EvaluationSettings(Section):
     evaluation: ClassVar[str] = ""
 
     @classmethod
-    def resolve(cls, settings: "EvaluationSettings | None" = None, **options: Any) -> "EvaluationSettings":
+    def resolve(cls: type[_S], settings: _S | None = None, **options: Any) -> _S:
         """`settings` (default: all defaults) with `options` replaced, validated; a bad value is a
         ConfigError naming `<name>.<key>`."""
         values = settings.model_dump() if settings is not None else {}
@@ -64,17 +70,21 @@ class FewshotSettings(EvaluationSettings):
 
     episodes: int = Field(100, ge=1, description="held-out episodes")
     data: list[str] | None = Field(None, description="held-out text (default: the run's validation set); repeatable")
-    variant: _from_meta("smlmt_variant", "SMLMT variant: classes are words (sentence) or token ids (token)")
-    n_way: _from_meta("n_way", "classes per episode")
-    k_shot: _from_meta("k_shot", "support examples per class")
-    q_query: _from_meta("q_query", "query examples per class")
-    inner_steps: _from_meta("inner_steps", "head-adaptation steps")
-    inner_lr: _from_meta("inner_lr", "head-adaptation learning rate")
-    head_init: _from_meta("head_init", "initial head: zero, proto or learned (default: learned for token, proto for sentence)")
-    pool: _from_meta("pool", "sentence variant: read the window at the last or the mask position (default: last)")
-    window_len: _from_meta("window_len", "tokens per episode window")
-    band_min_count: _from_meta("band_min_count", "a class candidate occurs at least this often in the held-out text")
-    band_skip_top: _from_meta("band_skip_top", "the most frequent words/tokens skipped as class candidates")
+    variant: Literal["sentence", "token"] = _from_meta(
+        "smlmt_variant", "SMLMT variant: classes are words (sentence) or token ids (token)")
+    n_way: int = _from_meta("n_way", "classes per episode")
+    k_shot: int = _from_meta("k_shot", "support examples per class")
+    q_query: int = _from_meta("q_query", "query examples per class")
+    inner_steps: int = _from_meta("inner_steps", "head-adaptation steps")
+    inner_lr: float = _from_meta("inner_lr", "head-adaptation learning rate")
+    head_init: Literal["zero", "proto", "learned"] | None = _from_meta(
+        "head_init", "initial head: zero, proto or learned (default: learned for token, proto for sentence)")
+    pool: Literal["last", "mask"] | None = _from_meta(
+        "pool", "sentence variant: read the window at the last or the mask position (default: last)")
+    window_len: int = _from_meta("window_len", "tokens per episode window")
+    band_min_count: int = _from_meta("band_min_count",
+                                     "a class candidate occurs at least this often in the held-out text")
+    band_skip_top: int = _from_meta("band_skip_top", "the most frequent words/tokens skipped as class candidates")
     seed: int = Field(0, ge=0, description="episode seed (keep it fixed to compare checkpoints)")
     device: str = DEVICE
 

@@ -223,6 +223,7 @@ class _DeadlineReader(socket.SocketIO):
 
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         super().__init__(sock, "rb")
+        self.sock = sock
         self.deadline: float | None = deadline
 
     def readinto(self, buffer) -> int | None:
@@ -230,7 +231,7 @@ class _DeadlineReader(socket.SocketIO):
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("the request was not received in time")
-            self._sock.settimeout(left)
+            self.sock.settimeout(left)
         return super().readinto(buffer)
 
 
@@ -240,8 +241,8 @@ class WatchHandler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def setup(self) -> None:
-        self.timeout = self.server.request_timeout  # applied to the connection by StreamRequestHandler
         super().setup()
+        self.connection.settimeout(self.server.request_timeout)
         self._reader = _DeadlineReader(self.connection, time.monotonic() + self.server.request_timeout)
         self.rfile = io.BufferedReader(self._reader)
 
@@ -250,7 +251,7 @@ class WatchHandler(BaseHTTPRequestHandler):
             return super().parse_request()  # reads the headers
         finally:  # the request is in (or refused): writing the answer has the usual per-write bound
             self._reader.deadline = None
-            self.connection.settimeout(self.timeout)
+            self.connection.settimeout(self.server.request_timeout)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Quiet: one line per poll would drown the terminal."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import math
 from array import array
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,7 @@ class MetricsStore:
         self._kind_counts = array("q")  # cumulative number of rows with a step_kind, per row
         self.n = 0
 
-    def add(self, rows: list[Mapping[str, Any]]) -> None:
+    def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
         for row in rows:
             step = _number(row.get("step"))
             if step is None:
@@ -189,7 +189,7 @@ class DynamicsStore:
         """Changes whenever the rows do; clients re-request derived views when it does."""
         return (self.generation, len(self.rows))
 
-    def add(self, rows: list[Mapping[str, Any]]) -> None:
+    def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
         for row in rows:
             step = _number(row.get("step"))
             if step is None or not isinstance(row.get("group"), str):
