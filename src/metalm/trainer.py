@@ -199,7 +199,7 @@ class Trainer:
             cfg.model.preset, len(self._tokenizer), hf_config=cfg.model.hf_config,
             special_token_ids=special_token_ids(self._tokenizer),
             attn_implementation=cfg.model.attn_implementation, **cfg.model.overrides(),
-        ).to(self.device)  # type: ignore[arg-type]  # transformers types .to() for dtypes only
+        ).to(self.device)  # type: ignore[arg-type]  # typeshed: a wraps()-decorated method's self stays unbound
         ctx = getattr(self.model.config, "max_position_embeddings", None)
         if cfg.model.context_length() is None and ctx is not None and t.seq_len > ctx:  # known only now
             raise ConfigError(f"train.seq_len {t.seq_len} exceeds the model's context {ctx}")
