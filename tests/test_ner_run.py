@@ -16,6 +16,7 @@ from metalm.errors import MetalmError
 from metalm.eval_results import NerResult
 from metalm.evaluation.ner import format_ner_table, length_batches, rows_of, run_ner, save_result
 from metalm.model import build_model
+from metalm.run_dir import RunDir
 from metalm.tokenizer import special_token_ids, train_tokenizer
 
 PER = [["Anna", "Berg"], ["John", "Smith"], ["Maria"], ["Olof", "Palme"], ["Li", "Wei"]]
@@ -99,7 +100,7 @@ def test_run_ner_result_structure(setup):
         assert res["baseline_all_o"][lang] == 0.0
     assert res["warnings"]["count"] == 0
     json.dumps(res)
-    path = save_result(res, run)
+    path = save_result(res, RunDir(run))
     assert path == run / "eval" / "ner-aa.json" and json.loads(path.read_text())["config"]["train_lang"] == "aa"
     assert set(assert_result_round_trip(NerResult, path).summary) == {"aa", "zz"}
     assert "aa (in-language)" in format_ner_table(res) and "zz (zero-shot)" in format_ner_table(res)
@@ -119,7 +120,7 @@ def test_probe_learns_and_seeds_vary(setup):
     # a linear head on a random nano model's features still finds these entities: F1 well above all-O
     assert res["summary"]["aa"]["f1"]["mean"] > 0.3
     assert res["summary"]["aa"]["f1"]["n"] == 2
-    path = save_result(res, run)
+    path = save_result(res, RunDir(run))
     assert path.name == "ner-aa-probe.json"
     stored = assert_result_round_trip(NerResult, path)
     assert stored.config["mode"] == "probe" and stored.summary["aa"].f1.n == 2

@@ -42,7 +42,7 @@ def _report(args: argparse.Namespace, result: dict, table: str, save) -> None:
     print(json.dumps(result, indent=1) if args.json else table, flush=True)
     run = resolve_model_dir(args.checkpoint, verify=False).run  # the run only: loading verified it
     if run is not None:
-        saved = _saved_or_warn(lambda: save(result, run.path), run.path)
+        saved = _saved_or_warn(lambda: save(result, run), run.path)
         if saved is not None:
             logger.info(f"saved {saved}")
 

@@ -168,5 +168,5 @@ def format_fewshot(result: dict) -> str:
     return "\n".join(lines)
 
 
-def save_fewshot(result: dict, run_dir: Path) -> Path:
-    return RunDir(run_dir).write_eval(FewshotResult.NAME, result)
+def save_fewshot(result: dict, run: RunDir) -> Path:
+    return run.write_eval(FewshotResult.NAME, result)

@@ -122,5 +122,5 @@ def format_harness(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def save_harness(result: dict[str, Any], run_dir: Path) -> Path:
-    return RunDir(run_dir).write_eval("harness", result)
+def save_harness(result: dict[str, Any], run: RunDir) -> Path:
+    return run.write_eval("harness", result)

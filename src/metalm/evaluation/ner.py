@@ -567,11 +567,10 @@ def _settings(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.get("config", {}).items() if k not in ("checkpoint", "device")}
 
 
-def save_result(result: dict[str, Any], run_dir: str | Path, keep_other_settings: bool = True) -> Path:
+def save_result(result: dict[str, Any], run: RunDir, keep_other_settings: bool = True) -> Path:
     """Write the result as JSON into the run directory (atomically) as `result_name`; returns the path.
     With `keep_other_settings`, a stored result of other settings is kept and this one is saved as
     `<name>-<settings hash>` instead (the experiment runner, which records its settings, replaces)."""
-    run = RunDir(run_dir)
     name = result_name(result)
     stored = run.read_eval(name)
     if keep_other_settings and isinstance(stored, dict) and _settings(stored) != _settings(result):

@@ -90,8 +90,9 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
     """Run each evaluation the experiment asks for (`exp.settings`, validated when it was loaded) whose
     result is missing or was computed with other settings (the settings are recorded in full)."""
     cfg = exp.config(arm, seed)
-    run_dir = exp.run_dir(arm, seed)
-    requested = _Requested(exp.run(arm, seed))
+    run = exp.run(arm, seed)
+    run_dir = run.path
+    requested = _Requested(run)
     perplexity = exp.evaluation(PerplexitySettings)
     if perplexity is not None:
         from ..evaluation.perplexity import evaluate_perplexity, save_perplexity
@@ -108,7 +109,7 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
         from ..evaluation.fewshot import evaluate_fewshot, save_fewshot
 
         requested.evaluate("fewshot", fewshot, fewshot.data or [], f"few-shot of {arm} seed {seed}",
-                           lambda: save_fewshot(evaluate_fewshot(run_dir, fewshot, cache_dir=cfg.run.cache_dir), run_dir))
+                           lambda: save_fewshot(evaluate_fewshot(run_dir, fewshot, cache_dir=cfg.run.cache_dir), run))
     ner = exp.evaluation(NerSettings)
     if ner is not None:
         from ..data.demo import resolve_ner_data
@@ -117,7 +118,7 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
         data = resolve_ner_data(ner.data, cache_root(cfg.run.cache_dir))
         requested.evaluate(result_name({"config": {"train_lang": ner.train_lang, "mode": ner.mode}}), ner, [data],
                            f"NER ({ner.mode}, {ner.train_lang}) of {arm} seed {seed}",
-                           lambda: save_result(run_ner(run_dir, data, settings=ner), run_dir, keep_other_settings=False))
+                           lambda: save_result(run_ner(run_dir, data, settings=ner), run, keep_other_settings=False))
 
 
 def _evaluation_names(exp: Experiment) -> list[str]:
