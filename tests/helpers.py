@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -241,3 +242,86 @@ def make_run(root, arm, seed, losses, flops_per_eval=100.0, meta=None, phases=No
     if phases is not None:
         run.write_phases(phases)
     return run
+
+
+# -- NER: synthetic IOB2 splits -------------------------------------------------------------------
+
+PER = [["Anna", "Berg"], ["John", "Smith"], ["Maria"], ["Olof", "Palme"], ["Li", "Wei"]]
+LOC = [["Paris"], ["New", "York"], ["Oslo"], ["Rio", "de", "Janeiro"]]
+ORG = [["Acme", "Corp"], ["United", "Nations"], ["Volvo"]]
+TEMPLATES = [
+    ["{PER}", "went", "to", "{LOC}", "."],
+    ["{PER}", "works", "for", "{ORG}", "in", "{LOC}", "."],
+    ["the", "weather", "was", "nice", "today", "."],
+    ["{ORG}", "hired", "{PER}", ",", "said", "{PER}", "."],
+]
+
+
+def sentence(rng):
+    """A templated sentence with PER/LOC/ORG entities: (tokens, IOB2 tags)."""
+    tokens, tags = [], []
+    for slot in rng.choice(TEMPLATES):
+        if slot.startswith("{"):
+            kind = slot[1:-1]
+            words = rng.choice({"PER": PER, "LOC": LOC, "ORG": ORG}[kind])
+            tokens += words
+            tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
+        else:
+            tokens.append(slot)
+            tags.append("O")
+    return tokens, tags
+
+
+def write_split(path: Path, n: int, seed: int, cjk: bool = False):
+    """`n` seeded sentences as a CoNLL-U-like IOB2 file (`cjk`: some words in Chinese script)."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        tokens, tags = sentence(rng)
+        if cjk:
+            tokens = ["北京" if t == "Paris" else "是" if t == "to" else t for t in tokens]
+        lines += [f"# sent_id = s{i}", f"# text = {' '.join(tokens)}"]
+        lines += [f"{j + 1}\t{t}\t{g}\t-\t-" for j, (t, g) in enumerate(zip(tokens, tags))]
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# -- meta-gradient tests --------------------------------------------------------------------------
+
+def new_model(tok, dtype=torch.float32):
+    """A nano model in `dtype` with non-trivial norm weights (seeded)."""
+    from metalm.model import build_model
+
+    torch.manual_seed(0)
+    # sdpa keeps float64 end to end (eager attention takes its softmax in float32)
+    model = build_model("nano", vocab_size=len(tok), attn_implementation="sdpa").to(dtype)
+    with torch.no_grad():  # non-trivial norm weights, so their gradients are tested too
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def grads(model, extra=()):
+    out = {n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+           for n, p in model.named_parameters()}
+    for n, p in extra:
+        out[n] = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+    return out
+
+
+def assert_grads_close(a, b, rtol=1e-4, atol=1e-6):
+    assert a.keys() == b.keys()
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], rtol=rtol, atol=atol, msg=lambda m, n=n: f"{n}: {m}")
+
+
+# -- the ELTeC English validation novels (real prose) ---------------------------------------------
+
+ELTEC = SHARED_DATA / "corpora" / "eltec-eng" / "validation"
+
+
+def word_pattern(word: str, casefold: bool) -> re.Pattern:
+    """Whole-word matches of `word` (neighbours are not letters or digits)."""
+    return re.compile(rf"(?<![^\W_]){re.escape(word)}(?![^\W_])", re.IGNORECASE if casefold else 0)

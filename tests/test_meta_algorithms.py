@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import make_docs, tokenized
+from helpers import assert_grads_close, grads, make_docs, new_model, tokenized
 from torch.func import functional_call
 
 from metalm.errors import ConfigError
@@ -18,7 +18,7 @@ from metalm.meta.flops import PassCosts, episode_work
 from metalm.meta.meta_step import EPISODE_KEYS, METRIC_KEYS, EpisodeRows, run_episode
 from metalm.meta.outer import outer_rule
 from metalm.meta.heads import head_logits, proto_head
-from metalm.model import backbone_flops_per_token, build_model, head_flops
+from metalm.model import backbone_flops_per_token, head_flops
 
 torch.set_num_threads(1)
 
@@ -28,36 +28,11 @@ def corpus():
     return tokenized(make_docs(1, n_docs=40))
 
 
-def new_model(tok, dtype=torch.float32):
-    torch.manual_seed(0)
-    # sdpa keeps float64 end to end (eager attention takes its softmax in float32)
-    model = build_model("nano", vocab_size=len(tok), attn_implementation="sdpa").to(dtype)
-    with torch.no_grad():  # non-trivial norm weights, so their gradients are tested too
-        for n, p in model.named_parameters():
-            if "norm" in n:
-                p.add_(0.1 * torch.randn_like(p))
-    return model
-
-
 def cfg_of(**kw) -> MetaConfig:
     base = dict(enabled=True, task="smlmt", smlmt_variant="sentence", n_way=3, k_shot=2, q_query=2, window_len=12,
                 band_min_count=8, band_skip_top=5, inner_steps=3, inner_lr=0.05)
     base.update(kw)
     return MetaConfig(**base)
-
-
-def grads(model, extra=()):
-    out = {n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-           for n, p in model.named_parameters()}
-    for n, p in extra:
-        out[n] = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
-    return out
-
-
-def assert_grads_close(a, b, rtol=1e-4, atol=1e-6):
-    assert a.keys() == b.keys()
-    for n in a:
-        torch.testing.assert_close(a[n], b[n], rtol=rtol, atol=atol, msg=lambda m, n=n: f"{n}: {m}")
 
 
 # ---- naive references: the backbone is re-run in full, functionally, wherever it is needed ----

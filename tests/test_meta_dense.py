@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_meta_algorithms import assert_grads_close, grads, new_model
+from helpers import assert_grads_close, grads, new_model
 from helpers import make_docs, tokenized
 from torch.func import functional_call
 

@@ -4,12 +4,11 @@ masking. Checked against regular expressions on the decoded text."""
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pytest
 import torch
-from helpers import SHARED_DATA, decoded, tokenized
+from helpers import ELTEC, decoded, tokenized, word_pattern
 
 from metalm.meta import MetaConfig, MetaTask
 from metalm.meta.occurrences import build_index
@@ -17,7 +16,6 @@ from metalm.model import build_model
 
 torch.set_num_threads(1)
 
-ELTEC = SHARED_DATA / "corpora" / "eltec-eng" / "validation"
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +25,6 @@ def prose():
         pytest.skip(f"the ELTeC English corpus is not at {ELTEC}")
     docs = files[0].read_text(encoding="utf-8")[:300_000].split("\n\n")[:-1]
     return tokenized(docs, 1500)  # small vocabulary: many words have no bare (space-less) form
-
-
-def word_pattern(word: str, casefold: bool) -> re.Pattern:
-    """Whole-word matches of `word` (neighbours are not letters or digits)."""
-    return re.compile(rf"(?<![^\W_]){re.escape(word)}(?![^\W_])", re.IGNORECASE if casefold else 0)
 
 
 def test_some_words_have_no_bare_form(prose):

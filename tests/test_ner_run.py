@@ -2,14 +2,13 @@
 
 import json
 import logging
-import random
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import assert_result_round_trip
+from helpers import assert_result_round_trip, write_split
 from metalm.errors import ConfigError, DataError
 from metalm.checkpoint import resolve_model_dir
 from metalm.errors import MetalmError
@@ -18,44 +17,6 @@ from metalm.evaluation.ner import format_ner_table, length_batches, rows_of, run
 from metalm.model import build_model
 from metalm.run_dir import RunDir
 from metalm.tokenizer import special_token_ids, train_tokenizer
-
-PER = [["Anna", "Berg"], ["John", "Smith"], ["Maria"], ["Olof", "Palme"], ["Li", "Wei"]]
-LOC = [["Paris"], ["New", "York"], ["Oslo"], ["Rio", "de", "Janeiro"]]
-ORG = [["Acme", "Corp"], ["United", "Nations"], ["Volvo"]]
-TEMPLATES = [
-    ["{PER}", "went", "to", "{LOC}", "."],
-    ["{PER}", "works", "for", "{ORG}", "in", "{LOC}", "."],
-    ["the", "weather", "was", "nice", "today", "."],
-    ["{ORG}", "hired", "{PER}", ",", "said", "{PER}", "."],
-]
-
-
-def sentence(rng):
-    tokens, tags = [], []
-    for slot in rng.choice(TEMPLATES):
-        if slot.startswith("{"):
-            kind = slot[1:-1]
-            words = rng.choice({"PER": PER, "LOC": LOC, "ORG": ORG}[kind])
-            tokens += words
-            tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
-        else:
-            tokens.append(slot)
-            tags.append("O")
-    return tokens, tags
-
-
-def write_split(path: Path, n: int, seed: int, cjk: bool = False):
-    rng = random.Random(seed)
-    lines = []
-    for i in range(n):
-        tokens, tags = sentence(rng)
-        if cjk:
-            tokens = ["北京" if t == "Paris" else "是" if t == "to" else t for t in tokens]
-        lines += [f"# sent_id = s{i}", f"# text = {' '.join(tokens)}"]
-        lines += [f"{j + 1}\t{t}\t{g}\t-\t-" for j, (t, g) in enumerate(zip(tokens, tags))]
-        lines.append("")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from metalm.cli import main
 from metalm.model import build_model
 from metalm.tokenizer import save_tokenizer, special_token_ids, train_tokenizer
-from test_ner_run import write_split
+from helpers import write_split
 
 
 def test_notes_are_logged_and_results_of_other_settings_are_kept(tmp_path, capsys):

@@ -254,7 +254,7 @@ def test_cache_hit_reads_only_the_sample(stream, variant, tmp_path, monkeypatch)
 def test_no_sampled_window_shows_its_class_word_in_prose():
     """Real prose (ELTeC English) indexed over a sample: every row is cut inside a sampled region
     and no row shows its class word, whatever that word's tokenization there."""
-    from test_meta_sentence import ELTEC, word_pattern
+    from helpers import ELTEC, word_pattern
 
     files = sorted(ELTEC.glob("*.txt")) if ELTEC.is_dir() else []
     if not files:
