@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
-from .digest import sampled_digest
+from .digest import full_digest, sampled_digest
 
 TEXT_SUFFIXES = (".txt",)
 RECORD_SUFFIXES = (".jsonl", ".parquet", ".arrow")  # text or token-id records
@@ -382,6 +382,5 @@ def content_digest(specs: list[str]) -> str:
             [f for f in resolve_files(spec) if isinstance(f, Path)]
         for f in files:
             h.update(str(f.relative_to(root) if root.is_dir() else f).encode() + b"\0")
-            with open(f, "rb") as handle:
-                h.update(hashlib.file_digest(handle, "sha256").digest())
+            h.update(bytes.fromhex(full_digest(f)))
     return h.hexdigest()
