@@ -16,7 +16,7 @@ import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -27,6 +27,9 @@ from .checksums import CHECKSUMS, checkpoint_problem, file_digests
 from .errors import CheckpointError, MetalmError, StorageError
 from .run_dir import EXTRA, STATE, TOKENIZER, RunDir, is_model_dir, is_run_dir
 from .tokenizer import save_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @contextlib.contextmanager
@@ -44,7 +47,7 @@ def quiet_hf_progress():
             hf_logging.enable_progress_bar()
 
 
-def save_pretrained_atomic(final: Path, model: torch.nn.Module, tokenizer=None,
+def save_pretrained_atomic(final: Path, model: PreTrainedModel, tokenizer=None,
                            extra_tensors: dict[str, torch.Tensor] | None = None,
                            state: dict[str, Any] | None = None, checksums: bool = False) -> Path:
     """A save_pretrained directory (plus tokenizer, extra tensors and training state when given, and
@@ -72,7 +75,7 @@ def save_pretrained_atomic(final: Path, model: torch.nn.Module, tokenizer=None,
     return final
 
 
-def save_checkpoint(run: RunDir, step: int, model: torch.nn.Module, state: dict[str, Any],
+def save_checkpoint(run: RunDir, step: int, model: PreTrainedModel, state: dict[str, Any],
                     extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
     return save_pretrained_atomic(run.checkpoint_dir(step), model, extra_tensors=extra_tensors, state=state,
                                   checksums=True)

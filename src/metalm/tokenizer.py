@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from .atomic import write_json_atomic
@@ -110,7 +110,7 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
         raise ConfigError(f"data.tokenizer: cannot load tokenizer {str(name_or_path)!r}: {exc}") from None
     if own:
         tok.bos_token = EOS  # saved before BOS became the document separator
-    missing = {}
+    missing: dict[str, str | AddedToken | Sequence[str | AddedToken]] = {}  # add_special_tokens' parameter
     if tok.eos_token is None:
         missing["eos_token"] = EOS
     if tok.bos_token is None:

@@ -79,6 +79,7 @@ def _init_worker(tokenizer_json: str, eos: int, dtype: str) -> None:
 
 
 def _encode_in_worker(batch: TextBatch) -> DocBatch:
+    assert _worker_encoder is not None  # set by _init_worker, the pool's initializer
     return _worker_encoder(batch)
 
 

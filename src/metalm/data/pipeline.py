@@ -131,9 +131,9 @@ def prepare_corpus(data_cfg, cache_dir: str | None = None, tokenizer: PreTrained
         phases = [Phase("data.train", train_sources, train_tok, "train" if val_sources else None, data_cfg.max_tokens)]
         if val_sources:
             phases.append(Phase("data.validation", val_sources, val_tok, "validation"))
-        info = {"train": [str(s) for s in train_sources],
-                "validation": [str(s) for s in val_sources] if val_sources else f"held out {data_cfg.val_fraction} of train documents",
-                "demo": demo}
+        info: dict = {"train": [str(s) for s in train_sources],
+                      "validation": [str(s) for s in val_sources] if val_sources else f"held out {data_cfg.val_fraction} of train documents",
+                      "demo": demo}
         processes = resolve_num_proc(data_cfg.num_proc)
         local_bytes = sum(s.stat().st_size for s in train_sources + (val_sources or []) if isinstance(s, Path))
         remote = any(isinstance(s, HubDataset) for s in train_sources + (val_sources or []))

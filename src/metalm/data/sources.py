@@ -17,9 +17,14 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DataError
-from .digest import sampled_digest
+from .digest import full_digest, sampled_digest
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 TEXT_SUFFIXES = (".txt",)
 RECORD_SUFFIXES = (".jsonl", ".parquet", ".arrow")  # text or token-id records
@@ -193,7 +198,8 @@ def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
             yield value
 
 
-def _open_table(path: Path) -> tuple[list[str], object]:
+def _open_table(path: Path) -> tuple[list[str], pq.ParquetFile | pa.ipc.RecordBatchFileReader
+                                                 | pa.ipc.RecordBatchStreamReader]:
     """(column names, reader) of a .parquet file or an .arrow file (Arrow IPC file or stream, as
     `datasets` saves them); a DataError naming the file when it is neither."""
     import pyarrow as pa
@@ -382,6 +388,5 @@ def content_digest(specs: list[str]) -> str:
             [f for f in resolve_files(spec) if isinstance(f, Path)]
         for f in files:
             h.update(str(f.relative_to(root) if root.is_dir() else f).encode() + b"\0")
-            with open(f, "rb") as handle:
-                h.update(hashlib.file_digest(handle, "sha256").digest())
+            h.update(bytes.fromhex(full_digest(f)))
     return h.hexdigest()

@@ -245,6 +245,7 @@ class StoreBuilder:
         units = itertools.islice(self._units(phase), prog.units, None)
         open_doc = False
         since_commit = 0
+        batch: DocBatch | None  # None: the token budget was spent at a batch boundary
         try:
             for batch in encode_stream(units, self.encoder, self.processes):
                 prog.units += 1

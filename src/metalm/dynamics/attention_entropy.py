@@ -13,11 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .layers import attention_module, decoder_layers
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def head_entropy(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +45,7 @@ def head_entropy(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @contextmanager
-def eager_attention(model: nn.Module) -> Iterator[None]:
+def eager_attention(model: PreTrainedModel) -> Iterator[None]:
     """Temporarily switch an HF model to the eager attention kernel, restoring it afterwards."""
     previous = model.config._attn_implementation
     if previous == "eager":
@@ -69,7 +73,7 @@ def _attention_output_hooks(model: nn.Module, sink) -> list:
 
 
 @torch.no_grad()
-def _eager_probe(model: nn.Module, input_ids: torch.Tensor, sink) -> None:
+def _eager_probe(model: PreTrainedModel, input_ids: torch.Tensor, sink) -> None:
     handles = _attention_output_hooks(model, sink)
     try:
         with eager_attention(model):
@@ -79,7 +83,8 @@ def _eager_probe(model: nn.Module, input_ids: torch.Tensor, sink) -> None:
             handle.remove()
 
 
-def attention_entropy_by_layer(model: nn.Module, input_ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def attention_entropy_by_layer(model: PreTrainedModel,
+                               input_ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(entropy[heads], normalised entropy[heads]) per layer, from the model's own attention
     probabilities; each layer's L × L maps are reduced as soon as they are produced."""
     results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -87,7 +92,7 @@ def attention_entropy_by_layer(model: nn.Module, input_ids: torch.Tensor) -> lis
     return [results[i] for i in range(len(results))]
 
 
-def attention_probs_by_layer(model: nn.Module, input_ids: torch.Tensor) -> list[torch.Tensor]:
+def attention_probs_by_layer(model: PreTrainedModel, input_ids: torch.Tensor) -> list[torch.Tensor]:
     """The model's own attention probabilities [B, H, L, L] per layer (eager kernel)."""
     results: dict[int, torch.Tensor] = {}
     _eager_probe(model, input_ids, lambda index, probs: results.__setitem__(index, probs.detach().clone()))

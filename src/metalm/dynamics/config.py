@@ -10,7 +10,7 @@ from ..config_base import Section
 from ..errors import ConfigError
 
 Group = Literal["activations", "weights", "gradients", "attention"]
-ALL_GROUPS: tuple[str, ...] = ("activations", "weights", "gradients", "attention")
+ALL_GROUPS: tuple[Group, ...] = ("activations", "weights", "gradients", "attention")
 
 
 class DynamicsConfig(Section):

@@ -6,8 +6,13 @@ other `transformers` decoders that use the same names (Mistral, Qwen2, Gemma, ..
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 # Leaf module name → component label of the dynamics rows, in display order.
 COMPONENTS: dict[str, str] = {
@@ -55,12 +60,14 @@ def final_norm(model: nn.Module) -> nn.Module | None:
     return getattr(backbone(model), "norm", None)
 
 
-def weight_matrices(model: nn.Module) -> list[tuple[int, str, nn.Parameter]]:
+def weight_matrices(model: PreTrainedModel) -> list[tuple[int, str, torch.Tensor]]:
     """(layer, component, weight) for every weight matrix: the input embedding (layer −1), the
     attention and MLP projections of each layer, and the LM head (layer num_layers). A tied LM head
     is listed under both names because it plays both roles."""
     layers = decoder_layers(model)
-    found: list[tuple[int, str, nn.Parameter]] = [(-1, "embed", model.get_input_embeddings().weight)]
+    embed = model.get_input_embeddings().weight
+    assert isinstance(embed, torch.Tensor)  # an embedding's weight
+    found: list[tuple[int, str, torch.Tensor]] = [(-1, "embed", embed)]
     for index, layer in enumerate(layers):
         in_layer = []
         for name, module in layer.named_modules():

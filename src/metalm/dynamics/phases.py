@@ -142,10 +142,12 @@ def curve_phases(steps: Sequence[int], values: Sequence[float], window: int) -> 
     diversify = peak is not None and smoothed[peak] - smoothed[trough] > threshold
     if not diversify:
         peak = None
-    compress = diversify and smoothed[peak] - min(smoothed[peak:]) > threshold  # a plateau at the top is none
+    compress = peak is not None and smoothed[peak] - min(smoothed[peak:]) > threshold  # a plateau at the top is none
     seen = [name for name, on in (("collapse", collapse), ("diversify", diversify), ("compress", compress)) if on]
     phase = "single-step" if n == 1 else ("-".join(seen) or "flat")
-    bounds = {"collapse": (0, trough), "diversify": (trough, peak), "compress": (peak, n - 1)}
+    bounds = {"collapse": (0, trough)}
+    if peak is not None:  # diversify and compress need a peak
+        bounds.update(diversify=(trough, peak), compress=(peak, n - 1))
     segments = [{"phase": name, "from_step": steps[bounds[name][0]], "to_step": steps[bounds[name][1]]}
                 for name in seen]
     return {
@@ -156,7 +158,7 @@ def curve_phases(steps: Sequence[int], values: Sequence[float], window: int) -> 
         "peak_step": steps[peak] if peak is not None else None,
         "peak_value": smoothed[peak] if peak is not None else None,
         # the phase boundary: the post-trough peak, once the curve has come down from it
-        "boundary_step": steps[peak] if compress else None,
+        "boundary_step": steps[peak] if compress and peak is not None else None,
         "first_value": smoothed[0],
         "last_value": smoothed[-1],
         "n_steps": n,

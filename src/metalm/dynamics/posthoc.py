@@ -95,7 +95,7 @@ def _load_model(path: Path, device: torch.device):
     except Exception as exc:  # a missing or damaged file: OS, safetensors and value errors alike
         raise MetalmError(f"{path}: cannot load the checkpoint: {type(exc).__name__}: "
                           f"{(str(exc).splitlines() or [''])[0]}") from None
-    return model.to(device)
+    return model.to(device)  # type: ignore[arg-type]  # transformers' @wraps(Module.to) loses the self binding
 
 
 def analyse_run(

@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from .attention_entropy import attention_entropy_by_layer
 from .config import ALL_GROUPS
 from .effective_rank import effective_rank_from_singular_values
 from .layers import decoder_layers, final_norm, weight_matrices
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 # Stacks of same-shaped matrices go to one batched SVD call, up to this many float64 bytes.
 _SVD_BATCH_BYTES = 256 * 2**20
@@ -72,7 +75,7 @@ def _rank_rows(step: int, group: str, entries: Sequence[tuple[int, str, torch.Te
     return rows
 
 
-def _activation_hooks(model: nn.Module, store: dict[tuple[int, str], torch.Tensor]) -> list:
+def _activation_hooks(model: PreTrainedModel, store: dict[tuple[int, str], torch.Tensor]) -> list:
     """Forward hooks recording (tokens × d) outputs of the embedding, each layer and the final norm."""
 
     def keep(key):
@@ -114,7 +117,7 @@ def _forward(model, input_ids, matrices, want_activations: bool, want_gradients:
 
 
 def dynamics_rows(
-    model: nn.Module,
+    model: PreTrainedModel,
     input_ids: torch.Tensor,
     step: int,
     groups: Iterable[str] = ALL_GROUPS,

@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..run_dir import RunDir
 from ..training.cadence import Cadence
 from .probe import dynamics_rows
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 
 class DynamicsRecorder:
-    def __init__(self, run: RunDir, model: torch.nn.Module, probe: torch.Tensor | None, cfg, last_step: int,
+    def __init__(self, run: RunDir, model: PreTrainedModel, probe: torch.Tensor | None, cfg, last_step: int,
                  is_main: bool, mirror=None):
         """`probe`: the probe batch (None when `cfg.every` is 0: nothing is recorded);
         `mirror(rows)`: also send the rows elsewhere (TensorBoard)."""

@@ -15,6 +15,8 @@ FLOPs per token of each part follow DESIGN 2.5 exactly (`backbone_flops_per_toke
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -24,8 +26,11 @@ from ..model import backbone_flops_per_token
 from .inner import Params
 from .outer import outer_rule
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
-def _base(model: nn.Module) -> tuple[nn.Module, str]:
+
+def _base(model: PreTrainedModel) -> tuple[nn.Module, str]:
     """The backbone module and its parameter-name prefix in the full model (e.g. 'model.')."""
     base = model.base_model
     if base is model:
@@ -33,14 +38,14 @@ def _base(model: nn.Module) -> tuple[nn.Module, str]:
     return base, model.base_model_prefix + "."
 
 
-def head_parameter_names(model: nn.Module) -> list[str]:
+def head_parameter_names(model: PreTrainedModel) -> list[str]:
     """Names of the output (LM head) parameters; LM tasks adapt them as their head."""
     out = model.get_output_embeddings()
     ids = {id(p) for p in out.parameters()}
     return [n for n, p in model.named_parameters() if id(p) in ids]
 
 
-def inner_parameter_names(model: nn.Module, meta_cfg) -> list[str]:
+def inner_parameter_names(model: PreTrainedModel, meta_cfg) -> list[str]:
     """Model parameters adapted in the inner loop (the SMLMT episode head is not a model parameter).
 
     LM tasks also adapt the model's LM head (their 'head')."""
@@ -50,7 +55,7 @@ def inner_parameter_names(model: nn.Module, meta_cfg) -> list[str]:
     return names
 
 
-def outer_parameter_names(model: nn.Module, meta_cfg) -> list[str]:
+def outer_parameter_names(model: PreTrainedModel, meta_cfg) -> list[str]:
     """Model parameters a meta step's outer gradient reaches (the learned head aside), in model order.
 
     Rules that backpropagate the query loss (FOMAML, MAML) reach the whole backbone — the query
@@ -85,8 +90,10 @@ def decoder_context(base: nn.Module, h: torch.Tensor) -> dict:
     position_ids = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
     # positionally: transformers 5.x names the fourth parameter (the cache) `cache` or `past_key_values`
     mask = create_causal_mask(base.config, h, None, None, position_ids=None)
+    rotary = base.rotary_emb
+    assert isinstance(rotary, nn.Module)  # a Llama-style decoder's submodule
     return {"attention_mask": mask, "position_ids": position_ids,
-            "position_embeddings": base.rotary_emb(h, position_ids=position_ids)}
+            "position_embeddings": rotary(h, position_ids=position_ids)}
 
 
 class BackbonePartition:
@@ -99,7 +106,7 @@ class BackbonePartition:
 
     upper_names: list[str]
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: PreTrainedModel):
         self.model = model
         self.base, self.prefix = _base(model)
         self.d_model = model.config.hidden_size
@@ -186,13 +193,15 @@ class LastLayersPartition(BackbonePartition):
         if missing:
             raise ConfigError("meta.inner_params: head+last_n_layers needs a Llama-style decoder "
                               f"(backbone without {missing[0]!r}); use head or all")
-        self.n_layers = len(base.layers)
+        layers, norm = base.layers, base.norm
+        assert isinstance(layers, nn.ModuleList) and isinstance(norm, nn.Module)  # a Llama-style decoder's
+        self.n_layers = len(layers)
         if not 1 <= n_upper <= self.n_layers:
             raise ConfigError(f"meta.inner_n_layers: {n_upper} is not within 1..{self.n_layers}")
         self.first = self.n_layers - n_upper
         self.upper_names = [f"{self.prefix}layers.{i}.{n}" for i in range(self.first, self.n_layers)
-                            for n, _ in base.layers[i].named_parameters()]
-        self.upper_names += [f"{self.prefix}norm.{n}" for n, _ in base.norm.named_parameters()]
+                            for n, _ in layers[i].named_parameters()]
+        self.upper_names += [f"{self.prefix}norm.{n}" for n, _ in norm.named_parameters()]
 
     def lower(self, input_ids):
         h = self.base.embed_tokens(input_ids)
@@ -222,7 +231,7 @@ class LastLayersPartition(BackbonePartition):
         return self.first > 0
 
 
-def backbone_partition(model: nn.Module, meta_cfg) -> BackbonePartition:
+def backbone_partition(model: PreTrainedModel, meta_cfg) -> BackbonePartition:
     if meta_cfg.inner_params == "head":
         return HeadOnlyPartition(model)
     if meta_cfg.inner_params == "all":

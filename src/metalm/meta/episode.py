@@ -65,7 +65,7 @@ class Episode:
         `episode_query_items` — query items in all. In the window layout these are N, K, K and N·Q; in
         the dense layout K and Q cap items per row, so they depend on the rows. Read on the host,
         where episodes are built (no device sync)."""
-        if self.support_labels is None:
+        if self.support_labels is None or self.query_labels is None:  # LM tasks: both None
             return {}
         support = np.bincount(self.support_labels.cpu().numpy(), minlength=self.n_way)
         query = np.bincount(self.query_labels.cpu().numpy(), minlength=self.n_way)

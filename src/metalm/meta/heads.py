@@ -18,9 +18,13 @@ in order with a ReLU after each: x ← relu(x·W_iᵀ + b_i), then logits = x·W
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 Head = dict[str, torch.Tensor]
 
@@ -85,7 +89,7 @@ class LearnedHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     @classmethod
-    def from_model(cls, model: nn.Module, layers: int = 1, hidden: int = 256, seed: int = 0) -> "LearnedHead":
+    def from_model(cls, model: PreTrainedModel, layers: int = 1, hidden: int = 256, seed: int = 0) -> "LearnedHead":
         out = model.get_output_embeddings().weight
         head = cls(out.shape[0], out.shape[1], layers, hidden)
         if layers > 1:
@@ -108,8 +112,9 @@ class LearnedHead(nn.Module):
     def rows(self, class_ids: torch.Tensor) -> Head:
         """The episode's initial head: the hidden layers (if any) and the output rows of its N class
         token ids (gradients flow back to the persistent parameters)."""
-        head = {}
+        head: Head = {}
         for (wk, bk), layer in zip(hidden_layer_keys(self.n_hidden), self.hidden):
+            assert isinstance(layer, nn.Linear)  # built so in __init__
             head[wk], head[bk] = layer.weight, layer.bias
         head["weight"] = self.weight.index_select(0, class_ids)
         head["bias"] = self.bias.index_select(0, class_ids)

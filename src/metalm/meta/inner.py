@@ -67,12 +67,15 @@ def adapt(
         loss, acc = loss_fn(p)
         if t == 1:
             loss_before, acc_before = loss.detach(), acc.detach()
-        grads = torch.autograd.grad(loss, [p[k] for k in keys], create_graph=second_order, allow_unused=True)
-        grads = [torch.zeros_like(p[k]) if g is None else g for k, g in zip(keys, grads)]
-        norms.append(torch.sqrt(sum((g.detach().float() ** 2).sum() for g in grads)))
+        raw = torch.autograd.grad(loss, [p[k] for k in keys], create_graph=second_order, allow_unused=True)
+        grads = [torch.zeros_like(p[k]) if g is None else g for k, g in zip(keys, raw)]
+        sq_norm = sum((g.detach().float() ** 2).sum() for g in grads)
+        assert isinstance(sq_norm, torch.Tensor)  # params0 is never empty
+        norms.append(torch.sqrt(sq_norm))
         new = {}
         for k, g in zip(keys, grads):
             if optimizer == "adamw":
+                assert m is not None and v2 is not None  # allocated for adamw
                 m[k] = BETAS[0] * m[k] + (1 - BETAS[0]) * g
                 v2[k] = BETAS[1] * v2[k] + (1 - BETAS[1]) * g * g
                 update = (m[k] / (1 - BETAS[0] ** t)) / torch.sqrt(v2[k] / (1 - BETAS[1] ** t) + EPS * EPS)
@@ -85,7 +88,7 @@ def adapt(
             p = new
         else:
             p = {k: x.detach().requires_grad_() for k, x in new.items()}
-            if m is not None:
+            if m is not None and v2 is not None:
                 m = {k: x.detach() for k, x in m.items()}
                 v2 = {k: x.detach() for k, x in v2.items()}
     detached = {k: x.detach() for k, x in p.items()}
@@ -93,4 +96,5 @@ def adapt(
         adapted = p
     else:
         adapted = {k: params0[k] + (detached[k] - params0[k].detach()) for k in keys}
+    assert loss_before is not None and acc_before is not None  # steps >= 1 (meta.inner_steps)
     return InnerResult(adapted, detached, loss_before, acc_before, torch.stack(norms).mean())

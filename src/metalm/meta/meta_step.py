@@ -26,6 +26,7 @@ meta step is the outer (query) gradient alone.
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,9 @@ from .heads import LearnedHead, at_least_fp32, head_logits, proto_head, zero_hea
 from .inner import Params, adapt
 from .outer import AdaptedEpisode, OuterRule, outer_rule
 from .sampler import EpisodeBatch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 HEAD_PREFIX = "head."  # the episode head's entries in θ₀
 METRIC_KEYS = ("meta_loss", "support_loss_before", "support_acc_before", "support_loss_after",
@@ -56,11 +60,18 @@ class EpisodeRows:
     row, at (row, position) pairs, in rows that support and query share (dense layout); LM-task rows
     are inputs row[:-1] with next-token labels row[1:] at every position."""
 
+    # each item's read-out position and row: SMLMT only (None for LM tasks)
+    support_positions: torch.Tensor | None
+    query_positions: torch.Tensor | None
+    support_rows: torch.Tensor | None
+    query_rows: torch.Tensor | None
+
     def __init__(self, model, episode: Episode, feature_scale: str = "inv_sqrt_d"):
         self.smlmt = episode.task == "smlmt"
         self.shared = episode.shared_rows
         self.scale = feature_scale == "inv_sqrt_d"
         if self.smlmt:
+            assert episode.support_labels is not None and episode.query_labels is not None  # SMLMT items are labelled
             self.support_ids, self.query_ids = episode.support_ids, episode.query_ids
             self.support_labels, self.query_labels = episode.support_labels, episode.query_labels
             self.support_positions, self.query_positions = episode.support_pos, episode.query_pos
@@ -228,12 +239,12 @@ def _accumulate_rows(param: torch.nn.Parameter, rows: torch.Tensor, grad: torch.
 class MetaStep:
     """The meta step of one rank: runs its episodes and accumulates their weighted outer gradients."""
 
-    def __init__(self, meta_cfg, model: torch.nn.Module, learned_head: LearnedHead | None = None):
+    def __init__(self, meta_cfg, model: PreTrainedModel, learned_head: LearnedHead | None = None):
         self.cfg = meta_cfg
         self.head = learned_head
         self.partition = backbone_partition(model, meta_cfg)
 
-    def run(self, model: torch.nn.Module, batch: EpisodeBatch, loss_scale: float = 1.0,
+    def run(self, model: PreTrainedModel, batch: EpisodeBatch, loss_scale: float = 1.0,
             outer_gradient: bool = True, as_tensors: bool = False) -> dict:
         """Run this rank's episodes; accumulate loss_scale × (mean outer gradient) in `.grad`
         (`outer_gradient=False`: adapt and measure only, e.g. for few-shot evaluation).

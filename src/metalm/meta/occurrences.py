@@ -234,7 +234,8 @@ def _resolve_fragments(t: np.ndarray, kind: np.ndarray, text: TokenText) -> np.n
     return k
 
 
-def segment_words(tokens: np.ndarray, kind: np.ndarray, text: TokenText, prev_token: int | None = None):
+def segment_words(tokens: np.ndarray, kind: np.ndarray, text: TokenText,
+                  prev_token: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Word occurrences in `tokens`: (starts, lengths, identity hashes), starts ascending.
 
     `prev_token` is the token just before `tokens[0]` (None: a boundary)."""
@@ -498,7 +499,7 @@ def _content_key(tokens: np.ndarray, tokenizer, variant: str, min_count: int, ma
     """Key of an index over all of `tokens`: hashes every token."""
     h = _key_hash([FORMAT_VERSION, variant, min_count, max_count, skip_top, MAX_WORD_TOKENS, casefold,
                    str(np.asarray(tokens).dtype), int(np.asarray(tokens).size)], tokenizer)
-    h.update(memoryview(np.ascontiguousarray(tokens)).cast("B"))
+    h.update(np.ascontiguousarray(tokens).data.cast("B"))
     return h.hexdigest()
 
 
@@ -512,7 +513,7 @@ def _sample_key(tokens, runs: np.ndarray, starts: np.ndarray, index_tokens: int,
                    context], tokenizer)
     h.update(np.ascontiguousarray(starts, dtype=np.int64).tobytes())
     for _, _, _, chunk in _run_chunks(tokens, runs, context):
-        h.update(memoryview(np.ascontiguousarray(chunk)).cast("B"))
+        h.update(np.ascontiguousarray(chunk).data.cast("B"))
     return h.hexdigest()
 
 
@@ -529,7 +530,7 @@ def _load(path: Path, variant: str) -> OccurrenceIndex | None:
 def _save(path: Path, index: OccurrenceIndex) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open_atomic(path) as fh:
-        np.savez(fh, **index.arrays())
+        np.savez(fh, **index.arrays())  # type: ignore[arg-type]  # mypy matches **arrays to allow_pickle: bool
 
 
 def occurrence_index(tokens: np.ndarray, tokenizer, variant: str, min_count: int, max_count: int | None,
@@ -543,15 +544,19 @@ def occurrence_index(tokens: np.ndarray, tokenizer, variant: str, min_count: int
     starts = sample_regions(len(tokens), index_tokens, seed)
     runs = None
     if starts is not None:
+        assert index_tokens is not None  # sample_regions samples only given index_tokens
         length = region_length(index_tokens)
         runs = sample_runs(starts, length)
         log.info("occurrence index over %d of %d tokens (%d regions, seed %d)", starts.size * length, len(tokens),
                  starts.size, seed)
     path = None
     if cache_dir is not None:
-        key = (_content_key(tokens, tokenizer, variant, min_count, max_count, skip_top, casefold) if runs is None
-               else _sample_key(tokens, runs, starts, index_tokens, tokenizer, variant, min_count, max_count,
-                                skip_top, casefold))
+        if runs is None:
+            key = _content_key(tokens, tokenizer, variant, min_count, max_count, skip_top, casefold)
+        else:
+            assert starts is not None and index_tokens is not None  # runs are cut only from a sample
+            key = _sample_key(tokens, runs, starts, index_tokens, tokenizer, variant, min_count, max_count,
+                              skip_top, casefold)
         path = Path(cache_dir) / f"occurrences-{key}.npz"
         cached = _load(path, variant)
         if cached is not None:

@@ -94,8 +94,10 @@ class EpisodeSampler:
         rng = np.random.default_rng(key)
         if self.lm_tasks is not None:
             return self.lm_tasks.episode(self.tokens, rng)
+        pool = c.resolved_pool()
+        assert self.occurrences is not None and pool is not None  # task smlmt
         return smlmt_episode(self.occurrences, self.tokens, self.doc_offsets, c.n_way, c.k_shot, c.q_query,
-                             c.window_len, c.resolved_pool(), self.mask_id, rng)
+                             c.window_len, pool, self.mask_id, rng)
 
     def episodes(self, step: int, rank: int = 0, world_size: int = 1, rows: np.ndarray | None = None,
                  micro: int = 0) -> EpisodeBatch:

@@ -89,7 +89,8 @@ def _class_items(index: OccurrenceIndex, c: int, tokens: np.ndarray, doc_offsets
     tries = min(occ.size, 4 * need + 16)
     picks = rng.choice(occ.size, size=tries, replace=False)
     n = len(tokens)
-    rows, spans = [], []
+    rows = []
+    spans: list[tuple[int, int]] = []
     for p in occ[picks]:
         p = int(p)
         d = int(np.searchsorted(doc_offsets, p, side="right")) - 1

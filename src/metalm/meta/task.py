@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
@@ -13,12 +15,15 @@ from .heads import LearnedHead
 from .meta_step import MetaStep
 from .sampler import EpisodeBatch, EpisodeSampler
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 
 class MetaTask:
     """A run's meta-learning: the episode sampler, the learned head (if any) and the meta step."""
 
     def __init__(self, meta_cfg: MetaConfig, tokens: np.ndarray, doc_offsets: np.ndarray, tokenizer,
-                 model: torch.nn.Module, seed: int, cache_dir=None, doc_groups: np.ndarray | None = None):
+                 model: PreTrainedModel, seed: int, cache_dir=None, doc_groups: np.ndarray | None = None):
         self.cfg = meta_cfg
         self.seed = int(seed)
         self.sampler = EpisodeSampler(meta_cfg, tokens, doc_offsets, tokenizer, seed, cache_dir, doc_groups)
@@ -39,7 +44,7 @@ class MetaTask:
         return self.sampler.episodes(step, rank, world_size, rows, micro)
 
     # -- the meta step --------------------------------------------------------------------------
-    def meta_step(self, model: torch.nn.Module, batch: EpisodeBatch, loss_scale: float = 1.0,
+    def meta_step(self, model: PreTrainedModel, batch: EpisodeBatch, loss_scale: float = 1.0,
                   outer_gradient: bool = True) -> dict:
         """See `MetaStep.run`: mean statistics, `episodes` and `work`; outer gradient in `.grad`."""
         return self.runner.run(model, batch, loss_scale, outer_gradient)
@@ -51,7 +56,7 @@ class MetaTask:
             return []
         return [(f"meta_head.{n}", p) for n, p in self.head.named_parameters()]
 
-    def reached_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    def reached_parameters(self, model: PreTrainedModel) -> list[torch.nn.Parameter]:
         """Every parameter a meta step's outer gradient reaches: model parameters
         (`backbone.outer_parameter_names`) and the learned head."""
         named = dict(model.named_parameters())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,6 +18,9 @@ from ..checksums import checkpoint_problem
 from ..errors import CheckpointError, ConfigError, DivergedError, MetalmError
 from ..run_dir import CHECKPOINTS, RunDir
 from .cadence import Cadence
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,7 @@ class Checkpointer:
     """Saves every `train.save_every` steps and at the last step (rank 0), keeps the newest
     `train.keep_checkpoints`, and restores the latest checkpoint into the given objects."""
 
-    def __init__(self, run: RunDir, cadence: Cadence, keep: int, model: torch.nn.Module,
+    def __init__(self, run: RunDir, cadence: Cadence, keep: int, model: PreTrainedModel,
                  optimizer: torch.optim.Optimizer, state, meta=None, device: torch.device | None = None,
                  is_main: bool = True, data_key: str | None = None):
         self.run, self.cadence, self.keep = run, cadence, keep

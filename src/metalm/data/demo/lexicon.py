@@ -54,7 +54,7 @@ def _strings(obj):
 @lru_cache(maxsize=None)
 def english_vocabulary() -> tuple[str, ...]:
     """Every lower-cased word the templates and fillers can produce outside names."""
-    words = set()
+    words: set[str] = set()
     for s in _strings(_TEXT_TABLES):
         words.update(w.lower() for w in WORD.findall(SLOT.sub(" ", s)))
     return tuple(sorted(words))

@@ -32,6 +32,7 @@ CHRONICLE_SHARE = 0.05  # share of corpus documents that are chronicles
 # demo tokenizer's ~3.3 characters per token, with a margin
 CHRONICLE_CHARS = 2800
 NER_SENTENCES = {"train": 1500, "dev": 300, "test": 300}
+TaggedSentence = tuple[str, list[tuple[str, str]]]  # (text, [(token, IOB2 tag)])
 
 POOLS = {"person": PERSON_POOLS, "city": CITY_POOLS, "country": COUNTRY_POOLS, "river": RIVER_POOLS,
          **{kind: {"open": ORG_OPENINGS, "body": ORG_BODY + ORG_KIND_BODY[kind]} for kind in ORG_KINDS}}
@@ -138,6 +139,8 @@ def _render(template: str, facts: dict, rng: random.Random, world: World) -> lis
             value = facts[slot]
         else:
             base = _filler_for(slot)
+            if base is None:
+                raise KeyError(f"template slot {slot!r} has no filler")
             value = FILLERS[base](rng, world)
             for _ in range(10):  # `hobby2` differs from `hobby`; fillers differ from the subject
                 if all(value is not v and value != v for v in drawn.get(base, []) + [facts.get("P"), facts.get("O")]):
@@ -274,13 +277,13 @@ def _ner_facts(rng: random.Random, world: World) -> dict:
     return ner
 
 
-def ner_sentences(world: World, seed: int, lang: str) -> dict[str, list[list[tuple[str, str]]]]:
+def ner_sentences(world: World, seed: int, lang: str) -> dict[str, list[TaggedSentence]]:
     """Tagged sentences per split (train/dev/test); no sentence text repeats across splits."""
     rng = random.Random(f"metalm-demo-world:{seed}:ner:{lang}")
     seen: set[str] = set()
-    out: dict[str, list] = {}
+    out: dict[str, list[TaggedSentence]] = {}
     for split, count in NER_SENTENCES.items():
-        sentences = []
+        sentences: list[TaggedSentence] = []
         while len(sentences) < count:
             template = rng.choice(NER_TEMPLATES)
             segments = _surface(_render(template, _ner_facts(rng, world), rng, world), lang)

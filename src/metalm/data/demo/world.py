@@ -150,7 +150,7 @@ def _org_name(kind: str, city: Entity, rng: random.Random, namer: _Namer) -> tup
 def _build_orgs(rng: random.Random, namer: _Namer, cities: list[Entity]) -> dict[str, list[Entity]]:
     out: dict[str, list[Entity]] = {}
     for kind in ORG_KINDS:
-        orgs = []
+        orgs: list[Entity] = []
         while len(orgs) < WORLD_SIZES[kind]:
             city = rng.choice(cities)
             name, attrs = _org_name(kind, city, rng, namer)
