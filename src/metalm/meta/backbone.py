@@ -80,6 +80,13 @@ def _layer_flops_per_token(layer: nn.Module, seq_len: int, d_model: int) -> int:
 LLAMA_PARTS = ("embed_tokens", "layers", "norm", "rotary_emb")
 
 
+def llama_parts(base: nn.Module) -> tuple[nn.Module, nn.ModuleList, nn.Module]:
+    """(embed_tokens, layers, norm) of a Llama-style decoder `base`, typed."""
+    embed, layers, norm = base.embed_tokens, base.layers, base.norm
+    assert isinstance(embed, nn.Module) and isinstance(layers, nn.ModuleList) and isinstance(norm, nn.Module)
+    return embed, layers, norm
+
+
 def decoder_context(base: nn.Module, h: torch.Tensor) -> dict:
     """What each decoder layer takes besides its input: the causal mask, positions and rotary
     embeddings of rows `h` [B, L, d]. The mask is built without position ids: episode rows are never
@@ -143,11 +150,12 @@ class HeadOnlyPartition(BackbonePartition):
     def lower(self, input_ids):
         if getattr(self.base.config, "model_type", None) != "llama":  # other decoders: their own forward
             return self.base(input_ids=input_ids, use_cache=False).last_hidden_state
-        h = self.base.embed_tokens(input_ids)  # LlamaModel.forward's steps, without its host sync
+        embed, layers, norm = llama_parts(self.base)
+        h = embed(input_ids)  # LlamaModel.forward's steps, without its host sync
         ctx = decoder_context(self.base, h)
-        for layer in self.base.layers:
+        for layer in layers:
             h = layer(h, **ctx)
-        return self.base.norm(h)
+        return norm(h)
 
     def upper(self, params, x):
         return x
@@ -193,8 +201,8 @@ class LastLayersPartition(BackbonePartition):
         if missing:
             raise ConfigError("meta.inner_params: head+last_n_layers needs a Llama-style decoder "
                               f"(backbone without {missing[0]!r}); use head or all")
-        layers, norm = base.layers, base.norm
-        assert isinstance(layers, nn.ModuleList) and isinstance(norm, nn.Module)  # a Llama-style decoder's
+        self.embed, self.layers, self.norm = llama_parts(base)
+        layers, norm = self.layers, self.norm
         self.n_layers = len(layers)
         if not 1 <= n_upper <= self.n_layers:
             raise ConfigError(f"meta.inner_n_layers: {n_upper} is not within 1..{self.n_layers}")
@@ -204,9 +212,9 @@ class LastLayersPartition(BackbonePartition):
         self.upper_names += [f"{self.prefix}norm.{n}" for n, _ in norm.named_parameters()]
 
     def lower(self, input_ids):
-        h = self.base.embed_tokens(input_ids)
+        h = self.embed(input_ids)
         ctx = decoder_context(self.base, h)
-        for layer in self.base.layers[: self.first]:
+        for layer in self.layers[: self.first]:
             h = layer(h, **ctx)
         return h
 
@@ -216,14 +224,14 @@ class LastLayersPartition(BackbonePartition):
         for i in range(self.first, self.n_layers):
             p = f"{self.prefix}layers.{i}."
             local = {n[len(p):]: v for n, v in params.items() if n.startswith(p)}
-            h = functional_call(self.base.layers[i], local, (h,), ctx)
+            h = functional_call(self.layers[i], local, (h,), ctx)
         p = f"{self.prefix}norm."
-        return functional_call(self.base.norm, {n[len(p):]: v for n, v in params.items() if n.startswith(p)}, (h,))
+        return functional_call(self.norm, {n[len(p):]: v for n, v in params.items() if n.startswith(p)}, (h,))
 
     def flops_per_token(self, seq_len):
-        upper = sum(_layer_flops_per_token(self.base.layers[i], seq_len, self.d_model)
+        upper = sum(_layer_flops_per_token(self.layers[i], seq_len, self.d_model)
                     for i in range(self.first, self.n_layers))
-        upper += 2 * sum(p.numel() for p in self.base.norm.parameters())
+        upper += 2 * sum(p.numel() for p in self.norm.parameters())
         return backbone_flops_per_token(self.model, seq_len) - upper, upper
 
     @property
