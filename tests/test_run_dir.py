@@ -132,3 +132,10 @@ def test_atomic_writers_leave_old_or_new(tmp_path):
     with publish_dir(tmp_path / "d") as tmp:
         (tmp / "x").write_text("whole")
     assert (tmp_path / "d" / "x").read_text() == "whole" and read_jsonl(tmp_path / "none.jsonl") == []
+
+
+def test_a_run_dir_travels_as_an_object_and_names_its_path(tmp_path):
+    run = RunDir(tmp_path / "run")
+    assert RunDir.of(run) is run and RunDir.of(tmp_path / "run").path == run.path == RunDir.of(str(run.path)).path
+    assert f"{run}" == str(tmp_path / "run") and repr(run) == f"RunDir({str(tmp_path / 'run')!r})"
+    assert Path(run) == run.path  # os.PathLike

@@ -122,8 +122,17 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
+    def __str__(self) -> str:  # its path, as where a message names it
+        return str(self.path)
+
     def __fspath__(self) -> str:
         return str(self.path)
+
+    @classmethod
+    def of(cls, run: RunDir | str | Path) -> RunDir:
+        """`run` itself when it is a RunDir, else the RunDir of that path (for public entry points that
+        take either; code inside metalm passes the object)."""
+        return run if isinstance(run, RunDir) else cls(run)
 
     # -- paths ----------------------------------------------------------------------------------
     @property
@@ -364,8 +373,9 @@ class RunDir:
 REQUESTED = "requested.json"  # in RUN/eval/: the settings each stored evaluation was computed with
 EXPERIMENT_SPEC = "experiment.yaml"  # in an experiment directory: the experiment as it was run
 REPORT_DIR = "report"  # beside run directories compared with `metalm report RUN...`
+SUMMARY = "summary.json"  # every number of an experiment's report (`experiment.summary`)
 # What an experiment directory holds beside its arms' directories (so no arm may be named so).
-EXPERIMENT_FILES = frozenset({EXPERIMENT_SPEC, STATUS, "summary.json", "report.md", "report.html", PLOTS, REPORT_DIR,
+EXPERIMENT_FILES = frozenset({EXPERIMENT_SPEC, STATUS, SUMMARY, "report.md", "report.html", PLOTS, REPORT_DIR,
                               LOCK})
 
 

@@ -45,11 +45,12 @@ class PosthocResult:
     unsaved: str | None = None  # why nothing could be written into the run directory (read-only), if so
 
 
-def load_probe_batch(run_dir: str | Path, probe_input_ids: torch.Tensor | None = None) -> torch.Tensor:
+def load_probe_batch(run_dir: RunDir | str | Path, probe_input_ids: torch.Tensor | None = None) -> torch.Tensor:
     """The run's probe batch: `RunDir.probe_path` (key `input_ids`) if present, else the
     given tensor, else rebuilt from the run's config and data (a run with `dynamics.every: 0`
     saves none); the same batch the run recorded its on-the-fly rows with."""
-    path = RunDir(run_dir).probe_path
+    run = RunDir.of(run_dir)
+    path = run.probe_path
     if path.exists():
         from safetensors.torch import load_file
 
@@ -58,7 +59,7 @@ def load_probe_batch(run_dir: str | Path, probe_input_ids: torch.Tensor | None =
         except (OSError, KeyError, ValueError) as exc:
             raise DataError(f"{path}: cannot read the probe batch (key 'input_ids'): {exc}") from None
     if probe_input_ids is None:
-        return _rebuilt_probe_batch(RunDir(run_dir))
+        return _rebuilt_probe_batch(run)
     return probe_input_ids.long()
 
 
@@ -77,10 +78,9 @@ def _rebuilt_probe_batch(run: RunDir) -> torch.Tensor:
     return probe_batch(cfg.dynamics, cfg.train.seq_len, corpus.validation).long()
 
 
-def recorded_on_the_fly(run_dir: str | Path) -> bool:
+def recorded_on_the_fly(run: RunDir) -> bool:
     """Whether the trainer recorded dynamics rows (the run's `dynamics.every` > 0); without a
     config file, whether its dynamics rows file exists."""
-    run = RunDir(run_dir)
     every = run.config_section("dynamics").get("every")
     if isinstance(every, int):
         return every > 0
@@ -99,7 +99,7 @@ def _load_model(path: Path, device: torch.device):
 
 
 def analyse_run(
-    run_dir: str | Path,
+    run_dir: RunDir | str | Path,
     probe_input_ids: torch.Tensor | None = None,
     groups: Iterable[str] = ALL_GROUPS,
     overwrite: bool = False,
@@ -113,15 +113,15 @@ def analyse_run(
     ordinary dynamics file when the run recorded none), then the phase read-out and figures
     (post-hoc ones beside the run's own). Steps already in the file with every requested
     group are kept unless `overwrite`. `smoothing` defaults to the run's `dynamics.smoothing` (5)."""
-    run = RunDir(run_dir)
+    run = RunDir.of(run_dir)
     if not run.path.is_dir():
         raise MetalmError(f"{run.path}: not a run directory")
     groups = list(groups)
     checkpoints = run.saved_models()
     if not checkpoints:
         raise MetalmError(f"{run.path}: no saved checkpoints (checkpoints/step-XXXXXXXX/ or final/) to analyse")
-    probe = load_probe_batch(run.path, probe_input_ids)
-    posthoc = recorded_on_the_fly(run.path)
+    probe = load_probe_batch(run, probe_input_ids)
+    posthoc = recorded_on_the_fly(run)
     rows_path = run.dynamics_path(posthoc)
     if smoothing is None:
         configured = run.config_section("dynamics").get("smoothing")
@@ -174,9 +174,9 @@ def analyse_run(
     return result
 
 
-def preferred_rows(run_dir: str | Path) -> tuple[list[dict], Path]:
+def preferred_rows(run_dir: RunDir | str | Path) -> tuple[list[dict], Path]:
     """The run's densest rows: those recorded on the fly if it has any, else the post-hoc ones."""
-    run = RunDir(run_dir)
+    run = RunDir.of(run_dir)
     for posthoc in (False, True):
         rows = run.read_dynamics(posthoc)
         if rows:
@@ -185,17 +185,17 @@ def preferred_rows(run_dir: str | Path) -> tuple[list[dict], Path]:
 
 
 def compare_runs(
-    run_a: str | Path,
-    run_b: str | Path,
+    run_a: RunDir | str | Path,
+    run_b: RunDir | str | Path,
     out_dir: str | Path | None = None,
     labels: Sequence[str] | None = None,
 ) -> list[Path]:
     """Overlay figures of two runs (default into `RUN_A/plots/overlay-<RUN_B name>/`)."""
-    run_a, run_b = Path(run_a), Path(run_b)
-    rows_a, _ = preferred_rows(run_a)
-    rows_b, _ = preferred_rows(run_b)
-    labels = list(labels) if labels else [run_a.name, run_b.name]
+    a, b = RunDir.of(run_a), RunDir.of(run_b)
+    rows_a, _ = preferred_rows(a)
+    rows_b, _ = preferred_rows(b)
+    labels = list(labels) if labels else [a.path.name, b.path.name]
     if labels[0] == labels[1]:
-        labels = [str(run_a), str(run_b)]
-    out = Path(out_dir) if out_dir else RunDir(run_a).plots_dir() / f"overlay-{run_b.name}"
+        labels = [str(a.path), str(b.path)]
+    out = Path(out_dir) if out_dir else a.plots_dir() / f"overlay-{b.path.name}"
     return plot_overlay(rows_a, rows_b, labels, out)

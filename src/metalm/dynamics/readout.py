@@ -19,11 +19,11 @@ class Readout:
     plots: list[Path] = field(default_factory=list)
 
 
-def write_readout(run_dir: str | Path | RunDir, rows: list[dict], smoothing: int = 5, *, posthoc: bool = False,
+def write_readout(run_dir: RunDir | str | Path, rows: list[dict], smoothing: int = 5, *, posthoc: bool = False,
                   title: str | None = None) -> Readout:
     """Write the phase read-out (`RunDir.write_phases`) and the figures (`plots/`, or `plots/posthoc/`)
     of a run."""
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    run = RunDir.of(run_dir)
     phases = phase_readout(rows, smoothing)
     path = run.write_phases(phases, posthoc)
     plots = plot_run(rows, run.plots_dir(posthoc), title=run.path.name if title is None else title)

@@ -690,7 +690,7 @@ def write_report(out_dir: Path, runs: dict[str, dict[int, RunDir]], baseline: st
             if (run.plots_dir() / name).is_file():
                 figures.append((f"{arm} (seed {seed}): {title}, layer × step.", run.plots_dir() / name))
         if arm != baseline and run.dynamics_path().is_file() and base.dynamics_path().is_file():
-            for p in compare_runs(base.path, run.path, out_dir=plots / f"overlay-{arm.replace('/', '-')}",
+            for p in compare_runs(base, run, out_dir=plots / f"overlay-{arm.replace('/', '-')}",
                                   labels=[baseline, arm]):
                 figures.append((f"{baseline} vs {arm}: {p.stem.replace('_', ' ')}.", p))
     write_json_atomic(out_dir / SUMMARY_FILE, summary.to_json())

@@ -17,8 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, ValidationError
 
 from ..eval_results import FewshotResult, NerLanguage, PerplexityResult
-
-SUMMARY_FILE = "summary.json"
+from ..run_dir import SUMMARY as SUMMARY_FILE
 
 
 def _read(kind: Any) -> PlainValidator:
@@ -134,7 +133,7 @@ class CurveDifferences(_Model):
 
 class Evaluations(_Model):
     """An arm's stored evaluations per seed (NER: per result name, seed → scores per test language)
-    and each seed's phase read-out (`phases.json`, kept as written)."""
+    and each seed's phase read-out (`RunDir.read_phases`, kept as written)."""
 
     perplexity: dict[int, Perplexity] = {}
     fewshot: dict[int, Fewshot] = {}
