@@ -3,10 +3,14 @@ amounts of each measure, seed lists."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .summary import MeanCI
+
+class Interval(Protocol):
+    """Anything with a 95% interval (`summary.MeanCI` and the results that carry one)."""
+
+    @property
+    def ci(self) -> list[float] | None: ...
 
 
 def _loss(v: float | None, digits: int = 4) -> str:
@@ -35,7 +39,7 @@ def _seeds(seeds) -> str:
     return f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds))
 
 
-def _interval(stat: MeanCI, signed: bool = True, digits: int = 4) -> str:
+def _interval(stat: Interval, signed: bool = True, digits: int = 4) -> str:
     if stat.ci:
         return f"95% CI {_ci(stat.ci, digits, signed)}"
     return "one seed: no interval"

@@ -220,22 +220,21 @@ def _matched(matched: dict[str, dict[int, RunDir]], metrics: dict[str, dict[int,
 
 def _evaluations(seeds: dict[int, RunDir]) -> dict:
     """Per evaluation, seed → its stored result (NER: per result name, seed → the summary per test
-    language), each read through its type (a malformed file is left out)."""
+    language), each read through its type (a malformed file is left out) and kept as that object."""
     evals: dict = {}
     for s, run in seeds.items():
         perplexity = read_result(PerplexityResult, run.read_eval(PerplexityResult.NAME))
         fewshot = read_result(FewshotResult, run.read_eval(FewshotResult.NAME))
         for name, res in ((PerplexityResult.NAME, perplexity), (FewshotResult.NAME, fewshot)):
             if res is not None:
-                evals.setdefault(name, {})[str(s)] = res.to_json()
+                evals.setdefault(name, {})[s] = res
         for name in run.eval_names("ner-"):
             ner = read_result(NerResult, run.read_eval(name))
             if ner is not None:
-                evals.setdefault("ner", {}).setdefault(name, {})[str(s)] = {
-                    lang: scores.to_json() for lang, scores in ner.summary.items()}
+                evals.setdefault("ner", {}).setdefault(name, {})[s] = ner.summary
         phases = run.read_phases()
         if phases:
-            evals.setdefault("phases", {})[str(s)] = phases
+            evals.setdefault("phases", {})[s] = phases
     return evals
 
 

@@ -36,7 +36,9 @@ class _Model(BaseModel):
 
 
 class MeanCI(_Model):
-    """A mean over seeds (or rows) with its Student-t interval (`compare.mean_ci`): none from one value."""
+    """A mean over seeds (or rows) with its Student-t interval (`compare.mean_ci`): none from one value.
+    The types below that carry these four fields beside others declare them where their producer puts
+    them, so summary.json keeps its key order."""
 
     n: int
     mean: float | None
@@ -71,15 +73,23 @@ class SchedulePoint(_Model):
     lr_fraction: float | None
 
 
-class AtEqual(MeanCI):
+class AtEqual(_Model):
     budget: float
+    n: int
+    mean: float | None
+    ci: list[float] | None = None
+    level: float | None = None
     mid_schedule: dict[int, SchedulePoint]
 
 
-class Speedup(MeanCI):
+class Speedup(_Model):
     """One measure's speed-up to the target (`compare.speedups`)."""
 
     per_seed: dict[int, float]
+    n: int
+    mean: float | None
+    ci: list[float] | None = None
+    level: float | None = None
     not_reached: list[int]
     baseline_not_reached: list[int]
     dropped: dict[int, str]
@@ -99,12 +109,16 @@ class PairedSeed(_Model):
         return self.baseline_at if run == "baseline" else self.arm_at
 
 
-class PairedDifference(MeanCI):
+class PairedDifference(_Model):
     """An arm's paired difference at equal FLOPs (`compare.paired_difference`) and what it was paired
     against (the baseline, or its matched baseline runs)."""
 
     measure: str
     per_seed: dict[int, PairedSeed]
+    n: int
+    mean: float | None
+    ci: list[float] | None = None
+    level: float | None = None
     dropped: dict[int, str]
     against: str
 
@@ -116,9 +130,13 @@ class CurveSeed(_Model):
     difference: float
 
 
-class CurvePoint(MeanCI):
+class CurvePoint(_Model):
     fraction: float
     per_seed: dict[int, CurveSeed]
+    n: int
+    mean: float | None
+    ci: list[float] | None = None
+    level: float | None = None
 
 
 class CurveDifferences(_Model):
@@ -209,7 +227,7 @@ class AttributionSeed(_Model):
     difference: float
 
 
-class Attribution(MeanCI):
+class Attribution(_Model):
     """A control-arm attribution at equal optimizer steps (`compare.paired_at_steps`); the top-level
     n/mean/ci are the final evaluation's."""
 
@@ -218,6 +236,10 @@ class Attribution(MeanCI):
     control: str
     axis: str
     per_seed: dict[int, AttributionSeed]
+    n: int
+    mean: float | None
+    ci: list[float] | None = None
+    level: float | None = None
     final: MeanCI
     curve_mean: MeanCI
     dropped: dict[int, str]
