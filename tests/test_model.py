@@ -66,7 +66,9 @@ def test_flops_formula_against_torch_flop_counter():
     layers and LM head are counted exactly (2 × matmul parameters × tokens; the formula's
     "non-embedding parameters" also holds the RMSNorm gains, 2 × 320 FLOPs per token here); the
     attention term 2 × layers × seq × d is the causal half of the full L × L score and value
-    products that a dense kernel executes; and backward = 2 × forward."""
+    products that a dense kernel executes; and backward = 2 × forward. The rotary embedding's tiny
+    positions × frequencies product (a bmm in some transformers releases, once per forward) is not part
+    of the formula and is left out of the counts."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model = build_model("nano", vocab_size=512, attn_implementation="eager")
@@ -75,7 +77,10 @@ def test_flops_formula_against_torch_flop_counter():
     ids = torch.randint(0, 512, (batch, seq), generator=torch.Generator().manual_seed(0))
     with FlopCounterMode(display=False) as forward:
         model(input_ids=ids).logits.sum()
-    counts = {str(op): n for op, n in forward.get_flop_counts()["Global"].items()}
+    by_module = forward.get_flop_counts()
+    rotary = {str(op): n for module, ops in by_module.items() if module.endswith("rotary_emb") for op, n in ops.items()}
+    counts = {str(op): n - rotary.get(str(op), 0) for op, n in by_module["Global"].items()}
+    assert sum(rotary.values()) <= 2 * seq * model.config.hidden_size  # tiny, when counted at all
     cfg = model.config
     d, layers, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
     norm = sum(p.numel() for name, p in model.named_parameters() if "norm" in name)
@@ -84,7 +89,8 @@ def test_flops_formula_against_torch_flop_counter():
     assert counts["aten.mm"] == (2 * matmul_params + 2 * d * vocab) * tokens
     causal_attention = 2 * layers * seq * d * tokens
     assert counts["aten.bmm"] == 2 * causal_attention
-    assert forward_flops_per_token(model, seq) * tokens == forward.get_total_flops() - causal_attention + 2 * norm * tokens
+    total = forward.get_total_flops() - sum(rotary.values())
+    assert forward_flops_per_token(model, seq) * tokens == total - causal_attention + 2 * norm * tokens
     with FlopCounterMode(display=False) as both:
         model(input_ids=ids).logits.sum().backward()
-    assert both.get_total_flops() == 3 * forward.get_total_flops()
+    assert both.get_total_flops() - sum(rotary.values()) == 3 * total  # the rotary product has no backward

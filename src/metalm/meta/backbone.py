@@ -15,6 +15,8 @@ FLOPs per token of each part follow DESIGN 2.5 exactly (`backbone_flops_per_toke
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import TYPE_CHECKING
 
 import torch
@@ -87,6 +89,15 @@ def llama_parts(base: nn.Module) -> tuple[nn.Module, nn.ModuleList, nn.Module]:
     return embed, layers, norm
 
 
+@functools.cache
+def _mask_takes_cache_position() -> bool:
+    """transformers 5.0–5.x: `create_causal_mask(config, embeds, mask, cache_position, past_key_values,
+    …)`; later releases dropped `cache_position` (the fourth parameter is then the cache)."""
+    from transformers.masking_utils import create_causal_mask
+
+    return "cache_position" in inspect.signature(create_causal_mask).parameters
+
+
 def decoder_context(base: nn.Module, h: torch.Tensor) -> dict:
     """What each decoder layer takes besides its input: the causal mask, positions and rotary
     embeddings of rows `h` [B, L, d]. The mask is built without position ids: episode rows are never
@@ -95,8 +106,10 @@ def decoder_context(base: nn.Module, h: torch.Tensor) -> dict:
     from transformers.masking_utils import create_causal_mask
 
     position_ids = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
-    # positionally: transformers 5.x names the fourth parameter (the cache) `cache` or `past_key_values`
-    mask = create_causal_mask(base.config, h, None, None, position_ids=None)
+    if _mask_takes_cache_position():
+        mask = create_causal_mask(base.config, h, None, position_ids[0], None, position_ids=None)
+    else:  # positionally: later releases name the fourth parameter (the cache) `cache` or `past_key_values`
+        mask = create_causal_mask(base.config, h, None, None, position_ids=None)
     rotary = base.rotary_emb
     assert isinstance(rotary, nn.Module)  # a Llama-style decoder's submodule
     return {"attention_mask": mask, "position_ids": position_ids,
