@@ -152,6 +152,7 @@ def test_finetune_nano_on_english_dev_beats_all_o(tmp_path):
     model = build_model("nano", vocab_size=len(tok), special_token_ids=special_token_ids(tok))
     model.save_pretrained(tmp_path / "final")
     tok.save_pretrained(tmp_path / "final")
+    (tmp_path / "config.yaml").write_text("{}\n")  # marks a run directory
     t0 = time.perf_counter()
     res = run_ner(tmp_path, UNER, "en", ["en"], epochs=5, lr=1e-3, progress=False)
     elapsed = time.perf_counter() - t0
