@@ -213,7 +213,6 @@ class Trainer:
             **({"fused": True} if self._fused else {}),
         )
         self._params = [p for group in self.optimizer.param_groups for p in group["params"]]  # clipping order
-        self._ddp = None
         if self._dist.enabled:  # DDP over the (compiled) loss: the loss compiles over the bare model
             self._ddp = data_parallel_loss(self.model, self._ar_loss, self.device)
 

@@ -113,12 +113,19 @@ def _evaluate(exp: Experiment, arm: str, seed: int) -> None:
     ner = exp.evaluation(NerSettings)
     if ner is not None:
         from ..data.demo import resolve_ner_data
-        from ..evaluation.ner import result_name, run_ner, save_result
+        from ..evaluation.ner import run_ner, save_result
 
         data = resolve_ner_data(ner.data, cache_root(cfg.run.cache_dir))
-        requested.evaluate(result_name({"config": {"train_lang": ner.train_lang, "mode": ner.mode}}), ner, [data],
+        requested.evaluate(_ner_result_name(ner), ner, [data],
                            f"NER ({ner.mode}, {ner.train_lang}) of {arm} seed {seed}",
                            lambda: save_result(run_ner(run_dir, data, settings=ner), run, keep_other_settings=False))
+
+
+def _ner_result_name(ner: NerSettings) -> str:
+    """The stored NER result's name (`ner-<train_lang>[-probe]`) under these settings."""
+    from ..evaluation.ner import result_name
+
+    return result_name({"config": {"train_lang": ner.train_lang, "mode": ner.mode}})
 
 
 def _evaluation_names(exp: Experiment) -> list[str]:
@@ -126,9 +133,7 @@ def _evaluation_names(exp: Experiment) -> list[str]:
     names = [name for name in ("perplexity", "fewshot") if exp.settings.get(name) is not None]
     ner = exp.evaluation(NerSettings)
     if ner is not None:
-        from ..evaluation.ner import result_name
-
-        names.append(result_name({"config": {"train_lang": ner.train_lang, "mode": ner.mode}}))
+        names.append(_ner_result_name(ner))
     return names
 
 
@@ -225,8 +230,8 @@ def _run_locked(exp: Experiment) -> Path:
         _Phase.now = "training the matched baselines"
         _train_matched(exp)
     _Phase.now = "writing the report"
-    report = write_report(exp.root, exp.runs(), exp.baseline, exp.target_loss, matched_runs(exp) if exp.matched_baselines else None,
-                          sweeps=_sweep_summary(exp, sweeps))
+    report = write_report(exp.root, exp.runs(), exp.baseline, exp.target_loss,
+                          matched_runs(exp) if exp.matched_baselines else None, sweeps=_sweep_summary(exp, sweeps))
     ExperimentDir(exp.root).write_status({"state": "finished", "report": str(report)})
     print(f"report: {report} (also report.html, summary.json)")
     return report
